@@ -1,0 +1,32 @@
+# `make demo` and `make test` set themselves up: they create .venv when missing and install the
+# project into it once (the stamp file is rebuilt only when pyproject.toml changes).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.llmbricks-installed
+PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
+export LLMBRICKS_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+
+.PHONY: setup demo test lint clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -c constraints.txt torch==2.13.0
+	$(PIP) install -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/llmbricks components
+	$(BIN)/llmbricks model summary examples/configs/gpt2-124m.yaml
+	$(BIN)/llmbricks config validate examples/configs/quickstart.yaml --smoke
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests examples
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

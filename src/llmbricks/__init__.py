@@ -1,0 +1,55 @@
+"""llmbricks: build, train, finetune and compare GPT-style language models from swappable parts.
+
+The public API is re-exported here lazily, so ``import llmbricks`` (and ``llmbricks --help``)
+does not import torch.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from .core.hookspecs import hookimpl
+
+try:
+    __version__ = version("llmbricks")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0+unknown"
+
+_LAZY: dict[str, str] = {
+    "load_config": "llmbricks.core.config",
+    "Config": "llmbricks.core.config",
+    "build_model": "llmbricks.core.build",
+    "build_tokenizer": "llmbricks.core.build",
+    "summarize": "llmbricks.core.build",
+    "summarize_config": "llmbricks.core.build",
+    "get_registry": "llmbricks.core.registry",
+    "Registry": "llmbricks.core.registry",
+    "Component": "llmbricks.core.component",
+    "ParamsModel": "llmbricks.core.component",
+    "Dims": "llmbricks.core.component",
+    "KVCache": "llmbricks.core.kv_cache",
+    **{name: "llmbricks.core.interfaces" for name in (
+        "Tokenizer", "Embedding", "PositionalEncoding", "Attention", "Norm", "FeedForward",
+        "Block", "Model", "ModelParts", "Head", "Adapter", "Trainer", "DataSource", "Logger")},
+    **{name: "llmbricks.core.errors" for name in (
+        "LlmbricksError", "ConfigError", "ComponentError", "PluginError", "DataError",
+        "CheckpointError")},
+}
+
+__all__ = ["__version__", "hookimpl", "registry", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "registry":
+        return import_module("llmbricks.core.registry").get_registry()
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'llmbricks' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,1 @@
+"""The core: interfaces and machinery. It imports nothing from ``plugins`` or ``cli``."""

@@ -1,0 +1,358 @@
+"""The config: pydantic models for ``model``, ``data``, ``train``, ``seed`` and the run name.
+
+Loading goes file -> dotted overrides -> preset expansion -> schema validation -> every component
+spec validated against its own ``Params`` -> cross-field checks. The result is a *resolved*
+config: every default is written out, and dumping it to YAML and loading it back gives an equal
+config.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PositiveInt,
+    ValidationError,
+)
+
+from .component import ComponentSpec, Dims
+from .config_io import dump_yaml, parse_yaml, read_config_file
+from .errors import ComponentError, ConfigError, did_you_mean
+from .registry import Registry, describe_validation_error, get_registry
+
+Spec = Annotated[
+    ComponentSpec,
+    BeforeValidator(ComponentSpec.parse),
+    PlainSerializer(ComponentSpec.to_data, return_type=dict),
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    """The network's shape and the component that fills each slot."""
+
+    preset: str | None = None
+    vocab_size: PositiveInt | Literal["auto"] = "auto"
+    context_length: PositiveInt = 256
+    emb_dim: PositiveInt = 384
+    n_layers: PositiveInt = 6
+    n_heads: PositiveInt = 6
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    tokenizer: Spec | None = None
+    embedding: Spec = ComponentSpec(name="token")
+    positional: Spec = ComponentSpec(name="absolute")
+    attention: Spec = ComponentSpec(name="mha")
+    norm: Spec = ComponentSpec(name="layernorm")
+    feedforward: Spec = ComponentSpec(name="gelu")
+    block: Spec = ComponentSpec(name="gpt")
+    arch: Spec = ComponentSpec(name="gpt")
+    head: Spec = ComponentSpec(name="lm")
+
+    @property
+    def n_kv_heads(self) -> int:
+        """Key/value heads: the attention's ``n_kv_heads`` param when set (GQA), else ``n_heads``."""
+        value = self.attention.params.get("n_kv_heads")
+        return int(value) if value else self.n_heads
+
+    def dims(self, vocab_size: int | None = None) -> Dims:
+        """The frozen shape object every module is built with."""
+        vocab = vocab_size if vocab_size is not None else self.vocab_size
+        if vocab == "auto":
+            tok = self.tokenizer.name if self.tokenizer else None
+            raise ConfigError(
+                "model.vocab_size is 'auto' but "
+                + (f"tokenizer '{tok}' learns its vocabulary from data" if tok else "no model.tokenizer is set")
+                + "; set model.vocab_size to a number or build the model with a trained tokenizer")
+        return Dims(vocab_size=int(vocab), context_length=self.context_length,
+                    emb_dim=self.emb_dim, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads,
+                    n_layers=self.n_layers, dropout=self.dropout)
+
+
+class DataConfig(Section):
+    """Where training text comes from and how it is cut into windows."""
+
+    source: Spec | None = None
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    stride: PositiveInt | None = None
+
+
+class TrainConfig(Section):
+    """How the model is trained."""
+
+    trainer: Spec | None = None
+    max_steps: PositiveInt = 2000
+    batch_size: PositiveInt = 32
+    lr: float = Field(1.0e-3, gt=0.0)
+    min_lr: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.1, ge=0.0)
+    warmup_steps: int = Field(100, ge=0)
+    schedule: Literal["constant", "cosine"] = "cosine"
+    grad_clip: float | None = Field(1.0, gt=0.0)
+    eval_every: PositiveInt = 200
+    loggers: list[Spec] = []
+
+
+class Config(Section):
+    """A whole experiment: the model, its data, its training, a seed and a run name."""
+
+    name: str | None = None
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    seed: int = 123
+
+    def to_data(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return dump_yaml(self.to_data())
+
+
+#: Config fields that hold one component spec: (section, field) -> kind.
+COMPONENT_FIELDS: dict[tuple[str, str], str] = {
+    ("model", "tokenizer"): "tokenizer",
+    ("model", "embedding"): "embedding",
+    ("model", "positional"): "positional",
+    ("model", "attention"): "attention",
+    ("model", "norm"): "norm",
+    ("model", "feedforward"): "feedforward",
+    ("model", "block"): "block",
+    ("model", "arch"): "model",
+    ("model", "head"): "head",
+    ("data", "source"): "datasource",
+    ("train", "trainer"): "trainer",
+}
+#: Config fields that hold a list of component specs.
+COMPONENT_LIST_FIELDS: dict[tuple[str, str], str] = {("train", "loggers"): "logger"}
+SECTIONS: dict[str, type[Section]] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+
+
+# --- loading ----------------------------------------------------------------------------------
+
+
+def load_config(source: str | Path | Mapping[str, Any] | None = None,
+                overrides: Iterable[str] = (), registry: Registry | None = None) -> Config:
+    """Load, override, expand presets, validate and resolve a config.
+
+    ``source`` is a file path (YAML, TOML or JSON), a mapping, or ``None`` for the defaults.
+    ``overrides`` are ``dotted.path=value`` strings; values are parsed as YAML.
+    """
+    if source is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(source, Mapping):
+        raw = copy.deepcopy(dict(source))
+    else:
+        raw = read_config_file(source)
+    for override in overrides:
+        path, value = parse_override(override)
+        set_path(raw, path, value)
+    return resolve_config(raw, registry)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"model.n_layers=2"`` -> ``("model.n_layers", 2)``; the value is parsed as YAML."""
+    path, sep, value = text.partition("=")
+    path = path.strip()
+    if not sep or not path:
+        raise ConfigError(f"override '{text}' must look like dotted.path=value "
+                          "(e.g. --set model.n_layers=2)")
+    return path, parse_yaml(value, f"--set {path}") if value.strip() else None
+
+
+def _is_component(section: str, key: str) -> bool:
+    return (section, key) in COMPONENT_FIELDS
+
+
+def check_path(path: str) -> list[str]:
+    """Split a dotted override path and check it names a config field (or a component param)."""
+    parts = path.split(".")
+    top = list(Config.model_fields)
+    head = parts[0]
+    if head not in top:
+        raise ConfigError(f"--set {path}: unknown config path '{head}'{did_you_mean(head, top)} "
+                          f"(top-level fields: {', '.join(top)})")
+    if head not in SECTIONS:
+        if len(parts) > 1:
+            raise ConfigError(f"--set {path}: '{head}' is a single value and has no field '{parts[1]}'")
+        return parts
+    if len(parts) == 1:
+        return parts
+    fields = list(SECTIONS[head].model_fields)
+    key = parts[1]
+    if key not in fields:
+        hint = did_you_mean(key, fields)
+        hint = hint.replace("'", f"'{head}.", 1) if hint else ""
+        raise ConfigError(f"--set {path}: unknown config path '{head}.{key}'{hint} "
+                          f"(fields of {head}: {', '.join(fields)})")
+    if len(parts) > 2 and not _is_component(head, key):
+        raise ConfigError(f"--set {path}: '{head}.{key}' is a single value and has no field "
+                          f"'{parts[2]}'")
+    return parts
+
+
+def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``value`` at ``path`` in a raw config dict.
+
+    Inside a component spec, a bare name becomes ``{name: ...}`` so a param can be set, and
+    giving the spec a new name drops the old component's params.
+    """
+    parts = check_path(path)
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if depth == 1 and _is_component(parts[0], part):
+            if isinstance(child, str):
+                child = {"name": child}
+            elif isinstance(child, ComponentSpec):
+                child = child.to_data()
+            elif child is None:
+                child = {}
+            if parts[2] == "name" and len(parts) == 3 and child.get("name") not in (None, value):
+                child = {}
+        elif not isinstance(child, dict):
+            child = {}
+        node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def merge_spec(base: Any, over: Any) -> Any:
+    """Layer a component spec over another: same name (or none given) merges params, a new name
+    replaces the spec whole."""
+    if over is None or isinstance(over, str) or not isinstance(over, Mapping):
+        return over
+    try:
+        base_spec = ComponentSpec.parse(base)
+    except ValueError:
+        return over
+    name = over.get("name")
+    if name is None or name == base_spec.name:
+        return {**base_spec.to_data(), **over, "name": base_spec.name}
+    return dict(over)
+
+
+def merge_section(section: str, lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:
+    """``upper`` wins field by field; component specs merge as in ``merge_spec``."""
+    out = dict(lower)
+    for key, value in upper.items():
+        if _is_component(section, key) and key in out:
+            out[key] = merge_spec(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _defaults_for_partial_specs(section: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A spec written without a name (``positional: {theta: 5}``) takes the field's default."""
+    model = SECTIONS[section]
+    for key, value in list(data.items()):
+        if _is_component(section, key) and isinstance(value, Mapping) and "name" not in value:
+            default = model.model_fields[key].default
+            if isinstance(default, ComponentSpec):
+                data[key] = merge_spec(default, value)
+    return data
+
+
+def resolve_config(raw: Mapping[str, Any], registry: Registry | None = None) -> Config:
+    """Validate a raw config dict and resolve every component spec against the registry."""
+    registry = registry or get_registry()
+    raw = copy.deepcopy(dict(raw))
+    for section in SECTIONS:
+        value = raw.get(section)
+        if value is None:
+            continue
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{section}: expected a mapping of fields, got {value!r}")
+        raw[section] = dict(value)
+    model_raw = raw.get("model", {})
+    preset = model_raw.get("preset")
+    if preset is not None:
+        try:
+            fragment = registry.preset(str(preset))
+        except ComponentError as exc:
+            raise ConfigError(f"model.preset: {exc}") from None
+        model_raw = merge_section("model", fragment, model_raw)
+    raw["model"] = model_raw
+    for section in SECTIONS:
+        if section in raw:
+            raw[section] = _defaults_for_partial_specs(section, dict(raw[section]))
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe_schema_error(exc)) from None
+    _resolve_components(config, registry)
+    _check_model(config.model, registry)
+    return config
+
+
+def _describe_schema_error(exc: ValidationError) -> str:
+    loc = exc.errors()[0]["loc"]
+    model: type[BaseModel] = Config
+    prefix: list[str] = []
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model = field.annotation
+        prefix.append(str(part))
+    owner = f"section '{'.'.join(prefix)}'" if prefix else "the config"
+    text = describe_validation_error(exc, owner=owner, fields=list(model.model_fields))
+    return text.replace("unknown parameter", "unknown field").replace("(parameters:", "(fields:")
+
+
+def _resolve_components(config: Config, registry: Registry) -> None:
+    for (section, key), kind in COMPONENT_FIELDS.items():
+        holder = getattr(config, section)
+        spec = getattr(holder, key)
+        if spec is not None:
+            setattr(holder, key, registry.resolve(kind, spec, f"{section}.{key}"))
+    for (section, key), kind in COMPONENT_LIST_FIELDS.items():
+        holder = getattr(config, section)
+        specs = getattr(holder, key)
+        setattr(holder, key, [registry.resolve(kind, s, f"{section}.{key}[{i}]")
+                              for i, s in enumerate(specs)])
+
+
+def _check_model(model: ModelConfig, registry: Registry) -> None:
+    """Cross-field checks that would otherwise fail deep inside torch."""
+    if model.emb_dim % model.n_heads:
+        lower = model.emb_dim - model.emb_dim % model.n_heads
+        raise ConfigError(
+            f"model.emb_dim: {model.emb_dim} is not divisible by model.n_heads={model.n_heads}; "
+            f"use a multiple of n_heads (e.g. {lower} or {lower + model.n_heads})")
+    kv = model.attention.params.get("n_kv_heads")
+    if kv is not None and (kv < 1 or model.n_heads % kv):
+        raise ConfigError(
+            f"model.attention.n_kv_heads: {kv} must divide model.n_heads={model.n_heads} "
+            "(each key/value head serves n_heads / n_kv_heads query heads)")
+    if model.tokenizer is not None:
+        tok_cls = registry.get("tokenizer", model.tokenizer.name)
+        known = tok_cls.known_vocab_size(tok_cls.Params.model_validate(model.tokenizer.params))
+        if known is not None:
+            if model.vocab_size == "auto":
+                model.vocab_size = known
+            elif model.vocab_size < known:
+                raise ConfigError(
+                    f"model.vocab_size: {model.vocab_size} is smaller than the vocabulary of "
+                    f"tokenizer '{model.tokenizer.name}' ({known}); use vocab_size: auto or >= {known}")
+    dims = model.dims(vocab_size=0 if model.vocab_size == "auto" else None)
+    for key, kind in COMPONENT_FIELDS.items():
+        if key[0] != "model" or kind == "tokenizer":
+            continue
+        spec = getattr(model, key[1])
+        cls = registry.get(kind, spec.name)
+        try:
+            cls.check(cls.Params.model_validate(spec.params), dims)
+        except ValueError as exc:
+            raise ConfigError(f"model.{key[1]}: {exc}") from None

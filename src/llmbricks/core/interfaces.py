@@ -1,0 +1,293 @@
+"""The interface of each component kind: its constructor contract and what it must do.
+
+A component is built as ``cls(params, **context)``; the context of each kind is named in its
+class docstring. Modules (everything that holds weights) are ``torch.nn.Module``s.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from torch import Tensor, nn
+
+from .component import Component, Dims, ParamsModel
+from .kv_cache import KVCache, LayerKVCache
+
+__all__ = [
+    "Adapter",
+    "Attention",
+    "Block",
+    "Component",
+    "DataSource",
+    "Dims",
+    "Embedding",
+    "FeedForward",
+    "Head",
+    "Logger",
+    "Model",
+    "ModelParts",
+    "ModuleComponent",
+    "Norm",
+    "PositionalEncoding",
+    "Tokenizer",
+    "Trainer",
+]
+
+
+class ModuleComponent(Component, nn.Module):
+    """A component that holds weights. Built with ``(params, dims)``."""
+
+    def __init__(self, params: ParamsModel, dims: Dims) -> None:
+        nn.Module.__init__(self)
+        self.params = params
+        self.dims = dims
+
+
+# --- text -------------------------------------------------------------------------------------
+
+
+class Tokenizer(Component, ABC):
+    """Text <-> token ids. Built with ``(params)``; trainable ones learn their vocabulary."""
+
+    kind: ClassVar[str] = "tokenizer"
+    trainable: ClassVar[bool] = False
+
+    def __init__(self, params: ParamsModel) -> None:
+        self.params = params
+
+    @classmethod
+    def known_vocab_size(cls, params: ParamsModel) -> int | None:
+        """The vocabulary size these params imply without data, or ``None`` if it is learned."""
+        return None
+
+    @property
+    @abstractmethod
+    def vocab_size(self) -> int: ...
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {}
+
+    @abstractmethod
+    def encode(self, text: str, allowed_special: Iterable[str] | Literal["all"] = ()) -> list[int]:
+        ...
+
+    @abstractmethod
+    def decode(self, ids: Iterable[int]) -> str: ...
+
+    def train(self, texts: Iterable[str]) -> None:
+        raise TypeError(f"tokenizer '{self.name}' is not trainable")
+
+    @abstractmethod
+    def save(self, directory: str | Path) -> None:
+        """Write everything needed to rebuild this tokenizer into ``directory``."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: str | Path) -> Tokenizer: ...
+
+
+# --- model parts ------------------------------------------------------------------------------
+
+
+class Embedding(ModuleComponent):
+    """Token ids ``[B, T]`` -> vectors ``[B, T, D]``. Built with ``(params, dims)``."""
+
+    kind: ClassVar[str] = "embedding"
+
+    @property
+    @abstractmethod
+    def weight(self) -> nn.Parameter:
+        """The ``[vocab, D]`` table, exposed so a head can tie to it."""
+
+
+class PositionalEncoding(ModuleComponent):
+    """Where position enters the model. Built with ``(params, dims)``.
+
+    Owned by the model and passed to attention on each call. Each hook defaults to a no-op:
+    absolute kinds add in ``embed``, rotary kinds act in ``rotate``, relative kinds return an
+    additive ``[H, Tq, Tk]`` score bias from ``bias``.
+    """
+
+    kind: ClassVar[str] = "positional"
+    #: Longest sequence the component can encode; ``None`` when it has no fixed table.
+    max_positions: ClassVar[int | None] = None
+
+    def positions_limit(self) -> int | None:
+        """Longest sequence this instance can encode (a learned table's size), or ``None``."""
+        return None
+
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+        return x
+
+    def rotate(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """Rotate the new queries and keys ``[B, H, T, hd]`` by their ``positions``."""
+        return q, k
+
+    def bias(self, q_positions: Tensor, k_positions: Tensor) -> Tensor | None:
+        return None
+
+
+class Attention(ModuleComponent):
+    """Causal self-attention ``[B, T, D] -> [B, T, D]``. Built with ``(params, dims)``.
+
+    ``forward(x, positional, positions, cache=None)``: ``positions`` are the absolute positions
+    of the ``T`` new tokens; with a cache, keys and values of earlier tokens come from it.
+    """
+
+    kind: ClassVar[str] = "attention"
+
+    @abstractmethod
+    def forward(self, x: Tensor, positional: PositionalEncoding, positions: Tensor,
+                cache: LayerKVCache | None = None) -> Tensor: ...
+
+
+class Norm(ModuleComponent):
+    """Normalizes the last dimension. Built with ``(params, dims)``."""
+
+    kind: ClassVar[str] = "norm"
+
+
+class FeedForward(ModuleComponent):
+    """Position-wise MLP ``[B, T, D] -> [B, T, D]``. Built with ``(params, dims)``."""
+
+    kind: ClassVar[str] = "feedforward"
+
+
+class Block(ModuleComponent):
+    """One transformer block.
+
+    Built with ``(params, dims, attention=..., norm=..., feedforward=...)``: each a zero-argument
+    factory returning a fresh module, so the block decides how many it needs.
+    """
+
+    kind: ClassVar[str] = "block"
+
+    @abstractmethod
+    def forward(self, x: Tensor, positional: PositionalEncoding, positions: Tensor,
+                cache: LayerKVCache | None = None) -> Tensor: ...
+
+
+class Head(ModuleComponent):
+    """Hidden states ``[B, T, D]`` -> outputs (logits over the vocabulary, class logits...).
+
+    Built with ``(params, dims)``.
+    """
+
+    kind: ClassVar[str] = "head"
+
+    def tie(self, weight: nn.Parameter) -> None:
+        """Share the embedding table if the head wants to; the default keeps its own weights."""
+
+
+@dataclass(frozen=True)
+class ModelParts:
+    """Factories for the parts a model assembles: each call returns a new module."""
+
+    embedding: Callable[[], Embedding]
+    positional: Callable[[], PositionalEncoding]
+    block: Callable[[int], Block]
+    norm: Callable[[], Norm]
+    head: Callable[[], Head]
+
+
+class Model(ModuleComponent):
+    """The assembled network. Built with ``(params, dims, parts: ModelParts)``."""
+
+    kind: ClassVar[str] = "model"
+
+    def __init__(self, params: ParamsModel, dims: Dims, parts: ModelParts) -> None:
+        super().__init__(params, dims)
+
+    @abstractmethod
+    def hidden(self, ids: Tensor, positions: Tensor | None = None,
+               cache: KVCache | None = None) -> Tensor:
+        """Final hidden states ``[B, T, D]`` (after the last norm, before the head)."""
+
+    def forward(self, ids: Tensor, positions: Tensor | None = None,
+                cache: KVCache | None = None) -> Tensor:
+        return self.head(self.hidden(ids, positions, cache))
+
+    @abstractmethod
+    def replace_head(self, head: Head) -> None: ...
+
+    def new_cache(self, batch_size: int, max_len: int) -> KVCache:
+        """A key/value cache preallocated for ``batch_size x max_len`` tokens."""
+        weight = next(self.parameters())
+        return KVCache(self.dims.n_layers, batch_size, self.dims.n_kv_heads, max_len,
+                       self.dims.head_dim, dtype=weight.dtype, device=weight.device)
+
+
+# --- training and data ------------------------------------------------------------------------
+
+
+class Adapter(Component, ABC):
+    """Changes a built model in place (e.g. LoRA). Built with ``(params)``."""
+
+    kind: ClassVar[str] = "adapter"
+
+    def __init__(self, params: ParamsModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def apply(self, model: Model) -> None: ...
+
+    @abstractmethod
+    def merge(self, model: Model) -> None:
+        """Fold the adapter back into the base weights."""
+
+
+class Trainer(Component, ABC):
+    """Fits a model: supplies batches, a loss and an evaluation to ``core.loop``.
+
+    Built with ``(params)``.
+    """
+
+    kind: ClassVar[str] = "trainer"
+
+    def __init__(self, params: ParamsModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def fit(self, run: Any) -> Mapping[str, float]: ...
+
+
+class DataSource(Component, ABC):
+    """Yields texts, ``(text, label)`` rows or instruction records. Built with ``(params)``."""
+
+    kind: ClassVar[str] = "datasource"
+    #: Canonical download address and sha256, for named corpora.
+    url: ClassVar[str | None] = None
+    sha256: ClassVar[str | None] = None
+
+    def __init__(self, params: ParamsModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class Logger(Component, ABC):
+    """Receives training events (step, eval, checkpoint, end). Built with ``(params)``."""
+
+    kind: ClassVar[str] = "logger"
+
+    def __init__(self, params: ParamsModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def log(self, event: str, **fields: Any) -> None: ...
+
+    def close(self) -> None:
+        """Flush and release resources at the end of a run."""
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Parameters of ``module``, shared (tied) tensors counted once."""
+    return sum(p.numel() for p in module.parameters())
+
+

@@ -1,0 +1,30 @@
+"""The language-model head: hidden states -> logits over the vocabulary."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from llmbricks.core.component import Dims, ParamsModel
+from llmbricks.core.interfaces import Head
+
+
+class LMHead(Head):
+    """Linear projection to vocabulary logits, optionally tied to the token embedding."""
+
+    name = "lm"
+
+    class Params(ParamsModel):
+        tie_weights: bool = Field(
+            True, description="share the token embedding table (GPT-2); false = separate weights")
+
+    def __init__(self, params: Params, dims: Dims) -> None:
+        super().__init__(params, dims)
+        self.proj = nn.Linear(dims.emb_dim, dims.vocab_size, bias=False)
+
+    def tie(self, weight: nn.Parameter) -> None:
+        if self.params.tie_weights:
+            self.proj.weight = weight  # one tensor, two uses: logits = h E^T
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.proj(hidden)

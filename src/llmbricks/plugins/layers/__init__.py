@@ -1,0 +1,13 @@
+"""Built-in embeddings, norms, feed-forwards and blocks."""
+
+from llmbricks.core.hookspecs import hookimpl
+
+
+@hookimpl
+def llmbricks_components():
+    from .blocks import GPTBlock
+    from .embeddings import TokenEmbedding
+    from .feedforward import GELUFeedForward
+    from .norms import LayerNorm
+
+    return [TokenEmbedding, LayerNorm, GELUFeedForward, GPTBlock]

@@ -1,0 +1,30 @@
+"""Position-wise feed-forward networks."""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from llmbricks.core.component import Dims, ParamsModel
+from llmbricks.core.interfaces import FeedForward
+
+
+class GELUFeedForward(FeedForward):
+    """Linear -> GELU (tanh approximation) -> Linear, 4x wide (GPT-2, the book)."""
+
+    name = "gelu"
+
+    class Params(ParamsModel):
+        hidden_mult: float = Field(4.0, gt=0.0, description="hidden width as a multiple of emb_dim")
+        bias: bool = Field(True, description="biases on both linear layers")
+
+    def __init__(self, params: Params, dims: Dims) -> None:
+        super().__init__(params, dims)
+        hidden = int(round(dims.emb_dim * params.hidden_mult))
+        self.up = nn.Linear(dims.emb_dim, hidden, bias=params.bias)
+        self.down = nn.Linear(hidden, dims.emb_dim, bias=params.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # GELU(x) ~= 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        return self.down(F.gelu(self.up(x), approximate="tanh"))

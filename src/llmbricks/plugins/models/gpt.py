@@ -1,0 +1,63 @@
+"""The GPT assembly: embed -> add position -> N blocks -> final norm -> head (nanoGPT's shape)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from llmbricks.core.component import Dims, ParamsModel
+from llmbricks.core.interfaces import Head, Model, ModelParts
+from llmbricks.core.kv_cache import KVCache
+
+
+class GPT(Model):
+    """Decoder-only transformer: token embedding, positional, N blocks, final norm, head."""
+
+    name = "gpt"
+
+    class Params(ParamsModel):
+        init: Literal["torch", "gpt2"] = Field(
+            "torch", description="torch = PyTorch defaults (the book); gpt2 = N(0, 0.02) with "
+            "residual projections scaled by 1/sqrt(2 n_layers)")
+
+    def __init__(self, params: Params, dims: Dims, parts: ModelParts) -> None:
+        super().__init__(params, dims, parts)
+        self.embedding = parts.embedding()
+        self.positional = parts.positional()
+        self.dropout = nn.Dropout(dims.dropout)
+        self.blocks = nn.ModuleList(parts.block(i) for i in range(dims.n_layers))
+        self.norm = parts.norm()
+        self.head = parts.head()
+        self.head.tie(self.embedding.weight)
+        if params.init == "gpt2":
+            self._init_gpt2()
+
+    def _init_gpt2(self) -> None:
+        residual_std = 0.02 / math.sqrt(2 * self.dims.n_layers)
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                std = residual_std if name.endswith(("out_proj", "down")) else 0.02
+                nn.init.normal_(module.weight, mean=0.0, std=std)
+                if isinstance(module, nn.Linear) and module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def hidden(self, ids: Tensor, positions: Tensor | None = None,
+               cache: KVCache | None = None) -> Tensor:
+        t = ids.shape[-1]
+        if positions is None:
+            start = cache.length if cache is not None else 0
+            positions = torch.arange(start, start + t, device=ids.device)
+        x = self.dropout(self.positional.embed(self.embedding(ids), positions))
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.positional, positions, cache.layer(i) if cache is not None else None)
+        if cache is not None:
+            cache.advance(t)
+        return self.norm(x)
+
+    def replace_head(self, head: Head) -> None:
+        head.tie(self.embedding.weight)
+        self.head = head

@@ -1,0 +1,47 @@
+"""Named model shapes, as data (litgpt-style): each fills ``model`` fields; explicit fields win."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _gpt2(emb_dim: int, n_layers: int, n_heads: int) -> dict[str, Any]:
+    # The book's GPT_CONFIG_124M family: vocab 50257, context 1024, dropout 0.1, qkv_bias false.
+    return {
+        "vocab_size": 50257,
+        "context_length": 1024,
+        "emb_dim": emb_dim,
+        "n_layers": n_layers,
+        "n_heads": n_heads,
+        "dropout": 0.1,
+        "embedding": "token",
+        "positional": "absolute",
+        "attention": {"name": "mha", "qkv_bias": False},
+        "norm": "layernorm",
+        "feedforward": "gelu",
+        "block": "gpt",
+        "arch": "gpt",
+        "head": {"name": "lm", "tie_weights": True},
+    }
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "gpt2-small": _gpt2(768, 12, 12),
+    "gpt2-medium": _gpt2(1024, 24, 16),
+    "gpt2-large": _gpt2(1280, 36, 20),
+    "gpt2-xl": _gpt2(1600, 48, 25),
+    # Karpathy's "baby GPT" shape for character-level shakespeare on a laptop.
+    "nanogpt-baby": {
+        "context_length": 64,
+        "emb_dim": 128,
+        "n_layers": 4,
+        "n_heads": 4,
+        "dropout": 0.0,
+        "tokenizer": "char",
+        "positional": "absolute",
+        "attention": "mha",
+        "norm": "layernorm",
+        "feedforward": "gelu",
+        "head": {"name": "lm", "tie_weights": True},
+    },
+}

@@ -1,0 +1,28 @@
+"""Learned absolute positions (GPT-2): a ``[context_length, D]`` table added to the embeddings."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from llmbricks.core.component import Dims, NoParams
+from llmbricks.core.interfaces import PositionalEncoding
+
+
+class AbsolutePositional(PositionalEncoding):
+    """Learned absolute position embeddings added to the token embeddings (GPT-2, the book)."""
+
+    name = "absolute"
+
+    def __init__(self, params: NoParams, dims: Dims) -> None:
+        super().__init__(params, dims)
+        self.table = nn.Embedding(dims.context_length, dims.emb_dim)
+
+    def positions_limit(self) -> int:
+        return self.dims.context_length
+
+    def embed(self, x: Tensor, positions: Tensor) -> Tensor:
+        # x_t + P[t]
+        if positions.max() >= self.dims.context_length:
+            raise ValueError(f"position {int(positions.max())} is past the learned table of "
+                             f"{self.dims.context_length} positions; crop the input to the context")
+        return x + self.table(positions)
