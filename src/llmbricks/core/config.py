@@ -356,3 +356,8 @@ def _check_model(model: ModelConfig, registry: Registry) -> None:
             cls.check(cls.Params.model_validate(spec.params), dims)
         except ValueError as exc:
             raise ConfigError(f"model.{key[1]}: {exc}") from None
+
+
+def default_config(preset: str | None = None, registry: Registry | None = None) -> Config:
+    """The resolved default config, optionally starting from a model preset."""
+    return load_config({"model": {"preset": preset}} if preset else {}, registry=registry)

@@ -20,9 +20,9 @@ class GPT(Model):
     name = "gpt"
 
     class Params(ParamsModel):
-        init: Literal["torch", "gpt2"] = Field(
-            "torch", description="torch = PyTorch defaults (the book); gpt2 = N(0, 0.02) with "
-            "residual projections scaled by 1/sqrt(2 n_layers)")
+        init: Literal["normal", "torch"] = Field(
+            "normal", description="normal = N(0, 0.02), residual projections scaled by "
+            "1/sqrt(2 n_layers) (GPT-2, nanoGPT); torch = PyTorch's layer defaults (the book)")
 
     def __init__(self, params: Params, dims: Dims, parts: ModelParts) -> None:
         super().__init__(params, dims, parts)
@@ -33,10 +33,10 @@ class GPT(Model):
         self.norm = parts.norm()
         self.head = parts.head()
         self.head.tie(self.embedding.weight)
-        if params.init == "gpt2":
-            self._init_gpt2()
+        if params.init == "normal":
+            self._init_normal()
 
-    def _init_gpt2(self) -> None:
+    def _init_normal(self) -> None:
         residual_std = 0.02 / math.sqrt(2 * self.dims.n_layers)
         for name, module in self.named_modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):

@@ -6,7 +6,9 @@ from typing import Any
 
 
 def _gpt2(emb_dim: int, n_layers: int, n_heads: int) -> dict[str, Any]:
-    # The book's GPT_CONFIG_124M family: vocab 50257, context 1024, dropout 0.1, qkv_bias false.
+    # The book's GPTModel with GPT_CONFIG_124M's family of shapes: vocab 50257, context 1024,
+    # dropout 0.1, qkv_bias false, PyTorch's default init and an untied output head (163M for
+    # gpt2-small; set head.tie_weights: true for GPT-2's tied 124M).
     return {
         "vocab_size": 50257,
         "context_length": 1024,
@@ -20,8 +22,8 @@ def _gpt2(emb_dim: int, n_layers: int, n_heads: int) -> dict[str, Any]:
         "norm": "layernorm",
         "feedforward": "gelu",
         "block": "gpt",
-        "arch": "gpt",
-        "head": {"name": "lm", "tie_weights": True},
+        "arch": {"name": "gpt", "init": "torch"},
+        "head": {"name": "lm", "tie_weights": False},
     }
 
 

@@ -1,0 +1,183 @@
+"""``check_component``: the per-kind contract checks."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from llmbricks.core.build import build_model
+from llmbricks.core.component import Component, Dims
+from llmbricks.core.config import COMPONENT_FIELDS, load_config
+from llmbricks.core.registry import Registry, get_registry
+
+#: A model small enough to check in milliseconds, big enough to have several heads and layers.
+TINY_MODEL: dict[str, Any] = {
+    "vocab_size": 37, "context_length": 16, "emb_dim": 32, "n_layers": 2, "n_heads": 4,
+    "dropout": 0.0,
+}
+TOKENIZER_SAMPLES = [
+    "Hello, world! It's a test.",
+    "First Citizen:\nBefore we proceed any further, hear me speak.\r\n",
+    "  runs   of spaces\tand tabs  ",
+]
+MODULE_KINDS = {"embedding", "positional", "attention", "norm", "feedforward", "block", "model", "head"}
+
+
+class ConformanceError(AssertionError):
+    """A component breaks its kind's contract; the message says which check and how."""
+
+
+def _fail(kind: str, name: str, check: str, detail: str) -> ConformanceError:
+    return ConformanceError(f"{kind} '{name}' fails '{check}': {detail}")
+
+
+def check_component(kind: str, name: str, registry: Registry | None = None,
+                    params: dict[str, Any] | None = None,
+                    tokenizer_texts: list[str] | None = None) -> list[str]:
+    """Run every check for ``(kind, name)``; return the names of the checks that passed.
+
+    ``params`` overrides the component's defaults; ``tokenizer_texts`` replaces the sample texts
+    a tokenizer is trained and round-tripped on.
+    """
+    registry = registry or get_registry()
+    cls = registry.get(kind, name)
+    passed = _check_metadata(kind, name, cls)
+    if kind == "tokenizer":
+        passed += _check_tokenizer(name, cls, params or {}, tokenizer_texts or TOKENIZER_SAMPLES)
+    elif kind in MODULE_KINDS:
+        passed += _check_module(kind, name, registry, params or {})
+    return passed
+
+
+def _check_metadata(kind: str, name: str, cls: type[Component]) -> list[str]:
+    if not cls.summary():
+        raise _fail(kind, name, "summary", "the class needs a docstring whose first line says what it is")
+    try:
+        cls.Params()
+    except ValidationError as exc:
+        raise _fail(kind, name, "defaults", f"every parameter needs a default: {exc.errors()[0]['loc']}") from None
+    try:
+        cls.Params.model_validate({"__no_such_param__": 1})
+    except ValidationError:
+        pass
+    else:
+        raise _fail(kind, name, "strict params", "Params must forbid unknown keys (subclass ParamsModel)")
+    return ["summary", "defaults", "strict params"]
+
+
+# --- tokenizers -------------------------------------------------------------------------------
+
+
+def _check_tokenizer(name: str, cls: Any, params: dict[str, Any], texts: list[str]) -> list[str]:
+    import tempfile
+
+    tok = cls(cls.Params.model_validate(params))
+    if cls.trainable:
+        tok.train(texts)
+    for text in texts:
+        ids = tok.encode(text)
+        if any(not (0 <= i < tok.vocab_size) for i in ids):
+            raise _fail("tokenizer", name, "id range", f"ids outside 0..{tok.vocab_size - 1}")
+        if tok.decode(ids) != text:
+            raise _fail("tokenizer", name, "round trip", f"decode(encode({text!r})) != input")
+    with tempfile.TemporaryDirectory() as tmp:
+        tok.save(tmp)
+        again = cls.load(tmp)
+    if again.vocab_size != tok.vocab_size or any(again.encode(t) != tok.encode(t) for t in texts):
+        raise _fail("tokenizer", name, "save/load", "a reloaded tokenizer encodes differently")
+    return ["id range", "round trip", "save/load"]
+
+
+# --- modules ----------------------------------------------------------------------------------
+
+
+def _tiny_config(kind: str, name: str, params: dict[str, Any], registry: Registry) -> Any:
+    slot = next(field for (section, field), k in COMPONENT_FIELDS.items()
+                if k == kind and section == "model")
+    model = dict(TINY_MODEL)
+    model[slot] = {"name": name, **params}
+    return load_config({"model": model}, registry=registry)
+
+
+def _seeded(build: Callable[[], torch.nn.Module], seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build().eval()
+
+
+def _check_module(kind: str, name: str, registry: Registry, params: dict[str, Any]) -> list[str]:
+    config = _tiny_config(kind, name, params, registry)
+    dims: Dims = config.model.dims()
+    spec = getattr(config.model, next(f for (s, f), k in COMPONENT_FIELDS.items() if k == kind and s == "model"))
+    passed: list[str] = []
+
+    def build_model_() -> torch.nn.Module:
+        return build_model(config, registry)
+
+    # The component alone, where it has a standalone contract.
+    if kind in {"norm", "feedforward"}:
+        module = _seeded(lambda: registry.build(kind, spec, dims=dims))
+        x = torch.randn(2, 5, dims.emb_dim)
+        y = module(x)
+        if y.shape != x.shape:
+            raise _fail(kind, name, "shape", f"[2, 5, {dims.emb_dim}] in, {list(y.shape)} out")
+        x2 = x.clone()
+        x2[:, 3] += 1.0
+        if not torch.allclose(module(x2)[:, :3], y[:, :3], atol=1e-6):
+            raise _fail(kind, name, "position-wise", "changing one position changed the others")
+        passed += ["shape", "position-wise"]
+    if kind == "embedding":
+        module = _seeded(lambda: registry.build(kind, spec, dims=dims))
+        out = module(torch.randint(0, dims.vocab_size, (2, 5)))
+        if out.shape != (2, 5, dims.emb_dim):
+            raise _fail(kind, name, "shape", f"ids [2, 5] gave {list(out.shape)}")
+        if tuple(module.weight.shape) != (dims.vocab_size, dims.emb_dim):
+            raise _fail(kind, name, "weight", "weight must be the [vocab, D] table for tying")
+        passed += ["shape", "weight"]
+
+    # The component inside a whole model: what every kind must preserve.
+    model = _seeded(build_model_)
+    ids = torch.randint(0, dims.vocab_size, (2, dims.context_length))
+    with torch.no_grad():
+        logits = model(ids)
+    if logits.shape[:2] != ids.shape:
+        raise _fail(kind, name, "model shape", f"ids {list(ids.shape)} gave logits {list(logits.shape)}")
+    passed.append("model shape")
+
+    changed = ids.clone()
+    cut = dims.context_length // 2
+    changed[:, cut:] = (changed[:, cut:] + 1) % dims.vocab_size
+    with torch.no_grad():
+        after = model(changed)
+    if not torch.allclose(after[:, :cut], logits[:, :cut], atol=1e-5):
+        raise _fail(kind, name, "causal", "changing later tokens changed earlier outputs")
+    passed.append("causal")
+
+    again = _seeded(build_model_)
+    if any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())):
+        raise _fail(kind, name, "seeded determinism", "two builds with the same seed differ")
+    passed.append("seeded determinism")
+
+    fresh = _seeded(build_model_, seed=1)
+    fresh.load_state_dict(copy.deepcopy(model.state_dict()))
+    with torch.no_grad():
+        if not torch.allclose(fresh(ids), logits, atol=1e-6):
+            raise _fail(kind, name, "state_dict round trip", "reloaded weights give other logits")
+    passed.append("state_dict round trip")
+
+    cache = model.new_cache(2, dims.context_length)
+    with torch.no_grad():
+        prefix = 5
+        steps = [model(ids[:, :prefix], cache=cache)]
+        for t in range(prefix, dims.context_length):
+            steps.append(model(ids[:, t:t + 1], cache=cache))
+    cached = torch.cat(steps, dim=1)
+    if not torch.allclose(cached, logits, atol=1e-4, rtol=1e-4):
+        diff = (cached - logits).abs().max().item()
+        raise _fail(kind, name, "cache equivalence",
+                    f"prefill + one token at a time differs from one full pass by {diff:.2e}")
+    passed.append("cache equivalence")
+    return passed
