@@ -50,6 +50,10 @@ class GPT(Model):
         t = ids.shape[-1]
         if positions is None:
             start = cache.length if cache is not None else 0
+            limit = self.positional.positions_limit()
+            if limit is not None and start + t > limit:  # checked on ints: no device sync
+                raise ValueError(f"sequence of {start + t} tokens is past the {limit} positions of "
+                                 f"positional '{self.positional.name}'; crop the input to the context")
             positions = torch.arange(start, start + t, device=ids.device)
         x = self.dropout(self.positional.embed(self.embedding(ids), positions))
         for i, block in enumerate(self.blocks):
