@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(BIN)/llmbricks config validate examples/configs/quickstart.yaml --smoke
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests examples
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -23,20 +23,19 @@ def plugins(as_json: bool) -> None:
                    "duplicates": [{"kind": k, "name": n, "plugins": p} for k, n, p in duplicates]})
         return
     from rich.markup import escape
-    from rich.table import Table
 
-    table = Table(title="llmbricks plugins", title_justify="left")
-    for column in ("plugin", "distribution", "components", "presets", "status"):
-        table.add_column(column, overflow="fold")
-    for r in records:
-        dist = f"{r.distribution} {r.version}" if r.distribution else "-"
-        comps = ", ".join(f"{k}:{n}" for k, n in r.components) or "-"
-        status = f"[red]error: {escape(r.error)}[/red]" if r.error else "ok"
-        table.add_row(escape(r.name), escape(dist), escape(comps), escape(", ".join(r.presets) or "-"),
-                      status)
     out = console()
-    out.print(table)
+    for r in records:
+        dist = f"{r.distribution} {r.version}" if r.distribution else "(not from a distribution)"
+        status = "[red]FAILED[/red]" if r.error else "[green]ok[/green]"
+        out.print(f"[bold]{escape(r.name)}[/bold]  {escape(dist)}  {status}")
+        if r.error:
+            out.print(f"  error: {escape(r.error)}", soft_wrap=True)
+        if r.components:
+            out.print("  components: " + escape(", ".join(f"{k}:{n}" for k, n in r.components)))
+        if r.presets:
+            out.print("  presets: " + escape(", ".join(r.presets)))
     for kind, name, owners in duplicates:
         out.print(f"[yellow]conflict:[/yellow] {kind} '{name}' is registered by "
                   f"{' and '.join(owners)}; pick one with "
-                  f"{' or '.join(f'{o}:{name}' for o in owners)}")
+                  f"{' or '.join(f'{o}:{name}' for o in owners)}", soft_wrap=True)

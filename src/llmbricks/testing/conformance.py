@@ -157,7 +157,7 @@ def _check_module(kind: str, name: str, registry: Registry, params: dict[str, An
     passed.append("causal")
 
     again = _seeded(build_model_)
-    if any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values())):
+    if any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)):
         raise _fail(kind, name, "seeded determinism", "two builds with the same seed differ")
     passed.append("seeded determinism")
 
