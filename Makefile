@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.llmbricks-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export LLMBRICKS_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test lint docs clean
 
 setup: $(STAMP)
 
@@ -23,11 +23,14 @@ demo: $(STAMP)
 	$(BIN)/llmbricks config validate examples/configs/quickstart.yaml --smoke
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check src tests examples docs
 	$(BIN)/python -m pytest
 
+docs: $(STAMP)
+	$(BIN)/python docs/gen_components.py > docs/components.md
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff check src tests examples docs
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

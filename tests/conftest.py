@@ -17,7 +17,6 @@ def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
             ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m llmbricks ARGS`` in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
-    full_env.pop("LLMBRICKS_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "llmbricks", *args], capture_output=True,
                           text=True, env=full_env, cwd=cwd or ROOT, timeout=300)
 

@@ -46,13 +46,15 @@ def test_override_sets_dotted_paths_with_yaml_values():
     assert config.seed == 7
 
 
-def test_replacing_a_component_name_drops_old_params():
+def test_restating_the_same_name_keeps_params():
     base = {"model": {"attention": {"name": "mha", "qkv_bias": True, "n_kv_heads": 2}}}
-    # A new name given via `.name` drops the old params; the same name keeps them.
-    kept = load_config(base, ["model.attention.name=mha"])
-    assert kept.model.attention.params == {"qkv_bias": True, "n_kv_heads": 2}
-    replaced = load_config(base, ["model.attention=mha"])
-    assert replaced.model.attention.params == {"qkv_bias": False, "n_kv_heads": None}
+    for override in ("model.attention.name=mha", "model.attention=mha", "model.attention={name: mha}"):
+        kept = load_config(base, [override])
+        assert kept.model.attention.params == {"qkv_bias": True, "n_kv_heads": 2}, override
+    merged = load_config(base, ["model.attention={n_kv_heads: 3}"])
+    assert merged.model.attention.params == {"qkv_bias": True, "n_kv_heads": 3}
+    preset = load_config({"model": {"preset": "gpt2-small", "arch": "gpt"}})
+    assert preset.model.arch.params == {"init": "torch"}  # the preset's param survives
 
 
 def test_override_name_change_drops_params_of_other_component(registry_with):
@@ -74,11 +76,22 @@ def test_override_name_change_drops_params_of_other_component(registry_with):
     def llmbricks_components():
         return [Scaled]
 
-    reg = registry_with({"extra": types.SimpleNamespace(llmbricks_components=llmbricks_components)})
+    @llmbricks.hookimpl
+    def llmbricks_presets():
+        return {"scaled-baby": {"n_layers": 1, "positional": {"name": "scaled", "scale": 3.0}}}
+
+    reg = registry_with({"extra": types.SimpleNamespace(llmbricks_components=llmbricks_components,
+                                                        llmbricks_presets=llmbricks_presets)})
     raw = {"model": {"positional": {"name": "scaled", "scale": 2.0}}}
     assert load_config(raw, registry=reg).model.positional.params == {"scale": 2.0}
-    changed = load_config(raw, ["model.positional.name=absolute"], registry=reg)
-    assert changed.model.positional == ComponentSpec(name="absolute", params={})
+    for override in ("model.positional.name=absolute", "model.positional=absolute"):
+        changed = load_config(raw, [override], registry=reg)
+        assert changed.model.positional == ComponentSpec(name="absolute", params={})
+    # Over a preset too: a new name in the file drops the preset component's params.
+    over_preset = load_config({"model": {"preset": "scaled-baby", "positional": "absolute"}}, registry=reg)
+    assert over_preset.model.positional == ComponentSpec(name="absolute", params={})
+    kept = load_config({"model": {"preset": "scaled-baby", "positional": "scaled"}}, registry=reg)
+    assert kept.model.positional.params == {"scale": 3.0}
 
 
 def test_partial_spec_without_name_takes_the_default_component():
@@ -130,6 +143,8 @@ def test_vocab_smaller_than_tokenizer_is_an_error():
     (["modle.n_layers=2"], "--set modle.n_layers: unknown config path 'modle' - did you mean 'model'?"),
     (["model.n_layers.x=2"], "--set model.n_layers.x: 'model.n_layers' is a single value and has no field 'x'"),
     (["model.dropout=1.5"], "model.dropout: input should be less than 1"),
+    (["model.feedforward.hidden_mult=0.001"],
+     "model.feedforward: hidden_mult 0.001 x emb_dim 384 leaves no hidden units; raise hidden_mult"),
     (["model.preset=gpt2-smal"], "model.preset: unknown preset 'gpt2-smal' - did you mean 'gpt2-small'?"),
     (["oops"], "override 'oops' must look like dotted.path=value"),
 ])

@@ -111,8 +111,12 @@ def test_config_validate_smoke():
 def test_model_summary_prints_the_books_counts():
     result = run_cli("model", "summary", GPT2)
     assert result.returncode == 0, result.stderr
-    assert "163,009,536" in result.stdout and "124,412,160" in result.stdout
-    assert "621.83 MiB" in result.stdout
+    assert "total parameters:       124,412,160 (head tied)" in result.stdout
+    assert "with the head untied:   163,009,536 (163.0M)" in result.stdout
+    assert "474.59 MiB" in result.stdout
+    untied = run_cli("model", "summary", GPT2, "--set", "model.head.tie_weights=false")
+    assert "total parameters:       163,009,536 (head untied)" in untied.stdout
+    assert "621.83 MiB" in untied.stdout  # the book's "621.83 MB"
     data = json.loads(run_cli("model", "summary", GPT2, "--set", "model.preset=gpt2-xl", "--json").stdout)
     assert round(data["total_untied"] / 1e6, 1) == 1637.8 and round(data["total_tied"] / 1e6, 1) == 1557.4
 
@@ -140,7 +144,8 @@ def test_unresolvable_vocab_is_a_config_error_and_debug_shows_traceback():
     result = run_cli("model", "summary", QUICKSTART)
     assert_one_line_error(result, "model.vocab_size is 'auto' but tokenizer 'char' learns its vocabulary")
     debug = run_cli("--debug", "model", "summary", QUICKSTART)
-    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    assert debug.returncode == 2 and "Traceback" in debug.stderr
+    assert debug.stderr.rstrip().splitlines()[-1].startswith("error: model.vocab_size is 'auto'")
 
 
 def test_runtime_failure_exits_1_with_one_line(registry_with, capsys, monkeypatch):
@@ -163,7 +168,6 @@ def test_runtime_failure_exits_1_with_one_line(registry_with, capsys, monkeypatc
         return [Crashing]
 
     registry_with({"crash": types.SimpleNamespace(llmbricks_components=llmbricks_components)})
-    monkeypatch.delenv("LLMBRICKS_DEBUG", raising=False)
     with pytest.raises(SystemExit) as exit_info:
         main(["config", "validate", QUICKSTART, "--set", "model.attention=crashing", "--smoke"])
     assert exit_info.value.code == 1

@@ -59,6 +59,9 @@ def test_broken_plugin_is_shown_and_other_commands_work(broken_site):
     assert run_cli("components", env=env).returncode == 0
     smoke = run_cli("config", "validate", QUICKSTART, "--smoke", env=env)
     assert smoke.returncode == 0, smoke.stderr
+    missing = run_cli("config", "validate", QUICKSTART, "--set", "model.norm=fancy", env=env)
+    assert missing.returncode == 2
+    assert "plugin(s) broken failed to load, see `llmbricks plugins`" in missing.stderr
 
 
 def test_strict_mode_turns_the_failure_into_an_error(broken_site):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -16,11 +17,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def plugin_path(tmp_path_factory) -> str:
     target = tmp_path_factory.mktemp("site")
-    build = tmp_path_factory.mktemp("build")
+    # pip builds setuptools projects in place: build from a copy to leave the example clean.
+    source = tmp_path_factory.mktemp("src") / "plugin"
+    shutil.copytree(EXAMPLES / "plugin", source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), str(EXAMPLES / "plugin")],
-        check=True, capture_output=True, text=True, cwd=build, timeout=300)
+         "--target", str(target), str(source)],
+        check=True, capture_output=True, text=True, timeout=300)
     return str(target)
 
 
@@ -36,6 +39,7 @@ def test_plugin_components_and_plugins_listing(plugin_path):
     record = next(p for p in plugins if p["name"] == "scalenorm")
     assert record["distribution"] == "llmbricks-scalenorm" and record["version"] == "0.1.0"
     assert record["components"] == [["norm", "scalenorm"]] and record["presets"] == ["scalenorm-baby"]
+    assert record["commands"] == ["scalenorm-info"]
     assert record["error"] is None
     # Without the plugin on the path, it is simply absent.
     assert "scalenorm" not in run_cli("components", "norm").stdout

@@ -39,11 +39,15 @@ def validate(config_file: str, overrides: tuple[str, ...], smoke: bool) -> None:
     click.echo(f"{config_file}: valid ({m.arch.name} model, {m.n_layers} layers, "
                f"{m.emb_dim} dims, {m.n_heads} heads, context {m.context_length}, "
                f"vocab {m.vocab_size})")
+    if m.vocab_size == "auto":
+        click.echo("note: vocab_size is auto: " + (
+            f"tokenizer '{m.tokenizer.name}' sets it once trained on the data" if m.tokenizer
+            else "set model.tokenizer or model.vocab_size before building the model"))
     if smoke:
         from llmbricks.core.smoke import PLACEHOLDER_VOCAB, smoke_test
 
         result = smoke_test(cfg)
-        note = (f" (vocab_size auto: placeholder {PLACEHOLDER_VOCAB} until the tokenizer is trained)"
+        note = (f" (vocab_size auto: a placeholder vocabulary of {PLACEHOLDER_VOCAB})"
                 if result.vocab_placeholder else "")
         click.echo(f"smoke: ok - {result.parameters:,} parameters, logits "
                    f"{list(result.logits_shape)}, loss {result.loss:.4f}, backward ok{note}")

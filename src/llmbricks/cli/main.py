@@ -2,14 +2,14 @@
 
 Verbs are imported only when used, so ``llmbricks --help`` and ``--version`` import no torch and
 load no plugin. Errors print one line (exit 2 for usage and config, 1 at run time); ``--debug``
-shows the traceback instead.
+(before the verb) prints the traceback above that line, with the same exit code.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -48,19 +48,25 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Plugins may add more verbs: see `llmbricks plugins`.")
 @click.version_option(__version__, "--version", prog_name="llmbricks")
-@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors (put it before the verb).")
 def cli(debug: bool) -> None:
     """Build, train, finetune and compare GPT-style language models from swappable parts."""
-    if debug:
-        os.environ["LLMBRICKS_DEBUG"] = "1"
+    _state["debug"] = debug
 
 
-def _debug() -> bool:
-    return os.environ.get("LLMBRICKS_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
+_state = {"debug": False}
+
+
+def _report(exc: BaseException, line: str) -> None:
+    """One line on stderr; with --debug the traceback comes first."""
+    if _state["debug"]:
+        traceback.print_exception(exc)
+    click.echo(line, err=True)
 
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
+    _state["debug"] = False
     try:
         code = cli.main(args=argv, prog_name="llmbricks", standalone_mode=False)
     except click.exceptions.Abort:
@@ -70,18 +76,14 @@ def main(argv: list[str] | None = None) -> Any:
         exc.show()
         sys.exit(exc.exit_code)
     except LlmbricksError as exc:
-        if _debug():
-            raise
-        click.echo(f"error: {exc}", err=True)
+        _report(exc, f"error: {exc}")
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:
-        if _debug():
-            raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        click.echo(f"error: {type(exc).__name__}: {message} (run with --debug for the traceback)",
-                   err=True)
+        hint = "" if _state["debug"] else " (run with --debug for the traceback)"
+        _report(exc, f"error: {type(exc).__name__}: {message}{hint}")
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -16,10 +16,11 @@ def plugins(as_json: bool) -> None:
     from llmbricks.core.registry import get_registry
 
     registry = get_registry()
+    commands = registry.commands()
     records = sorted(registry.plugins.values(), key=lambda r: r.name)
     duplicates = registry.duplicates()
     if as_json:
-        echo_json({"plugins": [asdict(r) for r in records],
+        echo_json({"plugins": [{**asdict(r), "commands": commands.get(r.name, [])} for r in records],
                    "duplicates": [{"kind": k, "name": n, "plugins": p} for k, n, p in duplicates]})
         return
     from rich.markup import escape
@@ -35,6 +36,8 @@ def plugins(as_json: bool) -> None:
             out.print("  components: " + escape(", ".join(f"{k}:{n}" for k, n in r.components)))
         if r.presets:
             out.print("  presets: " + escape(", ".join(r.presets)))
+        if commands.get(r.name):
+            out.print("  commands: " + escape(", ".join(commands[r.name])))
     for kind, name, owners in duplicates:
         out.print(f"[yellow]conflict:[/yellow] {kind} '{name}' is registered by "
                   f"{' and '.join(owners)}; pick one with "

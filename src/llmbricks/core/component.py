@@ -1,6 +1,7 @@
 """The Component base: what every registered part has in common.
 
-Kept free of torch so that the registry and the config can load without it.
+Kept free of torch so that the config schema and the CLI's help can load without it (the
+registry itself imports torch as soon as it loads the built-in plugins).
 """
 
 from __future__ import annotations

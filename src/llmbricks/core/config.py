@@ -224,22 +224,28 @@ def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
             child = {}
         node[part] = child
         node = child
+    if len(parts) == 2 and _is_component(*parts):
+        value = merge_spec(node.get(parts[-1]), value)  # a new name drops the old params
     node[parts[-1]] = value
 
 
 def merge_spec(base: Any, over: Any) -> Any:
-    """Layer a component spec over another: same name (or none given) merges params, a new name
-    replaces the spec whole."""
-    if over is None or isinstance(over, str) or not isinstance(over, Mapping):
+    """Layer a component spec over another.
+
+    The same name (or no name) keeps the lower layer's params and adds the new ones; a new name
+    replaces the spec whole, so the old component's params are dropped.
+    """
+    if base is None or not isinstance(over, (str, Mapping)):
         return over
     try:
         base_spec = ComponentSpec.parse(base)
     except ValueError:
         return over
-    name = over.get("name")
+    name = over if isinstance(over, str) else over.get("name")
     if name is None or name == base_spec.name:
-        return {**base_spec.to_data(), **over, "name": base_spec.name}
-    return dict(over)
+        extra = {} if isinstance(over, str) else over
+        return {**base_spec.to_data(), **extra, "name": base_spec.name}
+    return over if isinstance(over, str) else dict(over)
 
 
 def merge_section(section: str, lower: Mapping[str, Any], upper: Mapping[str, Any]) -> dict[str, Any]:

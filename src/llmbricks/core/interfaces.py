@@ -114,8 +114,6 @@ class PositionalEncoding(ModuleComponent):
     """
 
     kind: ClassVar[str] = "positional"
-    #: Longest sequence the component can encode; ``None`` when it has no fixed table.
-    max_positions: ClassVar[int | None] = None
 
     def positions_limit(self) -> int | None:
         """Longest sequence this instance can encode (a learned table's size), or ``None``."""
@@ -284,10 +282,4 @@ class Logger(Component, ABC):
 
     def close(self) -> None:
         """Flush and release resources at the end of a run."""
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Parameters of ``module``, shared (tied) tensors counted once."""
-    return sum(p.numel() for p in module.parameters())
-
 

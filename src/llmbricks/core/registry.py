@@ -109,6 +109,13 @@ class Registry:
             record = PluginRecord(name=ep.name, module=ep.value,
                                   distribution=dist.name if dist else None,
                                   version=dist.version if dist else None)
+            if ep.name in self.plugins:
+                other = self.plugins[ep.name]
+                self._fail(PluginRecord(name=f"{ep.name} ({record.distribution})", module=ep.value,
+                                        distribution=record.distribution, version=record.version),
+                           f"entry point name '{ep.name}' is already used by {other.distribution} "
+                           f"({other.module}); one of the two packages must rename it")
+                continue
             try:
                 module = ep.load()
             except Exception as exc:  # any import failure is recorded, never fatal
@@ -218,10 +225,13 @@ class Registry:
 
     def _unknown_message(self, kind: str, name: str) -> str:
         names = self.names(kind)
+        failed = sorted(r.name for r in self.plugins.values() if r.error)
+        note = (f"; plugin(s) {', '.join(failed)} failed to load, see `llmbricks plugins`"
+                if failed else "")
         if not names:
-            return f"unknown {kind} '{name}': no {kind} component is installed"
+            return f"unknown {kind} '{name}': no {kind} component is installed{note}"
         return (f"unknown {kind} '{name}'{did_you_mean(name, names)} "
-                f"(available: {', '.join(names)}; see `llmbricks components {kind}`)")
+                f"(available: {', '.join(names)}; see `llmbricks components {kind}`{note})")
 
     def info(self, kind: str, name: str) -> ComponentInfo:
         reg = self.registration(kind, name)
@@ -292,6 +302,23 @@ class Registry:
         """Let every plugin add its CLI verbs."""
         self.manager.hook.llmbricks_commands(cli=cli)
 
+    def commands(self) -> dict[str, list[str]]:
+        """The CLI verbs each plugin adds, found by letting it add them to a scratch group."""
+        import click
+
+        found: dict[str, list[str]] = {}
+        for impl in self.manager.hook.llmbricks_commands.get_hookimpls():
+            scratch = click.Group()
+            try:
+                impl.function(cli=scratch)
+            except Exception as exc:
+                record = self.plugins.get(impl.plugin_name)
+                if record is not None and record.error is None:
+                    record.error = f"llmbricks_commands raised {type(exc).__name__}: {exc}"
+                continue
+            found[impl.plugin_name] = sorted(scratch.commands)
+        return found
+
 
 def describe_validation_error(exc: ValidationError, *, owner: str, fields: list[str],
                               prefix: str = "") -> str:
@@ -306,6 +333,8 @@ def describe_validation_error(exc: ValidationError, *, owner: str, fields: list[
         text = f"unknown parameter '{key}' of {owner}{did_you_mean(key, fields)} (parameters: {choices})"
     elif first["type"] == "missing":
         text = f"missing required parameter of {owner}"
+    elif first["type"] == "value_error":
+        text = str(first.get("ctx", {}).get("error", first["msg"]))
     else:
         text = f"{first['msg'][0].lower()}{first['msg'][1:]}, got {first.get('input')!r}"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""

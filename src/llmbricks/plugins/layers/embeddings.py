@@ -9,7 +9,7 @@ from llmbricks.core.interfaces import Embedding
 
 
 class TokenEmbedding(Embedding):
-    """A learned ``[vocab, D]`` lookup table (shareable with the LM head)."""
+    """A learned lookup table of one vector per token id (shareable with the LM head)."""
 
     name = "token"
 

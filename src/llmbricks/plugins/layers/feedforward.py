@@ -19,9 +19,19 @@ class GELUFeedForward(FeedForward):
         hidden_mult: float = Field(4.0, gt=0.0, description="hidden width as a multiple of emb_dim")
         bias: bool = Field(True, description="biases on both linear layers")
 
+    @classmethod
+    def check(cls, params: Params, dims: Dims) -> None:
+        if cls.hidden_size(params, dims) < 1:
+            raise ValueError(f"hidden_mult {params.hidden_mult} x emb_dim {dims.emb_dim} leaves no "
+                             "hidden units; raise hidden_mult")
+
+    @staticmethod
+    def hidden_size(params: Params, dims: Dims) -> int:
+        return int(round(dims.emb_dim * params.hidden_mult))
+
     def __init__(self, params: Params, dims: Dims) -> None:
         super().__init__(params, dims)
-        hidden = int(round(dims.emb_dim * params.hidden_mult))
+        hidden = self.hidden_size(params, dims)
         self.up = nn.Linear(dims.emb_dim, hidden, bias=params.bias)
         self.down = nn.Linear(hidden, dims.emb_dim, bias=params.bias)
 

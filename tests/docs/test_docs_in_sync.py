@@ -1,0 +1,15 @@
+"""The generated components reference matches the registry (run `make docs` when it does not)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_components_reference_is_up_to_date():
+    generated = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_components.py")],
+                               capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    committed = (ROOT / "docs" / "components.md").read_text(encoding="utf-8")
+    assert generated == committed, "docs/components.md is stale: run `make docs`"
