@@ -55,6 +55,8 @@ class Tokenizer(Component, ABC):
 
     kind: ClassVar[str] = "tokenizer"
     trainable: ClassVar[bool] = False
+    #: ``decode(encode(s)) == s`` for every string (false for word-level tokenizers with <|unk|>).
+    lossless: ClassVar[bool] = True
 
     def __init__(self, params: ParamsModel) -> None:
         self.params = params
@@ -79,8 +81,27 @@ class Tokenizer(Component, ABC):
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str: ...
 
+    @property
+    def is_trained(self) -> bool:
+        """Whether the vocabulary is ready (always, for tokenizers that do not learn one)."""
+        return True
+
     def train(self, texts: Iterable[str]) -> None:
         raise TypeError(f"tokenizer '{self.name}' is not trainable")
+
+    def fingerprint(self) -> str:
+        """A sha256 of the saved state: equal fingerprints encode every text the same way."""
+        import hashlib
+        import tempfile
+
+        digest = hashlib.sha256(self.name.encode())
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save(tmp)
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    digest.update(path.relative_to(tmp).as_posix().encode())
+                    digest.update(path.read_bytes())
+        return digest.hexdigest()
 
     @abstractmethod
     def save(self, directory: str | Path) -> None:
@@ -255,18 +276,26 @@ class Trainer(Component, ABC):
 
 
 class DataSource(Component, ABC):
-    """Yields texts, ``(text, label)`` rows or instruction records. Built with ``(params)``."""
+    """Yields texts, ``(text, label)`` rows or instruction records. Built with ``(params)``.
+
+    ``records`` says which: ``"text"`` sources yield ``str`` pieces whose concatenation is the
+    corpus (in order, so a token cache can stream it); ``"labeled"`` ones yield
+    ``(text, label)`` tuples; ``"instruction"`` ones yield dicts with ``instruction``, ``input``
+    and ``output``.
+    """
 
     kind: ClassVar[str] = "datasource"
-    #: Canonical download address and sha256, for named corpora.
-    url: ClassVar[str | None] = None
-    sha256: ClassVar[str | None] = None
+    records: ClassVar[Literal["text", "labeled", "instruction"]] = "text"
 
     def __init__(self, params: ParamsModel) -> None:
         self.params = params
 
     @abstractmethod
     def __iter__(self) -> Iterator[Any]: ...
+
+    def describe(self) -> str:
+        """Where the data comes from (a path, a URL, a module), for reports and errors."""
+        return self.name
 
 
 class Logger(Component, ABC):

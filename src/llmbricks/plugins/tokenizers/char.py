@@ -47,6 +47,10 @@ class CharTokenizer(Tokenizer):
         self._specials = {tok: len(self._chars) + i for i, tok in enumerate(self.params.special_tokens)}
         self._by_id = {**dict(enumerate(self._chars)), **{i: t for t, i in self._specials.items()}}
 
+    @property
+    def is_trained(self) -> bool:
+        return bool(self._chars)
+
     def train(self, texts: Iterable[str]) -> None:
         seen: set[str] = set()
         for text in texts:
