@@ -11,6 +11,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Find the data files beside the checkout, and keep caches out of the user's home."""
+    if "LLMBRICKS_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
+        os.environ["LLMBRICKS_DATA_DIR"] = str(SHARED_DATA)
+    if "LLMBRICKS_CACHE_DIR" not in os.environ:
+        import tempfile
+
+        os.environ["LLMBRICKS_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmbricks-test-cache-")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None

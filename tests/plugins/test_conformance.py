@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from llmbricks.core.registry import Registry
@@ -17,14 +19,30 @@ def test_every_kind_of_this_issue_has_a_builtin():
             "model", "head"} <= kinds
 
 
+def params_for(kind: str, name: str, tmp: Path) -> dict:
+    """Sources whose defaults name no file get a small one."""
+    if (kind, name) == ("datasource", "text"):
+        (tmp / "a.txt").write_text("some text\nmore text\n")
+        return {"path": str(tmp / "a.txt")}
+    if (kind, name) == ("datasource", "labeled_text"):
+        (tmp / "rows.csv").write_text("text,label\nhello,greeting\nbye,farewell\n")
+        return {"path": str(tmp / "rows.csv")}
+    if (kind, name) == ("datasource", "instruction_json"):
+        (tmp / "data.json").write_text('[{"instruction": "Add.", "input": "1 1", "output": "2"}]')
+        return {"path": str(tmp / "data.json")}
+    return {}
+
+
 @pytest.mark.parametrize("kind,name", BUILTINS, ids=[f"{k}-{n}" for k, n in BUILTINS])
-def test_builtin_conforms(kind, name):
-    passed = check_component(kind, name, REGISTRY)
+def test_builtin_conforms(kind, name, tmp_path):
+    passed = set(check_component(kind, name, REGISTRY, params=params_for(kind, name, tmp_path)))
     assert "summary" in passed
-    if kind != "tokenizer":
-        assert {"causal", "cache equivalence", "state_dict round trip", "seeded determinism"} <= set(passed)
+    if kind == "tokenizer":
+        assert {"round trip", "save/load"} <= passed
+    elif kind == "datasource":
+        assert {"yields data", "record type", "repeatable"} <= passed
     else:
-        assert {"round trip", "save/load"} <= set(passed)
+        assert {"causal", "cache equivalence", "state_dict round trip", "seeded determinism"} <= passed
 
 
 def test_gqa_attention_conforms():

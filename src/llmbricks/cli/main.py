@@ -22,6 +22,8 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "plugins": "llmbricks.cli.plugins:plugins",
     "config": "llmbricks.cli.config:config",
     "model": "llmbricks.cli.model:model",
+    "tokenizer": "llmbricks.cli.tokenizer:tokenizer",
+    "data": "llmbricks.cli.data:data",
 }
 
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from .config import Config, ModelConfig
+from .errors import DataError
 from .interfaces import Model, ModelParts, Tokenizer
 from .registry import Registry, get_registry
 
@@ -23,6 +26,17 @@ def build_tokenizer(config: Config | ModelConfig, registry: Registry | None = No
     if model.tokenizer is None:
         return None
     return (registry or get_registry()).build("tokenizer", model.tokenizer)
+
+
+def load_tokenizer(directory: str | Path, registry: Registry | None = None) -> Tokenizer:
+    """Rebuild a saved tokenizer: ``tokenizer.json`` names the component that wrote it."""
+    state_file = Path(directory) / "tokenizer.json"
+    try:
+        name = json.loads(state_file.read_text(encoding="utf-8"))["name"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DataError(f"{directory} holds no saved tokenizer ({state_file}: {exc})") from None
+    cls = (registry or get_registry()).get("tokenizer", name)
+    return cls.load(directory)
 
 
 def build_model(config: Config | ModelConfig, registry: Registry | None = None, *,

@@ -82,9 +82,13 @@ class ModelConfig(Section):
 class DataConfig(Section):
     """Where training text comes from and how it is cut into windows."""
 
-    source: Spec | None = None
+    source: Spec = ComponentSpec(name="python_docs")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    stride: PositiveInt | None = None
+    stride: PositiveInt | None = Field(None, description="window stride; unset = context_length")
+    sampler: Literal["sliding", "random"] = "sliding"
+    shuffle: bool = True
+    drop_last: bool = True
+    cache_dir: str | None = Field(None, description="token caches; unset = ~/.cache/llmbricks/tokens")
 
 
 class TrainConfig(Section):

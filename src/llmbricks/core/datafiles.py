@@ -45,6 +45,11 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_DIR_ENV) or Path.home() / ".cache" / "llmbricks")
 
 
+def offline() -> bool:
+    """Whether ``$LLMBRICKS_OFFLINE`` turns downloads off (any value but empty/0/false/no/off)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -59,6 +64,15 @@ def _verify(path: Path, remote: RemoteFile) -> Path:
         raise DataError(f"{path}: sha256 mismatch for {remote.filename}: expected {remote.sha256}, "
                         f"got {actual}; delete or replace the file")
     return path
+
+
+def _verify_download(path: Path, remote: RemoteFile) -> None:
+    # The temporary file is deleted on failure, so the message names the URL, not that file.
+    actual = sha256_file(path)
+    if actual != remote.sha256:
+        what = f"{remote.url} (member {remote.member})" if remote.member else remote.url
+        raise DataError(f"sha256 mismatch for {remote.filename} downloaded from {what}: "
+                        f"expected {remote.sha256}, got {actual}; nothing was saved")
 
 
 def candidates(remote: RemoteFile) -> list[Path]:
@@ -77,17 +91,20 @@ def resolve_file(remote: RemoteFile, explicit: str | Path | None = None, *,
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise DataError(f"{remote.filename}: the given path {path} does not exist")
+            problem = "is not a file" if path.exists() else "does not exist"
+            raise DataError(f"{remote.filename}: the given path {path} {problem}")
         return path  # the user's own file: not held to the canonical checksum
     for path in candidates(remote):
         if path.is_file():
             return _verify(path, remote)
+    reason = "downloads are off (download=False)"
     if download is None:
-        download = os.environ.get(OFFLINE_ENV, "") in ("", "0")
+        download = not offline()
+        reason = f"downloads are off ({OFFLINE_ENV} is set)"
     places = " or ".join(str(p.parent) for p in candidates(remote))
     if not download:
         raise DataError(f"{remote.filename} not found: place it in {places} (or set "
-                        f"${DATA_DIR_ENV}); downloads are off ({OFFLINE_ENV} is set)")
+                        f"${DATA_DIR_ENV}); {reason}")
     target = cache_dir() / remote.filename
     try:
         return fetch(remote, target)
@@ -99,15 +116,19 @@ def resolve_file(remote: RemoteFile, explicit: str | Path | None = None, *,
 def fetch(remote: RemoteFile, target: str | Path, *, timeout: float = 60.0) -> Path:
     """Download ``remote.url`` to ``target``, verify it, and rename it into place atomically."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    except OSError as exc:
+        raise DataError(f"cannot write to {target.parent} ({exc.strerror or exc}); set "
+                        f"${CACHE_DIR_ENV} to a writable directory") from None
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
             _download(remote.url, out, timeout)
         if remote.member is not None:
             _extract_member(tmp, remote.member)
-        _verify(tmp, remote)
+        _verify_download(tmp, remote)
         os.replace(tmp, target)
         return target
     finally:
@@ -124,6 +145,8 @@ def _download(url: str, out: io.BufferedWriter, timeout: float) -> None:
                 received += len(chunk)
     except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
+        if isinstance(exc, urllib.error.HTTPError):
+            reason = f"HTTP {exc.code} {reason}"
         raise DataError(f"download of {url} failed: {reason}") from None
     if expected is not None and received != int(expected):
         raise DataError(f"download of {url} was interrupted: got {received} of {expected} bytes")

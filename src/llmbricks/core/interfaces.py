@@ -78,6 +78,10 @@ class Tokenizer(Component, ABC):
     def encode(self, text: str, allowed_special: Iterable[str] | Literal["all"] = ()) -> list[int]:
         ...
 
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """Encode many texts (no specials); tokenizers with a parallel core override this."""
+        return [self.encode(text) for text in texts]
+
     @abstractmethod
     def decode(self, ids: Iterable[int]) -> str: ...
 

@@ -8,6 +8,7 @@ when two plugins register the same name.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -243,7 +244,7 @@ class Registry:
                                     None if required else f.get_default(call_default_factory=True),
                                     required, f.description))
         return ComponentInfo(kind=reg.kind, name=reg.name, summary=reg.cls.summary(),
-                             doc=(reg.cls.__doc__ or "").strip(), params=params, plugin=reg.plugin,
+                             doc=inspect.cleandoc(reg.cls.__doc__ or ""), params=params, plugin=reg.plugin,
                              distribution=record.distribution if record else None,
                              version=record.version if record else None)
 

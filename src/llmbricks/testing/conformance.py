@@ -48,9 +48,45 @@ def check_component(kind: str, name: str, registry: Registry | None = None,
     passed = _check_metadata(kind, name, cls)
     if kind == "tokenizer":
         passed += _check_tokenizer(name, cls, params or {}, tokenizer_texts or TOKENIZER_SAMPLES)
+    elif kind == "datasource":
+        passed += _check_datasource(name, cls, params or {})
     elif kind in MODULE_KINDS:
         passed += _check_module(kind, name, registry, params or {})
     return passed
+
+
+# --- data sources -----------------------------------------------------------------------------
+
+
+def _record_problem(records: str, item: Any) -> str | None:
+    if records == "text":
+        return None if isinstance(item, str) else f"a text source yielded {type(item).__name__}"
+    if records == "labeled":
+        ok = isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)
+        return None if ok else f"a labeled source must yield (text, label) tuples, got {item!r:.60}"
+    if records == "instruction":
+        ok = isinstance(item, dict) and all(isinstance(item.get(k), str)
+                                            for k in ("instruction", "input", "output"))
+        return None if ok else f"an instruction record needs instruction/input/output strings: {item!r:.60}"
+    return f"records is {records!r}; expected 'text', 'labeled' or 'instruction'"
+
+
+def _check_datasource(name: str, cls: Any, params: dict[str, Any]) -> list[str]:
+    import itertools
+
+    source = cls(cls.Params.model_validate(params))
+    first = list(itertools.islice(iter(source), 64))
+    if not first:
+        raise _fail("datasource", name, "yields data", "iterating gave nothing")
+    for item in first:
+        problem = _record_problem(cls.records, item)
+        if problem:
+            raise _fail("datasource", name, "record type", problem)
+    if list(itertools.islice(iter(source), 64)) != first:
+        raise _fail("datasource", name, "repeatable", "a second iteration gave other records")
+    if not isinstance(source.describe(), str) or not source.describe():
+        raise _fail("datasource", name, "describe", "describe() must say where the data comes from")
+    return ["yields data", "record type", "repeatable", "describe"]
 
 
 def _check_metadata(kind: str, name: str, cls: type[Component]) -> list[str]:

@@ -1,0 +1,297 @@
+"""The token pipeline: a source tokenized once into a memmapped cache, split, then windowed.
+
+- ``TokenCache``: a flat file of uint16 ids (uint32 when the vocabulary needs it), keyed by the
+  source's content hash and the tokenizer's fingerprint, built by streaming the source in chunks
+  so peak memory does not grow with the corpus.
+- ``split_tokens``: a contiguous train/val split (the book's 90/10).
+- ``SlidingWindowDataset``: inputs and targets shifted by one, windows computed on access from
+  the one token array (O(N) memory, never a tensor per window).
+- ``make_loader``: sliding windows in order or shuffled, or nanoGPT-style random windows, seeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from .datafiles import cache_dir as default_cache_dir
+from .errors import ConfigError, DataError
+from .interfaces import DataSource, Tokenizer
+
+#: Characters handed to the tokenizer at a time when building a cache.
+CHUNK_CHARS = 1 << 20
+META_FILE = "meta.json"
+TOKENS_FILE = "tokens.bin"
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """uint16 when every id fits (vocab <= 65,536), else uint32."""
+    return np.dtype(np.uint16) if vocab_size <= 1 << 16 else np.dtype(np.uint32)
+
+
+def iter_texts(source: DataSource) -> Iterator[str]:
+    if source.records != "text":
+        raise DataError(f"data source '{source.name}' yields {source.records} records, not text; "
+                        "pick a text source (e.g. text, tinyshakespeare, python_docs)")
+    yield from source
+
+
+def content_hash(source: DataSource) -> str:
+    """sha256 of the source's text (UTF-8), streamed."""
+    digest = hashlib.sha256()
+    for piece in iter_texts(source):
+        digest.update(piece.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
+
+
+def _safe_split(text: str) -> int:
+    """An index where cutting ``text`` leaves every pre-tokenizer's pieces as they were.
+
+    Prefer just after a newline between two non-space characters (``x\\n|y``), else just before a
+    space that starts a word after a non-space (``x| y``): GPT-2-style pre-tokenizers never join
+    across either. Returns 0 when there is no such place.
+    """
+    for sep, offset in (("\n", 1), (" ", 0)):
+        i = text.rfind(sep, 0, len(text) - 1)
+        while i > 0:
+            if not text[i - 1].isspace() and not text[i + 1].isspace():
+                return i + offset
+            i = text.rfind(sep, 0, i)
+    return 0
+
+
+def text_chunks(texts: Iterable[str], chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
+    """Re-cut a stream of text pieces into ~``chunk_chars`` chunks at safe places."""
+    buffer = ""
+    for piece in texts:
+        buffer += piece
+        while len(buffer) >= chunk_chars:
+            cut = _safe_split(buffer[: chunk_chars * 2])
+            if cut == 0:
+                if len(buffer) < chunk_chars * 2:
+                    break  # wait for more text to find a safe place
+                cut = chunk_chars * 2  # no safe place in 2 chunks: cut anyway (very rare)
+            yield buffer[:cut]
+            buffer = buffer[cut:]
+    if buffer:
+        yield buffer
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """What ``meta.json`` records about a token cache."""
+
+    n_tokens: int
+    dtype: str
+    vocab_size: int
+    distinct_ids: int
+    n_chars: int
+    source: str
+    content_sha256: str
+    tokenizer: str
+    tokenizer_fingerprint: str
+    seconds: float
+
+
+class TokenCache:
+    """A tokenized corpus on disk, read as a memmap."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        meta = self.directory / META_FILE
+        if not meta.is_file():
+            raise DataError(f"{self.directory} is not a complete token cache (no {META_FILE})")
+        self.info = CacheInfo(**json.loads(meta.read_text(encoding="utf-8")))
+
+    @property
+    def path(self) -> Path:
+        return self.directory / TOKENS_FILE
+
+    @property
+    def tokens(self) -> np.ndarray:
+        if self.info.n_tokens == 0:
+            return np.zeros(0, dtype=self.info.dtype)
+        return np.memmap(self.path, dtype=self.info.dtype, mode="r", shape=(self.info.n_tokens,))
+
+    def __len__(self) -> int:
+        return self.info.n_tokens
+
+
+def cache_key(content_sha256: str, tokenizer: Tokenizer) -> str:
+    return hashlib.sha256(f"{content_sha256}:{tokenizer.fingerprint()}".encode()).hexdigest()[:32]
+
+
+def build_token_cache(source: DataSource, tokenizer: Tokenizer, root: str | Path | None = None,
+                      *, chunk_chars: int = CHUNK_CHARS, batch: int = 8) -> TokenCache:
+    """Tokenize ``source`` into a cache under ``root`` (default: the user cache), or reuse it.
+
+    Streams the text: hashing is one pass, tokenizing another; at most ``batch`` chunks of
+    ``chunk_chars`` characters and their ids are in memory at once.
+    """
+    root = Path(root) if root is not None else default_cache_dir() / "tokens"
+    if not tokenizer.is_trained:
+        raise DataError(f"tokenizer '{tokenizer.name}' is not trained; train it before caching")
+    start = time.perf_counter()
+    digest = content_hash(source)
+    directory = root / cache_key(digest, tokenizer)
+    if (directory / META_FILE).is_file():
+        return TokenCache(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    dtype = token_dtype(tokenizer.vocab_size)
+    seen = np.zeros(tokenizer.vocab_size, dtype=bool)
+    n_tokens = n_chars = 0
+    fd, tmp_name = tempfile.mkstemp(prefix=".tokens.", suffix=".part", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            pending: list[str] = []
+
+            def flush() -> None:
+                nonlocal n_tokens
+                for ids in tokenizer.encode_batch(pending):
+                    array = np.asarray(ids, dtype=dtype)
+                    seen[array] = True
+                    out.write(array.tobytes())
+                    n_tokens += len(array)
+                pending.clear()
+
+            for chunk in text_chunks(iter_texts(source), chunk_chars):
+                n_chars += len(chunk)
+                pending.append(chunk)
+                if len(pending) >= batch:
+                    flush()
+            flush()
+        os.replace(tmp_name, directory / TOKENS_FILE)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    info = CacheInfo(n_tokens=n_tokens, dtype=dtype.name, vocab_size=tokenizer.vocab_size,
+                     distinct_ids=int(seen.sum()), n_chars=n_chars, source=source.describe(),
+                     content_sha256=digest, tokenizer=tokenizer.name,
+                     tokenizer_fingerprint=tokenizer.fingerprint(),
+                     seconds=round(time.perf_counter() - start, 3))
+    tmp_meta = directory / (META_FILE + ".tmp")
+    tmp_meta.write_text(json.dumps(asdict(info), indent=1), encoding="utf-8")
+    os.replace(tmp_meta, directory / META_FILE)  # the cache exists once meta.json does
+    return TokenCache(directory)
+
+
+def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Contiguous split: the first ``1 - val_fraction`` for training, the rest for validation."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    cut = int(round(len(tokens) * (1.0 - val_fraction)))
+    return tokens[:cut], tokens[cut:]
+
+
+class SlidingWindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Windows of ``max_length`` tokens every ``stride`` tokens; targets shifted by one.
+
+    Window ``i`` starts at ``i * stride``: ``x = t[s : s + L]``, ``y = t[s + 1 : s + L + 1]``.
+    There are ``ceil((N - L) / stride)`` windows, as in the book's ``GPTDatasetV1``. The token
+    array is stored once; windows are sliced on access.
+    """
+
+    def __init__(self, tokens: np.ndarray, max_length: int, stride: int | None = None) -> None:
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.tokens = tokens
+        self.max_length = max_length
+        self.stride = stride or max_length
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+
+    def __len__(self) -> int:
+        return max(0, math.ceil((len(self.tokens) - self.max_length) / self.stride))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range ({len(self)} windows)")
+        start = index * self.stride
+        window = torch.from_numpy(np.array(self.tokens[start:start + self.max_length + 1],
+                                           dtype=np.int64))
+        return window[:-1], window[1:]
+
+
+def make_loader(tokens: np.ndarray, *, max_length: int, batch_size: int,
+                stride: int | None = None, sampler: Literal["sliding", "random"] = "sliding",
+                shuffle: bool = True, drop_last: bool = True, seed: int = 123,
+                num_samples: int | None = None) -> DataLoader:
+    """Batches of ``(inputs, targets)``, each ``[batch_size, max_length]`` int64.
+
+    ``sliding``: the windows of ``SlidingWindowDataset``, shuffled or in order. ``random``:
+    nanoGPT's ``get_batch``: windows at uniformly random offsets (stride 1, with replacement),
+    ``num_samples`` per epoch (default: as many as sliding windows of stride ``max_length``).
+    The same seed gives the same batches.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if sampler == "random":
+        dataset = SlidingWindowDataset(tokens, max_length, stride=1)
+        if len(dataset) == 0:
+            raise DataError(f"{len(tokens)} tokens are too few for windows of {max_length}")
+        count = num_samples or max(1, (len(tokens) - max_length) // max_length)
+        order = RandomSampler(dataset, replacement=True, num_samples=count, generator=generator)
+    else:
+        dataset = SlidingWindowDataset(tokens, max_length, stride)
+        if len(dataset) == 0:
+            raise DataError(f"{len(tokens)} tokens are too few for one window of {max_length} "
+                            f"tokens plus its target; use more data or a shorter context")
+        order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last)
+
+
+@dataclass
+class PreparedData:
+    """A config's corpus, tokenized: the tokenizer used and the token cache."""
+
+    tokenizer: Tokenizer
+    cache: TokenCache
+    trained_tokenizer: bool
+
+    def split(self, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        return split_tokens(self.cache.tokens, val_fraction)
+
+
+def prepare_data(config: object, registry: object | None = None) -> PreparedData:
+    """Tokenize ``config.data.source`` with ``config.model.tokenizer`` into a token cache.
+
+    A trainable tokenizer that is not trained yet is trained on the same source first; the
+    trained tokenizer is kept beside the caches (keyed by the source and the tokenizer's params),
+    so preparing again reuses it.
+    """
+    from .build import build_tokenizer, load_tokenizer
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    if config.model.tokenizer is None:
+        raise ConfigError("model.tokenizer: not set: name one (e.g. char, bpe, tiktoken) to "
+                        "tokenize the data")
+    source = registry.build("datasource", config.data.source)
+    if source.records != "text":
+        raise ConfigError(f"data.source: '{source.name}' yields {source.records} records, not text; "
+                          "pick a text source (e.g. text, tinyshakespeare, python_docs)")
+    root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir() / "tokens"
+    tokenizer = build_tokenizer(config, registry)
+    trained = False
+    if not tokenizer.is_trained:
+        spec = json.dumps({"tokenizer": config.model.tokenizer.to_data(),
+                           "content": content_hash(source)}, sort_keys=True)
+        saved = root / "tokenizers" / hashlib.sha256(spec.encode()).hexdigest()[:32]
+        if (saved / "tokenizer.json").is_file():
+            tokenizer = load_tokenizer(saved, registry)
+        else:
+            tokenizer.train(iter_texts(source))
+            tokenizer.save(saved)
+            trained = True
+    return PreparedData(tokenizer=tokenizer, cache=build_token_cache(source, tokenizer, root),
+                        trained_tokenizer=trained)

@@ -1,0 +1,112 @@
+"""Instruction data in the book's chapter-7 format: records with instruction, input, output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from llmbricks.core.component import ParamsModel
+from llmbricks.core.errors import DataError
+from llmbricks.core.interfaces import DataSource
+
+from . import corpora, textio
+from .named import NamedFileParams, NamedFileSource
+
+#: The string fields every record must have (``input`` may be empty).
+FIELDS = ("instruction", "input", "output")
+_HINT = "JSON files must be UTF-8"
+
+
+def _check_record(record: Any, where: str) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise DataError(f"{where} is a JSON {type(record).__name__}, not an object with "
+                        "'instruction', 'input' and 'output'")
+    for key in FIELDS:
+        if key not in record:
+            raise DataError(f"{where} lacks the key {key!r} (every record needs 'instruction', "
+                            "'input' and 'output' strings; 'input' may be empty)")
+        if not isinstance(record[key], str):
+            raise DataError(f"{where}: {key!r} is a JSON {type(record[key]).__name__}, "
+                            "not a string")
+    return dict(record)
+
+
+def _json_error(path: Path, exc: json.JSONDecodeError, lineno: int | None = None) -> DataError:
+    line = lineno if lineno is not None else exc.lineno
+    return DataError(f"{path}: invalid JSON at line {line}, column {exc.colno}: {exc.msg}")
+
+
+def load_instruction_records(path: str | Path,
+                             format: Literal["auto", "json", "jsonl"] = "auto") -> list[dict[str, Any]]:
+    """Read and validate every record of a JSON list or a JSONL file.
+
+    Errors name the record (its 0-based index in a JSON list, its line in JSONL) and the
+    missing or mistyped key. Extra keys (e.g. ``model_response``) are kept.
+    """
+    path = Path(path)
+    if format == "auto":
+        format = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "json"
+    records: list[dict[str, Any]] = []
+    if format == "jsonl":
+        for lineno, line in enumerate(textio.iter_lines(path, "utf-8", "strict", _HINT), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise _json_error(path, exc, lineno) from None
+            records.append(_check_record(record, f"{path}, line {lineno}"))
+        return records
+    try:
+        data = json.loads(textio.read_text(path, "utf-8", "strict", _HINT))
+    except json.JSONDecodeError as exc:
+        raise _json_error(path, exc) from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records with 'instruction', 'input' and "
+                        f"'output', found a JSON {type(data).__name__}")
+    return [_check_record(record, f"{path}: record {i}") for i, record in enumerate(data)]
+
+
+class InstructionJsonSource(DataSource):
+    """Instruction records from your JSON or JSONL file (instruction, input, output strings)."""
+
+    name = "instruction_json"
+    records = "instruction"
+
+    class Params(ParamsModel):
+        path: str = Field("", description="a JSON list of records, or JSONL (one record per "
+                                          "line), each with 'instruction', 'input', 'output'")
+        format: Literal["auto", "json", "jsonl"] = Field(
+            "auto", description="'auto' reads .jsonl/.ndjson as JSONL and anything else as JSON")
+
+    params: Params
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        if not self.params.path:
+            raise DataError("the 'instruction_json' data source needs a `path` to a JSON or JSONL "
+                            "file of {instruction, input, output} records")
+        path = Path(self.params.path).expanduser()
+        if not path.is_file():
+            raise DataError(f"{path} does not exist (instruction_json `path`)")
+        yield from load_instruction_records(path, self.params.format)
+
+    def describe(self) -> str:
+        return f"instruction records at {self.params.path or '(no path set)'}"
+
+
+class InstructionDataSource(NamedFileSource):
+    """The book's chapter-7 instruction data: 1,100 records of instruction, input and output."""
+
+    name = "instruction_data"
+    records = "instruction"
+    remote = corpora.INSTRUCTION_DATA
+
+    class Params(NamedFileParams):
+        """Where to find instruction-data.json."""
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        yield from load_instruction_records(self.resolve(), "auto")
