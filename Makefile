@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.llmbricks-installed
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 export LLMBRICKS_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 
-.PHONY: setup demo test lint docs clean
+.PHONY: setup demo test lint docs bench clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,17 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests examples docs
 	$(BIN)/python -m pytest
+
+BENCH_STAMP := $(VENV)/.llmbricks-bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PIP) install -c constraints.txt -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+# Benchmarks compare ratios against peers measured in the same run (docs/benchmarks.md).
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/bench_bpe.py
+	$(BIN)/python benchmarks/bench_token_cache.py --mb 200
 
 docs: $(STAMP)
 	$(BIN)/python docs/gen_components.py > docs/components.md

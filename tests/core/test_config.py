@@ -32,7 +32,7 @@ def test_preset_fills_fields_and_explicit_fields_win():
 def test_spec_with_same_name_merges_params_new_name_replaces():
     same = load_config({"model": {"preset": "gpt2-small", "head": {"tie_weights": True}}})
     assert same.model.head == ComponentSpec(name="lm", params={"tie_weights": True})
-    same_named = load_config({"model": {"preset": "gpt2-small", "attention": {"name": "mha", "n_kv_heads": 4}}})
+    same_named = load_config({"model": {"preset": "gpt2-small", "attention": {"name": "sdpa", "n_kv_heads": 4}}})
     assert same_named.model.attention.params == {"qkv_bias": False, "n_kv_heads": 4}
 
 
@@ -131,7 +131,7 @@ def test_vocab_smaller_than_tokenizer_is_an_error():
 
 @pytest.mark.parametrize("overrides,expected", [
     (["model.positional=absolut"],
-     "model.positional: unknown positional 'absolut' - did you mean 'absolute'? (available: absolute, none"),
+     "model.positional: unknown positional 'absolut' - did you mean 'absolute'? (available: absolute, alibi, none, rope, sinusoidal, t5"),
     (["model.norm.esp=1"],
      "model.norm.esp: unknown parameter 'esp' of norm 'layernorm' - did you mean 'eps'? (parameters: eps, bias)"),
     (["model.n_layers=many"], "model.n_layers: input should be a valid integer"),

@@ -47,7 +47,7 @@ def test_builtins_load_through_entry_points():
     reg = Registry()
     assert BUILTINS <= set(reg.plugins)
     assert all(reg.plugins[name].distribution == "llmbricks" for name in BUILTINS)
-    assert reg.names("positional") == ["absolute", "none"]
+    assert reg.names("positional") == ["absolute", "alibi", "none", "rope", "sinusoidal", "t5"]
     assert "gpt2-small" in reg.preset_names()
 
 
@@ -110,7 +110,7 @@ def test_plugin_that_fails_to_import_is_recorded_and_skipped(monkeypatch):
     reg = Registry(strict=False)
     assert "failed to import no_such_module_xyz" in reg.plugins["broken"].error
     assert "ModuleNotFoundError" in reg.plugins["broken"].error
-    assert reg.names("attention") == ["mha"]  # everything else still works
+    assert reg.names("attention") == ["mha", "sdpa"]  # everything else still works
 
 
 def test_strict_plugins_env_makes_import_failures_raise(monkeypatch):

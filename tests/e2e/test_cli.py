@@ -48,11 +48,13 @@ def test_version():
 def test_components_lists_every_builtin():
     result = run_cli("components")
     assert result.returncode == 0, result.stderr
-    for name in ("char", "token", "absolute", "none", "mha", "layernorm", "gelu", "gpt", "lm"):
+    for name in ("char", "regex", "bpe", "tiktoken", "token", "absolute", "none", "rope", "alibi",
+                 "t5", "sinusoidal", "mha", "sdpa", "layernorm", "rmsnorm", "gelu", "swiglu", "gpt",
+                 "lm", "python_docs", "tinyshakespeare"):
         assert name in result.stdout
     data = json.loads(run_cli("components", "positional", "--json").stdout)
     assert [(row["kind"], row["name"], row["plugin"]) for row in data] == [
-        ("positional", "absolute", "positional"), ("positional", "none", "positional")]
+        ("positional", name, "positional") for name in ("absolute", "alibi", "none", "rope", "sinusoidal", "t5")]
 
 
 def test_components_show():
@@ -67,7 +69,7 @@ def test_components_show():
 
 def test_components_errors():
     assert_one_line_error(run_cli("components", "show", "norm", "layernrom"),
-                          "unknown norm 'layernrom' - did you mean 'layernorm'? (available: layernorm;")
+                          "unknown norm 'layernrom' - did you mean 'layernorm'? (available: layernorm, rmsnorm;")
     assert_one_line_error(run_cli("components", "positionl"), "unknown kind 'positionl' - did you mean 'positional'?")
     usage = run_cli("components", "show", "norm")
     assert usage.returncode == 2 and "usage: llmbricks components show KIND NAME" in usage.stderr
@@ -160,7 +162,7 @@ def test_runtime_failure_exits_1_with_one_line(registry_with, capsys, monkeypatc
 
         name = "crashing"
 
-        def forward(self, x, positional, positions, cache=None):
+        def forward(self, x, positional, pos, cache=None):
             raise RuntimeError("shapes do not line up\nsecond line")
 
     @llmbricks.hookimpl

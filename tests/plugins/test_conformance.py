@@ -66,7 +66,7 @@ def test_the_kit_catches_a_future_leak(registry_with):
             super().__init__(params, dims)
             self.proj = torch.nn.Linear(dims.emb_dim, dims.emb_dim)
 
-        def forward(self, x, positional, positions, cache=None):
+        def forward(self, x, positional, pos, cache=None):
             return self.proj(x.mean(dim=1, keepdim=True).expand_as(x))
 
     @llmbricks.hookimpl

@@ -41,7 +41,7 @@ def test_mha_matches_the_explicit_equation():
     attn = REG.build("attention", "mha", dims=DIMS).eval()
     positional = REG.build("positional", "none", dims=DIMS)
     x = torch.randn(2, 6, 16)
-    out = attn(x, positional, torch.arange(6))
+    out = attn(x, positional, positional.context(torch.arange(6), torch.arange(6)))
     q = attn.q_proj(x).view(2, 6, 4, 4).transpose(1, 2)
     k = attn.k_proj(x).view(2, 6, 4, 4).transpose(1, 2)
     v = attn.v_proj(x).view(2, 6, 4, 4).transpose(1, 2)
@@ -64,7 +64,7 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
             getattr(full, name).weight.copy_(w)
     positional = REG.build("positional", "none", dims=DIMS)
     x = torch.randn(2, 7, 16)
-    torch.testing.assert_close(gqa(x, positional, torch.arange(7)), full(x, positional, torch.arange(7)))
+    torch.testing.assert_close(gqa(x, positional, positional.context(torch.arange(7), torch.arange(7))), full(x, positional, positional.context(torch.arange(7), torch.arange(7))))
 
 
 def test_attention_dropout_applies_to_weights_in_training_only():
@@ -74,12 +74,12 @@ def test_attention_dropout_applies_to_weights_in_training_only():
     x = torch.randn(1, 8, 16)
     attn.train()
     torch.manual_seed(1)
-    a = attn(x, positional, torch.arange(8))
+    a = attn(x, positional, positional.context(torch.arange(8), torch.arange(8)))
     torch.manual_seed(2)
-    b = attn(x, positional, torch.arange(8))
+    b = attn(x, positional, positional.context(torch.arange(8), torch.arange(8)))
     assert not torch.allclose(a, b)
     attn.eval()
-    torch.testing.assert_close(attn(x, positional, torch.arange(8)), attn(x, positional, torch.arange(8)))
+    torch.testing.assert_close(attn(x, positional, positional.context(torch.arange(8), torch.arange(8))), attn(x, positional, positional.context(torch.arange(8), torch.arange(8))))
 
 
 def test_absolute_positions_past_the_table_fail_clearly():

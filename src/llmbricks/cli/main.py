@@ -24,6 +24,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "model": "llmbricks.cli.model:model",
     "tokenizer": "llmbricks.cli.tokenizer:tokenizer",
     "data": "llmbricks.cli.data:data",
+    "generate": "llmbricks.cli.generate:generate",
 }
 
 

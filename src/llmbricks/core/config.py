@@ -52,7 +52,7 @@ class ModelConfig(Section):
     tokenizer: Spec | None = None
     embedding: Spec = ComponentSpec(name="token")
     positional: Spec = ComponentSpec(name="absolute")
-    attention: Spec = ComponentSpec(name="mha")
+    attention: Spec = ComponentSpec(name="sdpa")
     norm: Spec = ComponentSpec(name="layernorm")
     feedforward: Spec = ComponentSpec(name="gelu")
     block: Spec = ComponentSpec(name="gpt")

@@ -262,36 +262,56 @@ class PreparedData:
         return split_tokens(self.cache.tokens, val_fraction)
 
 
-def prepare_data(config: object, registry: object | None = None) -> PreparedData:
-    """Tokenize ``config.data.source`` with ``config.model.tokenizer`` into a token cache.
+def _cache_root(config: object) -> Path:
+    return Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir() / "tokens"
 
-    A trainable tokenizer that is not trained yet is trained on the same source first; the
-    trained tokenizer is kept beside the caches (keyed by the source and the tokenizer's params),
-    so preparing again reuses it.
+
+def _text_source(config: object, registry: object) -> DataSource:
+    source = registry.build("datasource", config.data.source)
+    if source.records != "text":
+        raise ConfigError(f"data.source: '{source.name}' yields {source.records} records, not text; "
+                          "pick a text source (e.g. text, tinyshakespeare, python_docs)")
+    return source
+
+
+def ready_tokenizer(config: object, registry: object | None = None,
+                    source: DataSource | None = None) -> tuple[Tokenizer, bool]:
+    """The config's tokenizer, trained on ``data.source`` first if it learns from data.
+
+    The trained tokenizer is kept beside the token caches, keyed by the source's content and the
+    tokenizer's params, so asking again reuses it. Returns ``(tokenizer, trained_now)``.
     """
     from .build import build_tokenizer, load_tokenizer
     from .registry import get_registry
 
     registry = registry or get_registry()
     if config.model.tokenizer is None:
-        raise ConfigError("model.tokenizer: not set: name one (e.g. char, bpe, tiktoken) to "
-                        "tokenize the data")
-    source = registry.build("datasource", config.data.source)
-    if source.records != "text":
-        raise ConfigError(f"data.source: '{source.name}' yields {source.records} records, not text; "
-                          "pick a text source (e.g. text, tinyshakespeare, python_docs)")
-    root = Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir() / "tokens"
+        raise ConfigError("model.tokenizer: not set; name one (e.g. char, bpe, tiktoken)")
     tokenizer = build_tokenizer(config, registry)
-    trained = False
-    if not tokenizer.is_trained:
-        spec = json.dumps({"tokenizer": config.model.tokenizer.to_data(),
-                           "content": content_hash(source)}, sort_keys=True)
-        saved = root / "tokenizers" / hashlib.sha256(spec.encode()).hexdigest()[:32]
-        if (saved / "tokenizer.json").is_file():
-            tokenizer = load_tokenizer(saved, registry)
-        else:
-            tokenizer.train(iter_texts(source))
-            tokenizer.save(saved)
-            trained = True
-    return PreparedData(tokenizer=tokenizer, cache=build_token_cache(source, tokenizer, root),
+    if tokenizer.is_trained:
+        return tokenizer, False
+    source = source or _text_source(config, registry)
+    spec = json.dumps({"tokenizer": config.model.tokenizer.to_data(),
+                       "content": content_hash(source)}, sort_keys=True)
+    saved = _cache_root(config) / "tokenizers" / hashlib.sha256(spec.encode()).hexdigest()[:32]
+    if (saved / "tokenizer.json").is_file():
+        return load_tokenizer(saved, registry), False
+    tokenizer.train(iter_texts(source))
+    tokenizer.save(saved)
+    return tokenizer, True
+
+
+def prepare_data(config: object, registry: object | None = None) -> PreparedData:
+    """Tokenize ``config.data.source`` with ``config.model.tokenizer`` into a token cache.
+
+    A trainable tokenizer that is not trained yet is trained on the same source first
+    (``ready_tokenizer``).
+    """
+    from .registry import get_registry
+
+    registry = registry or get_registry()
+    source = _text_source(config, registry)
+    tokenizer, trained = ready_tokenizer(config, registry, source)
+    return PreparedData(tokenizer=tokenizer,
+                        cache=build_token_cache(source, tokenizer, _cache_root(config)),
                         trained_tokenizer=trained)

@@ -32,6 +32,7 @@ __all__ = [
     "ModelParts",
     "ModuleComponent",
     "Norm",
+    "PositionContext",
     "PositionalEncoding",
     "Tokenizer",
     "Trainer",
@@ -130,12 +131,26 @@ class Embedding(ModuleComponent):
         """The ``[vocab, D]`` table, exposed so a head can tie to it."""
 
 
+@dataclass(frozen=True)
+class PositionContext:
+    """The positions of one forward pass, and what the positional component derived from them.
+
+    Built once per forward pass by ``PositionalEncoding.context`` and handed to every layer, so
+    rotation tables and score biases are computed once, not once per layer.
+    """
+
+    q: Tensor  # [Tq] positions of the new tokens
+    k: Tensor  # [Tk] positions of every key: the cached ones, then the new ones
+    rotation: Any = None  # component-specific tables for ``rotate`` (e.g. cos and sin)
+    bias: Tensor | None = None  # additive score bias [H, Tq, Tk], or None
+
+
 class PositionalEncoding(ModuleComponent):
     """Where position enters the model. Built with ``(params, dims)``.
 
-    Owned by the model and passed to attention on each call. Each hook defaults to a no-op:
-    absolute kinds add in ``embed``, rotary kinds act in ``rotate``, relative kinds return an
-    additive ``[H, Tq, Tk]`` score bias from ``bias``.
+    Owned by the model, which calls ``context`` once per forward pass and hands the result to
+    attention. Each hook defaults to a no-op: absolute kinds add in ``embed``, rotary kinds act
+    in ``rotate``, relative kinds return an additive ``[H, Tq, Tk]`` score bias from ``bias``.
     """
 
     kind: ClassVar[str] = "positional"
@@ -144,28 +159,39 @@ class PositionalEncoding(ModuleComponent):
         """Longest sequence this instance can encode (a learned table's size), or ``None``."""
         return None
 
+    def context(self, q_positions: Tensor, k_positions: Tensor) -> PositionContext:
+        """Everything layers need about these positions, computed once."""
+        return PositionContext(q=q_positions, k=k_positions, rotation=self.rotation(q_positions),
+                               bias=self.bias(q_positions, k_positions))
+
     def embed(self, x: Tensor, positions: Tensor) -> Tensor:
         return x
 
-    def rotate(self, q: Tensor, k: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
-        """Rotate the new queries and keys ``[B, H, T, hd]`` by their ``positions``."""
+    def rotation(self, positions: Tensor) -> Any:
+        """Tables ``rotate`` needs for the new tokens' positions (rotary kinds)."""
+        return None
+
+    def rotate(self, q: Tensor, k: Tensor, pos: PositionContext) -> tuple[Tensor, Tensor]:
+        """Rotate the new queries and keys ``[B, H, T, hd]`` using ``pos.rotation``."""
         return q, k
 
     def bias(self, q_positions: Tensor, k_positions: Tensor) -> Tensor | None:
+        """Additive attention-score bias ``[H, Tq, Tk]`` (relative kinds), or ``None``."""
         return None
 
 
 class Attention(ModuleComponent):
     """Causal self-attention ``[B, T, D] -> [B, T, D]``. Built with ``(params, dims)``.
 
-    ``forward(x, positional, positions, cache=None)``: ``positions`` are the absolute positions
-    of the ``T`` new tokens; with a cache, keys and values of earlier tokens come from it.
+    ``forward(x, positional, pos, cache=None)``: ``pos`` holds the positions of the ``T`` new
+    tokens and of every key, with the rotation tables and score bias computed once for the
+    pass; with a cache, keys and values of earlier tokens come from it.
     """
 
     kind: ClassVar[str] = "attention"
 
     @abstractmethod
-    def forward(self, x: Tensor, positional: PositionalEncoding, positions: Tensor,
+    def forward(self, x: Tensor, positional: PositionalEncoding, pos: PositionContext,
                 cache: LayerKVCache | None = None) -> Tensor: ...
 
 
@@ -191,7 +217,7 @@ class Block(ModuleComponent):
     kind: ClassVar[str] = "block"
 
     @abstractmethod
-    def forward(self, x: Tensor, positional: PositionalEncoding, positions: Tensor,
+    def forward(self, x: Tensor, positional: PositionalEncoding, pos: PositionContext,
                 cache: LayerKVCache | None = None) -> Tensor: ...
 
 

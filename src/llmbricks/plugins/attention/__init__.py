@@ -1,4 +1,4 @@
-"""Built-in attention."""
+"""Built-in attention: the reference ``mha`` and the fused ``sdpa``."""
 
 from llmbricks.core.hookspecs import hookimpl
 
@@ -6,5 +6,6 @@ from llmbricks.core.hookspecs import hookimpl
 @hookimpl
 def llmbricks_components():
     from .mha import MultiHeadAttention
+    from .sdpa import SDPAttention
 
-    return [MultiHeadAttention]
+    return [MultiHeadAttention, SDPAttention]

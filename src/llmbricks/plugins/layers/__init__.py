@@ -7,7 +7,7 @@ from llmbricks.core.hookspecs import hookimpl
 def llmbricks_components():
     from .blocks import GPTBlock
     from .embeddings import TokenEmbedding
-    from .feedforward import GELUFeedForward
-    from .norms import LayerNorm
+    from .feedforward import GELUFeedForward, SwiGLUFeedForward
+    from .norms import LayerNorm, RMSNorm
 
-    return [TokenEmbedding, LayerNorm, GELUFeedForward, GPTBlock]
+    return [TokenEmbedding, LayerNorm, RMSNorm, GELUFeedForward, SwiGLUFeedForward, GPTBlock]

@@ -38,3 +38,38 @@ class GELUFeedForward(FeedForward):
     def forward(self, x: Tensor) -> Tensor:
         # GELU(x) ~= 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
         return self.down(F.gelu(self.up(x), approximate="tanh"))
+
+
+class SwiGLUFeedForward(FeedForward):
+    """Gated MLP: down(silu(gate(x)) * up(x)), no biases (PaLM, Llama)."""
+
+    name = "swiglu"
+
+    class Params(ParamsModel):
+        hidden_mult: float = Field(8 / 3, gt=0.0, description="hidden width as a multiple of "
+                                   "emb_dim before rounding (8/3 matches a 4x GELU MLP's size)")
+        multiple_of: int = Field(64, ge=1, description="round the hidden width up to a multiple "
+                                 "of this (hardware-friendly sizes)")
+
+    @staticmethod
+    def hidden_size(params: Params, dims: Dims) -> int:
+        # hidden = multiple_of * ceil(hidden_mult * D / multiple_of)
+        raw = int(params.hidden_mult * dims.emb_dim)
+        return params.multiple_of * -(-raw // params.multiple_of)
+
+    @classmethod
+    def check(cls, params: Params, dims: Dims) -> None:
+        if int(params.hidden_mult * dims.emb_dim) < 1:
+            raise ValueError(f"hidden_mult {params.hidden_mult} x emb_dim {dims.emb_dim} leaves no "
+                             "hidden units; raise hidden_mult")
+
+    def __init__(self, params: Params, dims: Dims) -> None:
+        super().__init__(params, dims)
+        hidden = self.hidden_size(params, dims)
+        self.gate = nn.Linear(dims.emb_dim, hidden, bias=False)
+        self.up = nn.Linear(dims.emb_dim, hidden, bias=False)
+        self.down = nn.Linear(hidden, dims.emb_dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        # SwiGLU(x) = (silu(x W_gate) * x W_up) W_down, silu(z) = z * sigmoid(z)
+        return self.down(F.silu(self.gate(x)) * self.up(x))

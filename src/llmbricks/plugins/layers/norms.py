@@ -29,3 +29,20 @@ class LayerNorm(Norm):
         # y = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, with the biased variance;
         # F.layer_norm computes exactly this in one fused kernel.
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.params.eps)
+
+
+class RMSNorm(Norm):
+    """Root-mean-square normalization with a learned scale, no centering (Llama, T5)."""
+
+    name = "rmsnorm"
+
+    class Params(ParamsModel):
+        eps: float = Field(1e-6, gt=0.0, description="added to the mean square for stability")
+
+    def __init__(self, params: Params, dims: Dims) -> None:
+        super().__init__(params, dims)
+        self.weight = nn.Parameter(torch.ones(dims.emb_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # y = x / sqrt(mean(x^2) + eps) * weight
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.params.eps)

@@ -48,16 +48,21 @@ class GPT(Model):
     def hidden(self, ids: Tensor, positions: Tensor | None = None,
                cache: KVCache | None = None) -> Tensor:
         t = ids.shape[-1]
+        start = cache.length if cache is not None else 0
         if positions is None:
-            start = cache.length if cache is not None else 0
             limit = self.positional.positions_limit()
             if limit is not None and start + t > limit:  # checked on ints: no device sync
                 raise ValueError(f"sequence of {start + t} tokens is past the {limit} positions of "
                                  f"positional '{self.positional.name}'; crop the input to the context")
             positions = torch.arange(start, start + t, device=ids.device)
+        k_positions = positions
+        if start:  # cached keys sit at the `start` positions just before the new tokens
+            earlier = positions[:1] + torch.arange(-start, 0, device=ids.device)
+            k_positions = torch.cat([earlier, positions])
+        pos = self.positional.context(positions, k_positions)  # rotations and biases, once
         x = self.dropout(self.positional.embed(self.embedding(ids), positions))
         for i, block in enumerate(self.blocks):
-            x = block(x, self.positional, positions, cache.layer(i) if cache is not None else None)
+            x = block(x, self.positional, pos, cache.layer(i) if cache is not None else None)
         if cache is not None:
             cache.advance(t)
         return self.norm(x)

@@ -1,0 +1,156 @@
+"""Autoregressive sampling with a preallocated KV cache.
+
+The first call is a prefill of the whole prompt; then one token per step, its position offset by
+the cache length. Each row of a batch stops on its own stop token and is padded after it. Tables
+with a fixed length (learned absolute positions) crop the context to their last
+``positions_limit()`` tokens; components without a limit extend past ``context_length``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .interfaces import Model, Tokenizer
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Prompt plus new tokens per row (stopped rows padded), and how far each row got."""
+
+    tokens: Tensor          # [B, T_prompt + steps]
+    new_tokens: list[list[int]]  # per row, the generated ids up to and including its stop token
+    finished: list[bool]    # whether the row emitted its stop token
+
+
+def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None = None) -> Tensor:
+    """Mask everything outside the top-k and outside the nucleus of mass ``top_p`` with -inf."""
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = torch.softmax(ordered, dim=-1).cumsum(dim=-1)
+        # Drop a token when the mass before it already reaches top_p (the first always stays).
+        drop = (cumulative - torch.softmax(ordered, dim=-1)) >= top_p
+        logits = logits.scatter(-1, order, ordered.masked_fill(drop, float("-inf")))
+    return logits
+
+
+def next_token(logits: Tensor, temperature: float = 0.0, top_k: int | None = None,
+               top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """``[B, V]`` logits -> ``[B]`` ids: argmax at temperature 0, else sample softmax(l / T)."""
+    if temperature <= 0.0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
+                 max_new_tokens: int = 50, temperature: float = 0.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None,
+                 stop_token: int | None = None, pad_token: int | None = None,
+                 use_cache: bool = True, max_context: int | None = None,
+                 on_token: Callable[[int, Tensor], None] | None = None) -> GenerationResult:
+    """Generate up to ``max_new_tokens`` for each row of ``prompt`` (``[B, T]``, equal lengths).
+
+    ``on_token(step, ids[B])`` streams each new column. ``max_context`` crops what the model sees
+    to the last ``max_context`` tokens (at most the positional table's length, if it has one).
+    """
+    device = next(model.parameters()).device
+    ids = torch.as_tensor(prompt, dtype=torch.long, device=device)
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(0)
+    if ids.shape[1] == 0:
+        raise ValueError("the prompt is empty: give at least one token")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
+    limit = model.positional.positions_limit() if hasattr(model, "positional") else None
+    window = min(x for x in (limit, max_context) if x is not None) if (limit or max_context) else None
+    batch = ids.shape[0]
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    pad = pad_token if pad_token is not None else (stop_token if stop_token is not None else 0)
+    cache = None
+    fed = 0  # tokens of `ids` the cache holds
+    try:
+        for step in range(max_new_tokens):
+            if use_cache and (cache is None or window is not None and ids.shape[1] > window):
+                # (Re)start: prefill the visible context into a fresh cache.
+                context = ids if window is None else ids[:, -window:]
+                room = context.shape[1] + max_new_tokens - step
+                cache = model.new_cache(batch, room if window is None else min(room, window))
+                logits = model(context, cache=cache)[:, -1]
+                fed = ids.shape[1]
+            elif use_cache:
+                logits = model(ids[:, fed:], cache=cache)[:, -1]
+                fed = ids.shape[1]
+            else:
+                context = ids if window is None else ids[:, -window:]
+                logits = model(context)[:, -1]
+            token = next_token(logits.float(), temperature, top_k, top_p, generator)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            ids = torch.cat([ids, token[:, None]], dim=1)
+            if on_token is not None:
+                on_token(step, token)
+            if stop_token is not None:
+                finished |= token == stop_token
+                if bool(finished.all()):
+                    break
+    finally:
+        model.train(was_training)
+    start = ids.shape[1] - (step + 1) if max_new_tokens else ids.shape[1]
+    new_tokens = []
+    for row in ids[:, start:].tolist():
+        if stop_token is not None and stop_token in row:
+            row = row[: row.index(stop_token) + 1]
+        new_tokens.append(row)
+    return GenerationResult(tokens=ids, new_tokens=new_tokens, finished=finished.tolist())
+
+
+def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
+             max_new_tokens: int = 50, temperature: float = 0.0, top_k: int | None = None,
+             top_p: float | None = None, seed: int | None = None, stop: str | None = None,
+             use_cache: bool = True, max_context: int | None = None,
+             on_text: Callable[[int, str], None] | None = None) -> str | list[str]:
+    """Continue ``prompt`` (a string or a batch of strings of equal token length).
+
+    ``stop`` names a special token (default ``<|endoftext|>`` when the tokenizer has it) that
+    ends a row. ``on_text(row, text)`` streams each row's new text as it is generated.
+    """
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    encoded = [tokenizer.encode(p, allowed_special="all") for p in prompts]
+    if len({len(e) for e in encoded}) > 1:
+        raise ValueError("prompts in one batch must have the same length in tokens "
+                         f"(got {sorted({len(e) for e in encoded})}); generate them separately")
+    specials = tokenizer.special_tokens
+    stop_token = specials.get(stop or "<|endoftext|>")
+    if stop is not None and stop_token is None:
+        raise ValueError(f"stop token {stop!r} is not a special token of this tokenizer")
+
+    def stream(step: int, tokens: Tensor) -> None:
+        if on_text is not None:
+            for row, token in enumerate(tokens.tolist()):
+                if token != stop_token and not result_done[row]:
+                    on_text(row, tokenizer.decode([token]))
+                elif token == stop_token:
+                    result_done[row] = True
+
+    result_done = [False] * len(prompts)
+    result = generate_ids(model, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_k=top_k, top_p=top_p, seed=seed, stop_token=stop_token,
+                          use_cache=use_cache, max_context=max_context, on_token=stream)
+    texts = []
+    for row in result.new_tokens:
+        if stop_token is not None and row and row[-1] == stop_token:
+            row = row[:-1]
+        texts.append(tokenizer.decode(row))
+    return texts[0] if isinstance(prompt, str) else texts

@@ -1,0 +1,51 @@
+"""What both attention kinds share: the projections, head splitting, rotation and the cache."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from llmbricks.core.component import Dims, ParamsModel
+from llmbricks.core.interfaces import Attention, PositionalEncoding, PositionContext
+from llmbricks.core.kv_cache import LayerKVCache
+
+
+class AttentionParams(ParamsModel):
+    qkv_bias: bool = Field(False, description="bias on the query/key/value projections")
+    n_kv_heads: int | None = Field(
+        None, ge=1, description="key/value heads for GQA (1 = MQA); unset = n_heads")
+
+
+class ProjectedAttention(Attention):
+    """Multi-head attention with separate q/k/v projections and an output projection.
+
+    Subclasses implement ``attend(q, k, v, pos)`` on ``[B, H, Tq, hd]`` queries and
+    ``[B, H_kv, Tk, hd]`` keys/values. The parameter names are the same for every subclass, so
+    their weights are interchangeable.
+    """
+
+    Params = AttentionParams
+
+    def __init__(self, params: AttentionParams, dims: Dims) -> None:
+        super().__init__(params, dims)
+        d, hd, kv = dims.emb_dim, dims.head_dim, dims.n_kv_heads
+        self.q_proj = nn.Linear(d, dims.n_heads * hd, bias=params.qkv_bias)
+        self.k_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
+        self.v_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
+        self.out_proj = nn.Linear(dims.n_heads * hd, d)
+
+    def forward(self, x: Tensor, positional: PositionalEncoding, pos: PositionContext,
+                cache: LayerKVCache | None = None) -> Tensor:
+        b, t, _ = x.shape
+        h, kv, hd = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
+        q = self.q_proj(x).view(b, t, h, hd).transpose(1, 2)    # [B, H, T, hd]
+        k = self.k_proj(x).view(b, t, kv, hd).transpose(1, 2)   # [B, H_kv, T, hd]
+        v = self.v_proj(x).view(b, t, kv, hd).transpose(1, 2)
+        q, k = positional.rotate(q, k, pos)
+        if cache is not None:
+            k, v = cache.update(k, v)                           # all keys so far: [B, H_kv, Tk, hd]
+        out = self.attend(q, k, v, pos)                         # [B, H, T, hd]
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, h * hd))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: PositionContext) -> Tensor:
+        raise NotImplementedError

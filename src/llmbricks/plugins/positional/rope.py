@@ -1,0 +1,100 @@
+"""Rotary position embeddings (Su et al. 2021, "RoFormer").
+
+RoPE rotates each query and key by an angle proportional to its position, pair of dimensions by
+pair of dimensions, so the score ``q_m . k_n`` depends only on the content and on ``m - n``:
+relative position without any bias table. Nothing is learned.
+
+Layout: "rotate half" (GPT-NeoX, Llama, Hugging Face), not RoFormer's interleaved pairs.
+Dimension ``j`` of the rotated part is paired with dimension ``j + r/2`` (``r`` = rotated size);
+the pair ``(x_j, x_{j+r/2})`` turns by ``p * w_j``. Both layouts are the same maths up to a fixed
+permutation of the head dimensions, but weights trained with one do not load into the other.
+
+Partial rotary (GPT-NeoX, Phi): only the first ``r = int(head_dim * rotary_fraction)`` dims of each
+head (rounded down to an even number) are rotated; the rest pass through and carry content only.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from llmbricks.core.component import Dims, ParamsModel
+from llmbricks.core.interfaces import PositionalEncoding, PositionContext
+
+
+def rotary_dim(head_dim: int, fraction: float) -> int:
+    """How many dims of each head are rotated: ``int(head_dim * fraction)`` rounded down to even."""
+    size = int(head_dim * fraction)
+    return size - size % 2
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """``[x1, x2] -> [-x2, x1]`` on the last dim: a 90-degree turn of every ``(x1_j, x2_j)`` pair."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+class RotaryPositional(PositionalEncoding):
+    """Rotary position embeddings (RoPE, Su et al.): rotate q and k by position; no weights."""
+
+    name = "rope"
+    #: Angles exist for every position, so sequences past the context length run; quality there
+    #: degrades without scaling tricks (NTK, YaRN), which this component does not apply.
+    extrapolates: ClassVar[bool] = True
+
+    class Params(ParamsModel):
+        theta: float = Field(10000.0, gt=1.0, description="frequency base: pair j turns at "
+                             "theta^(-2j/r) radians per position (10000 in RoFormer, 500000 in Llama 3)")
+        rotary_fraction: float = Field(1.0, gt=0.0, le=1.0, description="fraction of each head's "
+                                       "dims that are rotated (GPT-NeoX 0.25, Phi 0.4...); the rest "
+                                       "pass through")
+
+    @classmethod
+    def check(cls, params: Params, dims: Dims) -> None:
+        """Reject head sizes that leave nothing to rotate or an odd dim that cannot be paired."""
+        size = rotary_dim(dims.head_dim, params.rotary_fraction)
+        if size == 0:
+            raise ValueError(
+                f"rope rotates int({dims.head_dim} * {params.rotary_fraction}) rounded down to even "
+                f"= 0 dims of each head; raise rotary_fraction or the head size (emb_dim / n_heads)")
+        if params.rotary_fraction == 1.0 and dims.head_dim % 2:
+            raise ValueError(
+                f"rope pairs dimensions, but head_dim = emb_dim / n_heads = {dims.head_dim} is odd; "
+                "use an even head size or a rotary_fraction below 1")
+
+    def __init__(self, params: Params, dims: Dims) -> None:
+        super().__init__(params, dims)
+        self.rotary_dim = rotary_dim(dims.head_dim, params.rotary_fraction)
+
+    def positions_limit(self) -> None:
+        """``None``: rotation angles are defined for every position."""
+        return None
+
+    def rotation(self, positions: Tensor) -> tuple[Tensor, Tensor]:
+        """``(cos, sin)``, each ``[T, r]`` float32, for the new tokens; computed once per pass.
+
+        Computed from the positions rather than kept in a buffer, so the module has no state and
+        a model cast to bf16 keeps exact frequencies.
+        """
+        r = self.rotary_dim
+        # w_j = theta^(-2j / r), j = 0 .. r/2 - 1
+        inv_freq = self.params.theta ** (
+            -torch.arange(0, r, 2, device=positions.device, dtype=torch.float32) / r)
+        angles = positions.to(torch.float32)[:, None] * inv_freq   # [T, r/2]: p * w_j
+        angles = torch.cat((angles, angles), dim=-1)                # [T, r]: both halves of a pair
+        return angles.cos(), angles.sin()
+
+    def rotate(self, q: Tensor, k: Tensor, pos: PositionContext) -> tuple[Tensor, Tensor]:
+        """Rotate queries ``[B, H, T, hd]`` and keys ``[B, H_kv, T, hd]`` (head counts may differ)."""
+        cos, sin = pos.rotation
+        return self._rotate_one(q, cos, sin), self._rotate_one(k, cos, sin)
+
+    def _rotate_one(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        r = self.rotary_dim
+        rot, rest = x[..., :r], x[..., r:]
+        # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), i.e. x * cos + rotate_half(x) * sin
+        rot = rot * cos.to(x.dtype) + rotate_half(rot) * sin.to(x.dtype)
+        return torch.cat((rot, rest), dim=-1) if rest.shape[-1] else rot
