@@ -84,7 +84,11 @@ def test_cli_errors_are_one_line(hf, tmp_path):
 
 
 def test_verbs_are_listed_in_help():
-    result = run_cli("import", "--help")
-    assert result.returncode == 0 and "gpt2" in result.stdout
-    result = run_cli("export", "hf", "--help")
-    assert result.returncode == 0 and "--overwrite" in result.stdout
+    from click.testing import CliRunner
+
+    from llmbricks.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["import", "--help"])
+    assert result.exit_code == 0 and "gpt2" in result.output
+    result = CliRunner().invoke(cli, ["export", "hf", "--help"])
+    assert result.exit_code == 0 and "--overwrite" in result.output

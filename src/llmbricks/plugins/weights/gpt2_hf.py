@@ -158,8 +158,9 @@ def config_from_hf(hf_config: Mapping[str, Any], *, attention: str = "mha") -> d
     n_layers = _positive_int(hf_config, "n_layer")
     vocab = _positive_int(hf_config, "vocab_size")
     positions_key = "n_positions" if hf_config.get("n_positions") is not None else "n_ctx"
+    context = hf_config.get(positions_key)  # old configs name the table size n_ctx
     context = _positive_int(hf_config, positions_key,
-                            hf_config.get(positions_key) or HF_DEFAULTS["n_positions"])
+                            HF_DEFAULTS["n_positions"] if context is None else context)
     if emb_dim % n_heads:
         raise ConfigError(f"config.json: n_embd={emb_dim} is not divisible by n_head={n_heads}")
     eps = _hf_value(hf_config, "layer_norm_epsilon")
