@@ -184,7 +184,7 @@ def test_offline_error_names_where_to_put_the_file(tmp_path: Path, isolated_env:
 
 def test_download_false_says_so(server: Server) -> None:
     url = server.serve("corpus.txt", CONTENT)
-    with pytest.raises(DataError, match=r"downloads are off \(download=False\)"):
+    with pytest.raises(DataError, match=r"downloads are off \(download: false\)"):
         resolve_file(remote(url), download=False)
     assert server.requests == []
 

@@ -160,7 +160,7 @@ def test_named_source_missing_offline(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_named_source_download_param_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(datafiles.OFFLINE_ENV)
     monkeypatch.setenv(datafiles.DATA_DIR_ENV, str(tmp_path / "data"))
-    with pytest.raises(DataError, match=r"downloads are off \(download=False\)"):
+    with pytest.raises(DataError, match=r"downloads are off \(download: false\)"):
         list(SmsSpamSource(SmsSpamSource.Params(download=False)))
 
 

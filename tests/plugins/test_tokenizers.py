@@ -147,3 +147,23 @@ def test_tiktoken_round_trip(text):
 @functools.cache
 def gpt2_tokenizer():
     return build("tiktoken")
+
+
+def test_decode_rejects_ids_outside_the_vocabulary(verdict):
+    with pytest.raises(DataError, match="token id 99999 is outside the 'gpt2' vocabulary"):
+        build("tiktoken").decode([99999])
+    regex = build("regex")
+    regex.train([verdict])
+    with pytest.raises(DataError, match="token id -1 is outside the 'regex' vocabulary"):
+        regex.decode([-1])
+
+
+def test_tiktoken_fingerprint_follows_the_ranks_not_the_path(tmp_path):
+    path = tmp_path / "ranks.tiktoken"
+    path.write_bytes((DATA / "gpt2.tiktoken").read_bytes())
+    first = build({"name": "tiktoken", "file": str(path)}).fingerprint()
+    lines = path.read_bytes().splitlines()
+    (a, rank_a), (b, rank_b) = lines[-2].split(), lines[-1].split()
+    lines[-2:] = [a + b" " + rank_b, b + b" " + rank_a]  # swap the ranks of the last two merges
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    assert build({"name": "tiktoken", "file": str(path)}).fingerprint() != first

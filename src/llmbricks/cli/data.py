@@ -27,6 +27,7 @@ def prepare(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None
         "characters": info.n_chars, "vocab_size": info.vocab_size,
         "vocab_used": info.distinct_ids, "dtype": info.dtype, "cache": str(prepared.cache.path),
         "tokenizer_trained": prepared.trained_tokenizer, "build_seconds": info.seconds,
+        "reused": prepared.cache.reused,
     }
     if as_json:
         echo_json(report)
@@ -37,7 +38,8 @@ def prepare(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None
                f"({info.n_chars / max(info.n_tokens, 1):.2f} chars/token)")
     click.echo(f"vocab used: {info.distinct_ids:,} of {info.vocab_size:,} ids "
                f"({100 * info.distinct_ids / max(info.vocab_size, 1):.1f}%)")
-    click.echo(f"cache:      {prepared.cache.path} ({info.dtype}, built in {info.seconds:.2f} s)")
+    how = "reused" if prepared.cache.reused else f"built in {info.seconds:.2f} s"
+    click.echo(f"cache:      {prepared.cache.path} ({info.dtype}, {how})")
 
 
 @data.command("stats")

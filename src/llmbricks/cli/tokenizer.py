@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .options import console, echo_json, json_option, load, set_option
+from .options import console, echo_json, load, set_option
 
 TOKENIZER_HELP = ("A saved tokenizer directory, or a component spec in YAML "
                   "(e.g. tiktoken, '{name: tiktoken, encoding: cl100k_base}').")
@@ -53,9 +53,8 @@ def train(config_file: str, overrides: tuple[str, ...], out: str) -> None:
     import time
 
     from llmbricks.core.build import build_tokenizer
-    from llmbricks.core.data import iter_texts
+    from llmbricks.core.data import iter_texts, text_source
     from llmbricks.core.errors import ConfigError
-    from llmbricks.core.registry import get_registry
 
     cfg = load(config_file, overrides)
     tok = build_tokenizer(cfg)
@@ -63,7 +62,7 @@ def train(config_file: str, overrides: tuple[str, ...], out: str) -> None:
         raise ConfigError("model.tokenizer: not set; name a trainable tokenizer (bpe, char, regex)")
     if not tok.trainable:
         raise ConfigError(f"model.tokenizer: '{tok.name}' is pretrained, not trainable")
-    source = get_registry().build("datasource", cfg.data.source)
+    source = text_source(cfg)
     start = time.perf_counter()
     tok.train(iter_texts(source))
     tok.save(out)
@@ -74,7 +73,7 @@ def train(config_file: str, overrides: tuple[str, ...], out: str) -> None:
 @tokenizer.command("encode")
 @tokenizer_option
 @click.option("--allow-special", is_flag=True, help="Encode special tokens such as <|endoftext|>.")
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="Print the ids as a JSON list.")
 @click.argument("text", nargs=-1)
 def encode(tokenizer_arg: str, allow_special: bool, as_json: bool, text: tuple[str, ...]) -> None:
     """Print the token ids of TEXT (or of standard input)."""

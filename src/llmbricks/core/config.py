@@ -88,7 +88,8 @@ class DataConfig(Section):
     sampler: Literal["sliding", "random"] = "sliding"
     shuffle: bool = True
     drop_last: bool = True
-    cache_dir: str | None = Field(None, description="token caches; unset = ~/.cache/llmbricks/tokens")
+    cache_dir: str | None = Field(None, description="token caches; unset = $LLMBRICKS_CACHE_DIR/tokens "
+                                  "(default ~/.cache/llmbricks/tokens)")
 
 
 class TrainConfig(Section):

@@ -108,8 +108,9 @@ class CacheInfo:
 class TokenCache:
     """A tokenized corpus on disk, read as a memmap."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, *, reused: bool = False) -> None:
         self.directory = Path(directory)
+        self.reused = reused  # opened an existing cache rather than building it
         meta = self.directory / META_FILE
         if not meta.is_file():
             raise DataError(f"{self.directory} is not a complete token cache (no {META_FILE})")
@@ -147,7 +148,7 @@ def build_token_cache(source: DataSource, tokenizer: Tokenizer, root: str | Path
     digest = content_hash(source)
     directory = root / cache_key(digest, tokenizer)
     if (directory / META_FILE).is_file():
-        return TokenCache(directory)
+        return TokenCache(directory, reused=True)
     directory.mkdir(parents=True, exist_ok=True)
     dtype = token_dtype(tokenizer.vocab_size)
     seen = np.zeros(tokenizer.vocab_size, dtype=bool)
@@ -172,6 +173,7 @@ def build_token_cache(source: DataSource, tokenizer: Tokenizer, root: str | Path
                 if len(pending) >= batch:
                     flush()
             flush()
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a shared cache must be readable
         os.replace(tmp_name, directory / TOKENS_FILE)
     finally:
         Path(tmp_name).unlink(missing_ok=True)
@@ -231,7 +233,7 @@ def make_loader(tokens: np.ndarray, *, max_length: int, batch_size: int,
 
     ``sliding``: the windows of ``SlidingWindowDataset``, shuffled or in order. ``random``:
     nanoGPT's ``get_batch``: windows at uniformly random offsets (stride 1, with replacement),
-    ``num_samples`` per epoch (default: as many as sliding windows of stride ``max_length``).
+    ``num_samples`` per epoch (default: about as many as non-overlapping windows fit).
     The same seed gives the same batches.
     """
     generator = torch.Generator().manual_seed(seed)
@@ -266,7 +268,11 @@ def _cache_root(config: object) -> Path:
     return Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir() / "tokens"
 
 
-def _text_source(config: object, registry: object) -> DataSource:
+def text_source(config: object, registry: object | None = None) -> DataSource:
+    """The config's ``data.source``, which must yield text (a config error otherwise)."""
+    from .registry import get_registry
+
+    registry = registry or get_registry()
     source = registry.build("datasource", config.data.source)
     if source.records != "text":
         raise ConfigError(f"data.source: '{source.name}' yields {source.records} records, not text; "
@@ -290,7 +296,7 @@ def ready_tokenizer(config: object, registry: object | None = None,
     tokenizer = build_tokenizer(config, registry)
     if tokenizer.is_trained:
         return tokenizer, False
-    source = source or _text_source(config, registry)
+    source = source or text_source(config, registry)
     spec = json.dumps({"tokenizer": config.model.tokenizer.to_data(),
                        "content": content_hash(source)}, sort_keys=True)
     saved = _cache_root(config) / "tokenizers" / hashlib.sha256(spec.encode()).hexdigest()[:32]
@@ -310,7 +316,7 @@ def prepare_data(config: object, registry: object | None = None) -> PreparedData
     from .registry import get_registry
 
     registry = registry or get_registry()
-    source = _text_source(config, registry)
+    source = text_source(config, registry)
     tokenizer, trained = ready_tokenizer(config, registry, source)
     return PreparedData(tokenizer=tokenizer,
                         cache=build_token_cache(source, tokenizer, _cache_root(config)),

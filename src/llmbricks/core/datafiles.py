@@ -97,7 +97,7 @@ def resolve_file(remote: RemoteFile, explicit: str | Path | None = None, *,
     for path in candidates(remote):
         if path.is_file():
             return _verify(path, remote)
-    reason = "downloads are off (download=False)"
+    reason = "downloads are off (download: false)"
     if download is None:
         download = not offline()
         reason = f"downloads are off ({OFFLINE_ENV} is set)"
@@ -129,6 +129,7 @@ def fetch(remote: RemoteFile, target: str | Path, *, timeout: float = 60.0) -> P
         if remote.member is not None:
             _extract_member(tmp, remote.member)
         _verify_download(tmp, remote)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable
         os.replace(tmp, target)
         return target
     finally:

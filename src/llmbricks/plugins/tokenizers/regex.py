@@ -84,11 +84,11 @@ class RegexTokenizer(Tokenizer):
 
     def decode(self, ids: Iterable[int]) -> str:
         self._require_vocab()
-        try:
-            text = " ".join(self._vocab[int(i)] for i in ids)
-        except IndexError:
-            raise DataError(f"token id outside the 'regex' vocabulary (0..{self.vocab_size - 1})") from None
-        return self._join.sub(r"\1", text)
+        ids = [int(i) for i in ids]
+        bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+        if bad is not None:
+            raise DataError(f"token id {bad} is outside the 'regex' vocabulary (0..{self.vocab_size - 1})")
+        return self._join.sub(r"\1", " ".join(self._vocab[i] for i in ids))
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

@@ -7,6 +7,7 @@ against the canonical sha256), then tiktoken's own cache and download.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -163,13 +164,31 @@ class TiktokenTokenizer(Tokenizer):
         return self.encoding.encode_ordinary_batch(texts)
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self.encoding.decode(list(ids))
+        ids = list(ids)
+        bad = next((i for i in ids if not 0 <= i < self.encoding.n_vocab), None)
+        if bad is not None:
+            raise DataError(f"token id {bad} is outside the '{self.params.encoding}' vocabulary "
+                            f"(0..{self.encoding.n_vocab - 1})")
+        return self.encoding.decode(ids)
+
+    def _ranks_digest(self) -> str:
+        """A hash of what the encoding does, so an edited ranks file at the same path differs."""
+        digest = hashlib.sha256(self.encoding._pat_str.encode())
+        decode = self.encoding.decode_single_token_bytes
+        specials = set(self.special_tokens.values())
+        for rank in range(self.encoding.n_vocab):  # bytes in rank order
+            try:
+                token = b"<special>" if rank in specials else decode(rank)
+            except KeyError:  # a gap in the ranks (p50k)
+                token = b"<gap>"
+            digest.update(len(token).to_bytes(2, "little") + token)
+        return digest.hexdigest()
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {"name": self.name, "params": self.params.model_dump(),
-                 "n_vocab": self.encoding.n_vocab}
+                 "n_vocab": self.encoding.n_vocab, "ranks_sha256": self._ranks_digest()}
         tmp = directory / (STATE_FILE + ".tmp")
         tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
         tmp.replace(directory / STATE_FILE)
