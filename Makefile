@@ -36,6 +36,9 @@ $(BENCH_STAMP): $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_bpe.py
 	$(BIN)/python benchmarks/bench_token_cache.py --mb 200
+	$(BIN)/python benchmarks/bench_train_step.py
+	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_attention.py
 
 docs: $(STAMP)
 	$(BIN)/python docs/gen_components.py > docs/components.md
