@@ -226,3 +226,25 @@ def test_uint32_cache_for_big_vocabularies(tmp_path):
     cache = build_token_cache(listed("abcabc"), tok, tmp_path)
     assert cache.info.dtype == "uint32"
     assert cache.tokens.tolist() == [66_000, 66_001, 66_002] * 2
+
+
+@pytest.mark.parametrize("spec", ["python_docs", "the_verdict", "tinyshakespeare"])
+def test_char_tokenizer_works_with_every_text_source(spec, tmp_path):
+    source = get_registry().build("datasource", spec)
+    tok = get_registry().build("tokenizer", "char")
+    tok.train(iter(source))
+    cache = build_token_cache(source, tok, tmp_path)
+    text = "".join(source)
+    assert len(cache) == len(text)
+    assert tok.decode(cache.tokens[:500].tolist()) == text[:500]
+
+
+def test_char_tokenizer_with_a_text_directory(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("alpha\n")
+    (tmp_path / "docs" / "b.txt").write_text("beta\n")
+    source = get_registry().build("datasource", {"name": "text", "path": str(tmp_path / "docs")})
+    tok = get_registry().build("tokenizer", "char")
+    tok.train(iter(source))
+    cache = build_token_cache(source, tok, tmp_path / "cache")
+    assert tok.decode(cache.tokens.tolist()) == "alpha\nbeta\n"

@@ -141,3 +141,31 @@ def test_the_books_golden_generation():
                                          7267, 49706, 43231, 47062, 34657]
     text = generate(model, tokenizer, "Hello, I am", max_new_tokens=10)
     assert text == " Featureiman Byeswickattribute argue logger Normandy Compton analogous"
+
+
+def test_rows_stop_the_same_with_and_without_the_cache():
+    for kind in REGISTRY.names("positional"):
+        model = tiny(kind, n_kv_heads=2)
+        prompt = torch.randint(0, 61, (3, 4), generator=torch.Generator().manual_seed(2))
+        stop = int(generate_ids(model, prompt, max_new_tokens=6).tokens[1, 6])
+        cached = generate_ids(model, prompt, max_new_tokens=15, stop_token=stop)
+        uncached = generate_ids(model, prompt, max_new_tokens=15, stop_token=stop, use_cache=False)
+        assert torch.equal(cached.tokens, uncached.tokens), kind
+        assert cached.new_tokens == uncached.new_tokens and cached.finished[1]
+
+
+def test_rotations_and_biases_are_computed_once_per_forward_pass(monkeypatch):
+    for kind in ("rope", "alibi", "t5"):
+        model = tiny(kind, n_layers=3)
+        calls = {"rotation": 0, "bias": 0}
+        for name in calls:
+            original = getattr(model.positional, name)
+
+            def counted(*args, _name=name, _original=original, _calls=calls):
+                _calls[_name] += 1
+                return _original(*args)
+
+            monkeypatch.setattr(model.positional, name, counted)
+        with torch.no_grad():
+            model(torch.randint(0, 61, (2, 10)))
+        assert calls == {"rotation": 1, "bias": 1}, kind
