@@ -17,10 +17,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The demo trains nothing yet: it shows the registry, a model summary, the data pipeline and
+# generation from a randomly initialized model. Tiny shakespeare when the data folder has it,
+# else Python's own documentation (embedded, no download).
+DEMO_SOURCE := $(if $(wildcard $(LLMBRICKS_DATA_DIR)/tinyshakespeare.txt),tinyshakespeare,python_docs)
+
 demo: $(STAMP)
 	$(BIN)/llmbricks components
 	$(BIN)/llmbricks model summary examples/configs/gpt2-124m.yaml
 	$(BIN)/llmbricks config validate examples/configs/quickstart.yaml --smoke
+	$(BIN)/llmbricks data prepare examples/configs/quickstart.yaml --set data.source=$(DEMO_SOURCE)
+	$(BIN)/llmbricks generate --config examples/configs/quickstart.yaml --set data.source=$(DEMO_SOURCE) \
+		--prompt "The " --max-new-tokens 60 --temperature 0.8 --seed 1
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests examples docs
