@@ -39,7 +39,7 @@ _LAZY: dict[str, str] = {
     "Dims": "llmbricks.core.component",
     "KVCache": "llmbricks.core.kv_cache",
     **{name: "llmbricks.core.interfaces" for name in (
-        "Tokenizer", "Embedding", "PositionalEncoding", "Attention", "Norm", "FeedForward",
+        "Tokenizer", "Embedding", "PositionalEncoding", "PositionContext", "Attention", "Norm", "FeedForward",
         "Block", "Model", "ModelParts", "Head", "Adapter", "Trainer", "DataSource", "Logger")},
     **{name: "llmbricks.core.errors" for name in (
         "LlmbricksError", "ConfigError", "ComponentError", "PluginError", "DataError",

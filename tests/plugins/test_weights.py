@@ -82,7 +82,7 @@ def test_import_matches_hf_logits(hf, imported):
     assert not model.training
     m = config.model
     assert (m.n_layers, m.emb_dim, m.n_heads, m.context_length, m.vocab_size) == (2, 64, 4, 128, 50257)
-    assert m.attention.to_data() == {"name": "mha", "qkv_bias": True, "n_kv_heads": None}
+    assert m.attention.to_data() == {"name": "sdpa", "qkv_bias": True, "n_kv_heads": None}
     assert m.positional.name == "absolute" and m.feedforward.name == "gelu"
     assert m.norm.params["eps"] == 1e-5 and m.head.params["tie_weights"] is True
     assert m.arch.to_data() == {"name": "gpt", "init": "normal"}
@@ -92,10 +92,10 @@ def test_import_matches_hf_logits(hf, imported):
     torch.testing.assert_close(model(ids).detach(), hf_logits(hf[1], ids), atol=1e-5, rtol=0)
 
 
-def test_import_with_sdpa_attention_matches_too(hf, tmp_path):
-    import_gpt2(hf[0], tmp_path / "model", attention="sdpa")
+def test_import_with_the_reference_mha_attention_matches_too(hf, tmp_path):
+    import_gpt2(hf[0], tmp_path / "model", attention="mha")
     config, model, _ = load_model_dir(tmp_path / "model")
-    assert config.model.attention.name == "sdpa"
+    assert config.model.attention.name == "mha"
     ids = ids_batch(50257)
     torch.testing.assert_close(model(ids).detach(), hf_logits(hf[1], ids), atol=1e-5, rtol=0)
 

@@ -30,6 +30,10 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
     """Generate text after PROMPT from MODEL_DIR (e.g. made by `import gpt2`) or --config."""
     from llmbricks.core.generation import generate as run
 
+    if not prompt:
+        raise click.UsageError("--prompt is empty: give some text to continue")
+    if source is not None and overrides:
+        raise click.UsageError("--set applies to --config, not to a saved model")
     model, tokenizer = _load(source, config_file, overrides)
 
     def echo(row: int, text: str) -> None:
@@ -58,8 +62,6 @@ def _load(source: str | None, config_file: str | None, overrides: tuple[str, ...
         if not Path(source).is_dir():
             raise click.UsageError(f"MODEL_DIR '{source}' is not a directory")
         config, model, tokenizer = load_model_dir(source)
-        if overrides:
-            raise click.UsageError("--set applies to --config, not to a saved model")
         if tokenizer is None:
             tokenizer, _ = ready_tokenizer(config)
         return model, tokenizer

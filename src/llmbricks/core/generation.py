@@ -136,15 +136,28 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
     if stop is not None and stop_token is None:
         raise ValueError(f"stop token {stop!r} is not a special token of this tokenizer")
 
-    def stream(step: int, tokens: Tensor) -> None:
-        if on_text is not None:
-            for row, token in enumerate(tokens.tolist()):
-                if token != stop_token and not result_done[row]:
-                    on_text(row, tokenizer.decode([token]))
-                elif token == stop_token:
-                    result_done[row] = True
-
+    # Stream whole characters: a byte-level token can end inside a UTF-8 sequence, so decode the
+    # row so far and hold back a trailing replacement character until the next token completes it.
+    generated: list[list[int]] = [[] for _ in prompts]
+    shown = [0] * len(prompts)
     result_done = [False] * len(prompts)
+
+    def stream(step: int, tokens: Tensor) -> None:
+        if on_text is None:
+            return
+        for row, token in enumerate(tokens.tolist()):
+            if result_done[row]:
+                continue
+            if token == stop_token:
+                result_done[row] = True
+                continue
+            generated[row].append(token)
+            text = tokenizer.decode(generated[row])
+            if text.endswith("\ufffd") and step + 1 < max_new_tokens:
+                continue
+            on_text(row, text[shown[row]:])
+            shown[row] = len(text)
+
     result = generate_ids(model, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
                           top_k=top_k, top_p=top_p, seed=seed, stop_token=stop_token,
                           use_cache=use_cache, max_context=max_context, on_token=stream)

@@ -16,7 +16,7 @@ def import_group() -> None:
 @import_group.command("gpt2")
 @click.argument("hf_dir", type=click.Path(path_type=str))
 @click.argument("out", type=click.Path(path_type=str))
-@click.option("--attention", type=click.Choice(["mha", "sdpa"]), default="mha", show_default=True,
+@click.option("--attention", type=click.Choice(["mha", "sdpa"]), default="sdpa", show_default=True,
               help="Attention component to write in the config (same weights, sdpa is faster).")
 @overwrite_option
 def import_gpt2_command(hf_dir: str, out: str, attention: str, overwrite: bool) -> None:

@@ -134,7 +134,7 @@ def _rate(hf_config: Mapping[str, Any], key: str) -> float:
     return float(value)
 
 
-def config_from_hf(hf_config: Mapping[str, Any], *, attention: str = "mha") -> dict[str, Any]:
+def config_from_hf(hf_config: Mapping[str, Any], *, attention: str = "sdpa") -> dict[str, Any]:
     """The llmbricks config (a raw mapping for ``load_config``) of a GPT-2 ``config.json``.
 
     Raises ``ConfigError`` naming the field when the checkpoint is not plain GPT-2 maths. The
@@ -401,7 +401,7 @@ def _hf_name(name: str) -> str:
 
 
 def import_gpt2(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False,
-                attention: str = "mha", registry: Registry | None = None) -> ImportResult:
+                attention: str = "sdpa", registry: Registry | None = None) -> ImportResult:
     """Convert a Hugging Face GPT-2 folder into a llmbricks model directory at ``out``.
 
     Weights are converted to float32. The tokenizer (tiktoken's gpt2) is saved beside them when
