@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
@@ -13,7 +12,7 @@ from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError
 from llmbricks.core.interfaces import Tokenizer
 
-STATE_FILE = "tokenizer.json"
+from .state import read_state, write_state
 
 
 class CharTokenizer(Tokenizer):
@@ -99,20 +98,12 @@ class CharTokenizer(Tokenizer):
                             f"(0..{self.vocab_size - 1})") from None
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {"name": self.name, "params": self.params.model_dump(), "chars": "".join(self._chars)}
-        tmp = directory / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, ensure_ascii=False, indent=1), encoding="utf-8")
-        tmp.replace(directory / STATE_FILE)
+        write_state(directory, {"name": self.name, "params": self.params.model_dump(),
+                                "chars": "".join(self._chars)})
 
     @classmethod
     def load(cls, directory: str | Path) -> CharTokenizer:
-        path = Path(directory) / STATE_FILE
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot load 'char' tokenizer from {path}: {exc}") from None
+        state = read_state(directory, cls.name)
         tok = cls(cls.Params.model_validate(state["params"]))
         tok._set_vocab(state["chars"])
         return tok

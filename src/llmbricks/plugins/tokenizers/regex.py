@@ -8,7 +8,6 @@ trip is lossy (whitespace is normalized).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -20,7 +19,8 @@ from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError
 from llmbricks.core.interfaces import Tokenizer
 
-STATE_FILE = "tokenizer.json"
+from .state import read_state, write_state
+
 ENDOFTEXT, UNK = "<|endoftext|>", "<|unk|>"
 
 
@@ -91,20 +91,12 @@ class RegexTokenizer(Tokenizer):
         return self._join.sub(r"\1", " ".join(self._vocab[i] for i in ids))
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {"name": self.name, "params": self.params.model_dump(), "vocab": self._vocab}
-        tmp = directory / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, ensure_ascii=False), encoding="utf-8")
-        tmp.replace(directory / STATE_FILE)
+        write_state(directory, {"name": self.name, "params": self.params.model_dump(),
+                                "vocab": self._vocab})
 
     @classmethod
     def load(cls, directory: str | Path) -> RegexTokenizer:
-        path = Path(directory) / STATE_FILE
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot load 'regex' tokenizer from {path}: {exc}") from None
+        state = read_state(directory, cls.name)
         tok = cls(cls.Params.model_validate(state["params"]))
         tok._set_vocab(state["vocab"])
         return tok

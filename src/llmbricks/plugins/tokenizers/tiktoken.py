@@ -8,7 +8,6 @@ against the canonical sha256), then tiktoken's own cache and download.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -32,8 +31,8 @@ from llmbricks.core.interfaces import Tokenizer
 
 from .bpe import GPT2_PATTERN
 from .gpt2_files import load_gpt2_ranks, load_tiktoken_ranks
+from .state import read_state, write_state
 
-STATE_FILE = "tokenizer.json"
 ENDOFTEXT = "<|endoftext|>"
 BLOB = "https://openaipublic.blob.core.windows.net"
 
@@ -185,19 +184,10 @@ class TiktokenTokenizer(Tokenizer):
         return digest.hexdigest()
 
     def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {"name": self.name, "params": self.params.model_dump(),
-                 "n_vocab": self.encoding.n_vocab, "ranks_sha256": self._ranks_digest()}
-        tmp = directory / (STATE_FILE + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1), encoding="utf-8")
-        tmp.replace(directory / STATE_FILE)
+        write_state(directory, {"name": self.name, "params": self.params.model_dump(),
+                                "n_vocab": self.encoding.n_vocab,
+                                "ranks_sha256": self._ranks_digest()})
 
     @classmethod
     def load(cls, directory: str | Path) -> TiktokenTokenizer:
-        path = Path(directory) / STATE_FILE
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise DataError(f"cannot load 'tiktoken' tokenizer from {path}: {exc}") from None
-        return cls(cls.Params.model_validate(state["params"]))
+        return cls(cls.Params.model_validate(read_state(directory, cls.name)["params"]))
