@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,16 +65,8 @@ def build_model(config: Config | ModelConfig, registry: Registry | None = None, 
         norm=part("norm", model.norm),
         head=part("head", model.head),
     )
-    with torch.device(device) if device is not None else _nullcontext():
+    with torch.device(device) if device is not None else contextlib.nullcontext():
         return registry.build("model", model.arch, dims=dims, parts=parts)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @dataclass
