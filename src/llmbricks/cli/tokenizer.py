@@ -113,12 +113,15 @@ def inspect(tokenizer_arg: str, allow_special: bool, text: tuple[str, ...]) -> N
     pieces = [tok.decode([i]) for i in ids]
     out = console()
     if out.is_terminal:
-        colors = ["on #3b4261", "on #1f5f4f", "on #6b3b3b", "on #5b4b1f", "on #3f3f6f"]
-        out.print("".join(f"[{colors[n % len(colors)]}]{escape(p)}[/]" for n, p in enumerate(pieces)))
+        # Named colors survive 16-color terminals; alternate them so neighbours differ.
+        colors = ["black on cyan", "black on yellow", "black on green", "white on blue",
+                  "black on magenta"]
+        out.print("".join(f"[{colors[n % len(colors)]}]{escape(p)}[/]" for n, p in enumerate(pieces)),
+                  highlight=False)
     else:
-        out.print(escape("|".join(pieces)))
+        out.print(escape("|".join(pieces)), highlight=False)
     out.print(escape(" ".join(f"{i}:{p!r}" for i, p in zip(ids, pieces, strict=True))),
-              soft_wrap=True)
+              soft_wrap=True, highlight=False)
     chars = len(source)
     out.print(f"{len(ids)} tokens, {chars} characters ({chars / max(len(ids), 1):.2f} chars/token), "
-              f"vocabulary {tok.vocab_size:,}")
+              f"vocabulary {tok.vocab_size:,}", highlight=False)
