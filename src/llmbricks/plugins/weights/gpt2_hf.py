@@ -287,6 +287,22 @@ def _hf_shapes(vocab: int, context: int, emb_dim: int, hidden: int, n_layers: in
     return shapes
 
 
+#: Per-layer tensors that map one to one: (llmbricks name, GPT-2 name, Conv1D-transposed).
+#: The attention's q/k/v, packed into one ``c_attn`` in GPT-2, are handled apart.
+LAYER_TENSORS: tuple[tuple[str, str, bool], ...] = (
+    ("attn_norm.weight", "ln_1.weight", False),
+    ("attn_norm.bias", "ln_1.bias", False),
+    ("attn.out_proj.weight", "attn.c_proj.weight", True),
+    ("attn.out_proj.bias", "attn.c_proj.bias", False),
+    ("ff_norm.weight", "ln_2.weight", False),
+    ("ff_norm.bias", "ln_2.bias", False),
+    ("ff.up.weight", "mlp.c_fc.weight", True),
+    ("ff.up.bias", "mlp.c_fc.bias", False),
+    ("ff.down.weight", "mlp.c_proj.weight", True),
+    ("ff.down.bias", "mlp.c_proj.bias", False),
+)
+
+
 def from_hf_state_dict(tensors: Mapping[str, Tensor], *, n_layers: int, tied: bool,
                        dtype: torch.dtype = torch.float32) -> dict[str, Tensor]:
     """GPT-2 tensors (names without ``transformer.``) -> llmbricks ``GPT`` state-dict names."""
@@ -305,19 +321,12 @@ def from_hf_state_dict(tensors: Mapping[str, Tensor], *, n_layers: int, tied: bo
         q, k, v = get(h + "attn.c_attn.weight").t().chunk(3, dim=0)
         qb, kb, vb = get(h + "attn.c_attn.bias").chunk(3, dim=0)
         out.update({
-            b + "attn_norm.weight": get(h + "ln_1.weight"),
-            b + "attn_norm.bias": get(h + "ln_1.bias"),
             b + "attn.q_proj.weight": q, b + "attn.k_proj.weight": k, b + "attn.v_proj.weight": v,
             b + "attn.q_proj.bias": qb, b + "attn.k_proj.bias": kb, b + "attn.v_proj.bias": vb,
-            b + "attn.out_proj.weight": get(h + "attn.c_proj.weight").t(),
-            b + "attn.out_proj.bias": get(h + "attn.c_proj.bias"),
-            b + "ff_norm.weight": get(h + "ln_2.weight"),
-            b + "ff_norm.bias": get(h + "ln_2.bias"),
-            b + "ff.up.weight": get(h + "mlp.c_fc.weight").t(),
-            b + "ff.up.bias": get(h + "mlp.c_fc.bias"),
-            b + "ff.down.weight": get(h + "mlp.c_proj.weight").t(),
-            b + "ff.down.bias": get(h + "mlp.c_proj.bias"),
         })
+        for ours, theirs, transposed in LAYER_TENSORS:
+            tensor = get(h + theirs)
+            out[b + ours] = tensor.t() if transposed else tensor
     out["head.proj.weight"] = out["embedding.table.weight"] if tied else get("lm_head.weight")
     return {name: t.contiguous() for name, t in out.items()}
 
@@ -346,20 +355,11 @@ def to_hf_state_dict(state: Mapping[str, Tensor], *, n_layers: int, tied: bool,
         q, k, v = (get(b + f"attn.{p}_proj.weight") for p in "qkv")
         biases = [bias_or_zeros(b + f"attn.{p}_proj.bias", w.shape[0], w)
                   for p, w in zip("qkv", (q, k, v), strict=True)]
-        out.update({
-            h + "ln_1.weight": get(b + "attn_norm.weight"),
-            h + "ln_1.bias": get(b + "attn_norm.bias"),
-            h + "attn.c_attn.weight": torch.cat([q, k, v], dim=0).t(),  # [D, 3D] = [Wq^T|Wk^T|Wv^T]
-            h + "attn.c_attn.bias": torch.cat(biases),
-            h + "attn.c_proj.weight": get(b + "attn.out_proj.weight").t(),
-            h + "attn.c_proj.bias": get(b + "attn.out_proj.bias"),
-            h + "ln_2.weight": get(b + "ff_norm.weight"),
-            h + "ln_2.bias": get(b + "ff_norm.bias"),
-            h + "mlp.c_fc.weight": get(b + "ff.up.weight").t(),
-            h + "mlp.c_fc.bias": get(b + "ff.up.bias"),
-            h + "mlp.c_proj.weight": get(b + "ff.down.weight").t(),
-            h + "mlp.c_proj.bias": get(b + "ff.down.bias"),
-        })
+        out[h + "attn.c_attn.weight"] = torch.cat([q, k, v], dim=0).t()  # [D, 3D] = [Wq^T|Wk^T|Wv^T]
+        out[h + "attn.c_attn.bias"] = torch.cat(biases)
+        for ours, theirs, transposed in LAYER_TENSORS:
+            tensor = get(b + ours)
+            out[h + theirs] = tensor.t() if transposed else tensor
     out["ln_f.weight"], out["ln_f.bias"] = get("norm.weight"), get("norm.bias")
     head = get("head.proj.weight")
     extra = sorted(set(state) - used)
