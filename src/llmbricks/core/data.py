@@ -130,23 +130,26 @@ class TokenCache:
         return self.info.n_tokens
 
 
-def cache_key(content_sha256: str, tokenizer: Tokenizer) -> str:
-    return hashlib.sha256(f"{content_sha256}:{tokenizer.fingerprint()}".encode()).hexdigest()[:32]
+def cache_key(content_sha256: str, tokenizer_fingerprint: str) -> str:
+    return hashlib.sha256(f"{content_sha256}:{tokenizer_fingerprint}".encode()).hexdigest()[:32]
 
 
 def build_token_cache(source: DataSource, tokenizer: Tokenizer, root: str | Path | None = None,
-                      *, chunk_chars: int = CHUNK_CHARS, batch: int = 8) -> TokenCache:
+                      *, chunk_chars: int = CHUNK_CHARS, batch: int = 8,
+                      content_sha256: str | None = None) -> TokenCache:
     """Tokenize ``source`` into a cache under ``root`` (default: the user cache), or reuse it.
 
-    Streams the text: hashing is one pass, tokenizing another; at most ``batch`` chunks of
-    ``chunk_chars`` characters and their ids are in memory at once.
+    Streams the text: hashing is one pass (skipped when the caller already has
+    ``content_sha256``), tokenizing another; at most ``batch`` chunks of ``chunk_chars``
+    characters and their ids are in memory at once.
     """
     root = Path(root) if root is not None else default_cache_dir() / "tokens"
     if not tokenizer.is_trained:
         raise DataError(f"tokenizer '{tokenizer.name}' is not trained; train it before caching")
     start = time.perf_counter()
-    digest = content_hash(source)
-    directory = root / cache_key(digest, tokenizer)
+    digest = content_sha256 or content_hash(source)
+    fingerprint = tokenizer.fingerprint()
+    directory = root / cache_key(digest, fingerprint)
     if (directory / META_FILE).is_file():
         return TokenCache(directory, reused=True)
     directory.mkdir(parents=True, exist_ok=True)
@@ -180,7 +183,7 @@ def build_token_cache(source: DataSource, tokenizer: Tokenizer, root: str | Path
     info = CacheInfo(n_tokens=n_tokens, dtype=dtype.name, vocab_size=tokenizer.vocab_size,
                      distinct_ids=int(seen.sum()), n_chars=n_chars, source=source.describe(),
                      content_sha256=digest, tokenizer=tokenizer.name,
-                     tokenizer_fingerprint=tokenizer.fingerprint(),
+                     tokenizer_fingerprint=fingerprint,
                      seconds=round(time.perf_counter() - start, 3))
     tmp_meta = directory / (META_FILE + ".tmp")
     tmp_meta.write_text(json.dumps(asdict(info), indent=1), encoding="utf-8")
@@ -281,7 +284,8 @@ def text_source(config: object, registry: object | None = None) -> DataSource:
 
 
 def ready_tokenizer(config: object, registry: object | None = None,
-                    source: DataSource | None = None) -> tuple[Tokenizer, bool]:
+                    source: DataSource | None = None,
+                    content_sha256: str | None = None) -> tuple[Tokenizer, bool]:
     """The config's tokenizer, trained on ``data.source`` first if it learns from data.
 
     The trained tokenizer is kept beside the token caches, keyed by the source's content and the
@@ -298,7 +302,7 @@ def ready_tokenizer(config: object, registry: object | None = None,
         return tokenizer, False
     source = source or text_source(config, registry)
     spec = json.dumps({"tokenizer": config.model.tokenizer.to_data(),
-                       "content": content_hash(source)}, sort_keys=True)
+                       "content": content_sha256 or content_hash(source)}, sort_keys=True)
     saved = _cache_root(config) / "tokenizers" / hashlib.sha256(spec.encode()).hexdigest()[:32]
     if (saved / "tokenizer.json").is_file():
         return load_tokenizer(saved, registry), False
@@ -317,7 +321,7 @@ def prepare_data(config: object, registry: object | None = None) -> PreparedData
 
     registry = registry or get_registry()
     source = text_source(config, registry)
-    tokenizer, trained = ready_tokenizer(config, registry, source)
-    return PreparedData(tokenizer=tokenizer,
-                        cache=build_token_cache(source, tokenizer, _cache_root(config)),
-                        trained_tokenizer=trained)
+    digest = content_hash(source)  # one pass over the corpus serves both keys
+    tokenizer, trained = ready_tokenizer(config, registry, source, content_sha256=digest)
+    cache = build_token_cache(source, tokenizer, _cache_root(config), content_sha256=digest)
+    return PreparedData(tokenizer=tokenizer, cache=cache, trained_tokenizer=trained)
