@@ -25,6 +25,8 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "tokenizer": "llmbricks.cli.tokenizer:tokenizer",
     "data": "llmbricks.cli.data:data",
     "generate": "llmbricks.cli.generate:generate",
+    "train": "llmbricks.cli.train:train",
+    "eval": "llmbricks.cli.evaluate:evaluate",
 }
 
 

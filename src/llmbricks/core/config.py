@@ -21,6 +21,7 @@ from pydantic import (
     PlainSerializer,
     PositiveInt,
     ValidationError,
+    model_validator,
 )
 
 from .component import ComponentSpec, Dims
@@ -93,19 +94,52 @@ class DataConfig(Section):
 
 
 class TrainConfig(Section):
-    """How the model is trained."""
+    """How the model is trained: the trainer, the optimizer, the schedule, the budget, the run."""
 
-    trainer: Spec | None = None
-    max_steps: PositiveInt = 2000
-    batch_size: PositiveInt = 32
-    lr: float = Field(1.0e-3, gt=0.0)
-    min_lr: float = Field(0.0, ge=0.0)
-    weight_decay: float = Field(0.1, ge=0.0)
-    warmup_steps: int = Field(100, ge=0)
+    trainer: Spec = ComponentSpec(name="pretrain")
+    # Budget: training stops at the first one reached. Setting epochs or max_tokens without
+    # max_steps clears the max_steps default.
+    max_steps: PositiveInt | None = 2000
+    epochs: float | None = Field(None, gt=0.0, description="passes over the training windows")
+    max_tokens: PositiveInt | None = Field(None, description="training tokens (all ranks)")
+    batch_size: PositiveInt = Field(32, description="windows per optimizer step and rank, "
+                                    "before gradient accumulation")
+    grad_accum: PositiveInt = Field(1, description="micro-batches summed into one optimizer step")
+    # AdamW
+    lr: float = Field(1.0e-3, gt=0.0, description="peak learning rate")
+    min_lr: float = Field(0.0, ge=0.0, description="where cosine decay ends")
+    weight_decay: float = Field(0.1, ge=0.0, description="on matrices only (see decay_embeddings)")
+    decay_embeddings: bool = Field(False, description="also decay embedding tables")
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to lr")
     schedule: Literal["constant", "cosine"] = "cosine"
-    grad_clip: float | None = Field(1.0, gt=0.0)
+    grad_clip: float | None = Field(1.0, gt=0.0, description="max global grad norm; null = off")
+    # Evaluation and samples
     eval_every: PositiveInt = 200
-    loggers: list[Spec] = []
+    eval_batches: PositiveInt = Field(20, description="batches per split per evaluation")
+    sample_prompt: str | None = Field(None, description="continued at each evaluation into "
+                                      "samples.txt; null = no samples")
+    sample_tokens: PositiveInt = 50
+    # Run
+    checkpoint_every: PositiveInt | None = Field(
+        None, description="steps between checkpoints; null = at each evaluation (and at the end)")
+    keep_checkpoints: PositiveInt = Field(3, description="newest checkpoints kept on disk")
+    log_every: PositiveInt = Field(10, description="steps between step events")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast")
+    compile: bool = Field(False, description="torch.compile the model for training")
+    device: str = Field("auto", description="auto = cuda when available, else cpu")
+    loggers: list[Spec] = [ComponentSpec(name="console"), ComponentSpec(name="jsonl")]
+
+    @model_validator(mode="after")
+    def _budget(self) -> TrainConfig:
+        explicit = self.model_fields_set
+        if "max_steps" not in explicit and ({"epochs", "max_tokens"} & explicit):
+            object.__setattr__(self, "max_steps", None)
+        if self.max_steps is None and self.epochs is None and self.max_tokens is None:
+            raise ValueError("no training budget: set max_steps, epochs or max_tokens")
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr {self.min_lr} is above lr {self.lr}; lower min_lr")
+        return self
 
 
 class Config(Section):

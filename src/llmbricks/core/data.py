@@ -311,17 +311,21 @@ def ready_tokenizer(config: object, registry: object | None = None,
     return tokenizer, True
 
 
-def prepare_data(config: object, registry: object | None = None) -> PreparedData:
+def prepare_data(config: object, registry: object | None = None,
+                 tokenizer: Tokenizer | None = None) -> PreparedData:
     """Tokenize ``config.data.source`` with ``config.model.tokenizer`` into a token cache.
 
     A trainable tokenizer that is not trained yet is trained on the same source first
-    (``ready_tokenizer``).
+    (``ready_tokenizer``). A given ``tokenizer`` (e.g. a run's own) is used as it is.
     """
     from .registry import get_registry
 
     registry = registry or get_registry()
     source = text_source(config, registry)
     digest = content_hash(source)  # one pass over the corpus serves both keys
-    tokenizer, trained = ready_tokenizer(config, registry, source, content_sha256=digest)
+    if tokenizer is not None:
+        trained = False
+    else:
+        tokenizer, trained = ready_tokenizer(config, registry, source, content_sha256=digest)
     cache = build_token_cache(source, tokenizer, _cache_root(config), content_sha256=digest)
     return PreparedData(tokenizer=tokenizer, cache=cache, trained_tokenizer=trained)

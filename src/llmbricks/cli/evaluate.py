@@ -1,0 +1,29 @@
+"""``llmbricks eval``: loss and perplexity of a run or model directory on a text source."""
+
+from __future__ import annotations
+
+import click
+
+from .options import echo_json, json_option
+
+
+@click.command("eval")
+@click.argument("source", metavar="RUN")
+@click.option("--data", "data_spec", metavar="SOURCE",
+              help="A text data source by name or spec, e.g. the_verdict or "
+                   "'{name: text, path: notes.txt}' (default: the run's validation split).")
+@click.option("--batches", type=click.IntRange(min=1), help="Evaluate at most this many batches "
+              "(default: all windows).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@json_option
+def evaluate(source: str, data_spec: str | None, batches: int | None, batch_size: int,
+             as_json: bool) -> None:
+    """Cross-entropy loss and perplexity of RUN (a run or model directory) on held-out text."""
+    from llmbricks.core.evaluation import evaluate_run
+
+    report = evaluate_run(source, data=data_spec, batch_size=batch_size, max_batches=batches)
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(f"{report['data']}: loss {report['loss']:.4f} | perplexity {report['perplexity']:.2f} "
+               f"| {report['batches']} batches, {report['tokens']:,} tokens")

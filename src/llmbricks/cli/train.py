@@ -1,0 +1,52 @@
+"""``llmbricks train``: train a config into a run directory, or resume one."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from .options import command_with_config
+
+
+@click.command()
+@command_with_config
+@click.option("--out", type=click.Path(file_okay=False), help="The run directory "
+              "(default runs/NAME, NAME from the config's `name` or file name; runs/NAME-2... "
+              "when taken).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out (default: the newest "
+              "runs/NAME*) from its last complete checkpoint.")
+def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume: bool) -> None:
+    """Train the model CONFIG describes; checkpoints, metrics and plots go to the run directory.
+
+    Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues it.
+    Under `torchrun --nproc_per_node N -m llmbricks train CONFIG` the ranks train data-parallel.
+    """
+    from llmbricks.core.config import load_config
+    from llmbricks.core.loop import TrainingInterrupted
+    from llmbricks.core.training import default_run_dir
+    from llmbricks.core.training import train as run_training
+
+    config = load_config(config_file, overrides)
+    if config.name is None:
+        config.name = Path(config_file).stem
+    directory = Path(out) if out else default_run_dir(config, resume=resume)
+    try:
+        result = run_training(config, out=directory, resume=resume)
+    except TrainingInterrupted as exc:
+        again = ["llmbricks", "train", config_file, *[f"--set={o}" for o in overrides],
+                 "--out", str(directory), "--resume"]
+        click.echo(f"interrupted at step {exc.step}; checkpoint written. Resume with:\n  "
+                   + shlex.join(again), err=True)
+        sys.exit(exc.exit_code)
+    metrics = result.metrics
+    val = metrics.get("val_loss")
+    click.echo(f"done: {result.step} steps, train loss {_fmt(metrics.get('train_loss'))}, "
+               f"val loss {_fmt(val)}")
+    click.echo(f"run: {result.run_dir}  (plot: {result.run_dir / 'loss.png'})")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

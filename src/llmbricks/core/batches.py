@@ -1,0 +1,98 @@
+"""Training batches of token windows that can restart mid-epoch and split across ranks.
+
+An epoch is an order of window start offsets, a pure function of ``(seed, epoch)``. The order is
+cut into global batches of ``batch_size x world_size`` windows; rank ``r`` takes the ``r``-th
+slice of each. So a resumed run asks for ``(epoch, batch)`` and gets exactly the batches the
+uninterrupted run would have seen, and two ranks see the same windows one process would.
+
+- ``sliding``: windows every ``stride`` tokens (the book's ``GPTDatasetV1``), shuffled per epoch
+  or in order.
+- ``random``: nanoGPT's ``get_batch``: offsets drawn uniformly with replacement, about as many
+  per epoch as non-overlapping windows fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .errors import DataError
+
+
+@dataclass
+class WindowBatches:
+    """Batches of ``(inputs, targets)`` ``[batch_size, length]`` int64 from one token array."""
+
+    tokens: np.ndarray
+    length: int
+    batch_size: int
+    stride: int | None = None
+    sampler: Literal["sliding", "random"] = "sliding"
+    shuffle: bool = True
+    drop_last: bool = True
+    seed: int = 123
+    rank: int = 0
+    world_size: int = 1
+
+    def __post_init__(self) -> None:
+        self.stride = self.stride or self.length
+        available = len(self.tokens) - self.length  # offsets s with s + length + 1 <= N
+        if available < 1:
+            raise DataError(f"{len(self.tokens)} tokens are too few for one window of "
+                            f"{self.length} tokens plus its target; use more data or a shorter "
+                            "context")
+        self._starts = np.arange(0, available, self.stride, dtype=np.int64)
+        if self.world_size > 1:
+            self.drop_last = True  # every rank must get a full shard, or DDP would wait forever
+        if len(self) == 0:
+            raise DataError(f"{self.windows} windows of {self.length} tokens make no batch of "
+                            f"{self.batch_size * self.world_size}; use a smaller batch_size "
+                            "or more data")
+
+    @property
+    def windows(self) -> int:
+        """Windows per epoch."""
+        if self.sampler == "random":
+            return max(1, (len(self.tokens) - self.length) // self.length)
+        return len(self._starts)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        full, rest = divmod(self.windows, self.batch_size * self.world_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Window start offsets of ``epoch``, in the order batches take them."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        if self.sampler == "random":
+            high = len(self.tokens) - self.length
+            return torch.randint(0, high, (self.windows,), generator=generator).numpy()
+        if not self.shuffle:
+            return self._starts
+        return self._starts[torch.randperm(len(self._starts), generator=generator).numpy()]
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """This rank's batches of ``epoch``, from batch number ``start``."""
+        order, per_step = self.order(epoch), self.batch_size * self.world_size
+        for index in range(start, len(self)):
+            shard = order[index * per_step:(index + 1) * per_step]
+            mine = shard[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            yield self.gather(mine)
+
+    def gather(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x = t[s : s + L]``, ``y = t[s + 1 : s + L + 1]`` for each start ``s``."""
+        rows = np.asarray(self.tokens[starts[:, None] + np.arange(self.length + 1)], dtype=np.int64)
+        window = torch.from_numpy(rows)
+        return window[:, :-1], window[:, 1:]
+
+    def spread(self, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``count`` fixed batches of windows spread evenly over the array (for evaluation)."""
+        starts = np.arange(0, len(self.tokens) - self.length, self.length, dtype=np.int64)
+        wanted = min(len(starts), count * self.batch_size)
+        picked = starts[np.unique(np.linspace(0, len(starts) - 1, wanted).round().astype(np.int64))]
+        return [self.gather(picked[i:i + self.batch_size])
+                for i in range(0, len(picked), self.batch_size)]

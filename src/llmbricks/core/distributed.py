@@ -1,0 +1,83 @@
+"""Data parallelism under ``torchrun``: which rank this process is, and the few collectives used.
+
+``torchrun --nproc_per_node N -m llmbricks train CONFIG`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``. Every rank trains the same model on its own shard of each global batch; DDP
+averages the gradients, so a step equals one single-process step on the whole global batch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a data-parallel job (a single process is rank 0 of 1)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes the run directory and logs."""
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The average of ``value`` over ranks (itself when single-process)."""
+        if not self.enabled:
+            return value
+        value = value.detach().clone()
+        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        return value / self.world_size
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when it is true on one (e.g. a Ctrl-C seen by rank 0)."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+
+def from_environment() -> Distributed:
+    """Read torchrun's variables; start the process group when there is more than one rank."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend=backend)
+    return Distributed(rank=rank, world_size=world, local_rank=local)
+
+
+def shutdown(context: Distributed) -> None:
+    if context.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def pick_device(name: str, context: Distributed) -> torch.device:
+    """``auto`` is this rank's GPU when there is one, else the CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", context.local_rank)
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", context.local_rank)
+    return device

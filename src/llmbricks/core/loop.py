@@ -1,0 +1,300 @@
+"""The one training loop every trainer composes.
+
+A trainer hands over a ``TrainTask``: its model, its batches, its loss and its evaluation. The
+loop owns everything else: AdamW, the learning-rate schedule, gradient accumulation and clipping,
+the budget, evaluation and samples, precision, compilation, data parallelism, checkpoints,
+resuming and Ctrl-C. One optimizer step is
+
+    for each of grad_accum micro-batches:  (loss(model, batch) / grad_accum).backward()
+    clip_grad_norm_(grad_clip);  lr = learning_rate(step);  AdamW step;  zero grads
+
+Everything a resumed run needs to continue bit for bit is in its checkpoint: weights, optimizer
+state, RNG state and the data position (epoch, micro-batch within it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .config import Config, TrainConfig
+from .distributed import Distributed
+from .errors import LlmbricksError
+from .interfaces import Logger
+from .optim import build_optimizer, learning_rate, set_learning_rate
+from .runs import Checkpoint, Run, load_checkpoint
+
+
+class TrainingInterrupted(LlmbricksError):
+    """Ctrl-C: the step finished, a checkpoint was written, and the run can be resumed."""
+
+    exit_code = 130  # the shell's code for SIGINT
+
+    def __init__(self, run_dir: str, step: int) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint written in {run_dir}")
+        self.run_dir = run_dir
+        self.step = step
+
+
+@dataclass
+class TrainTask:
+    """What a trainer supplies. Batches are whatever ``loss`` and ``tokens_in`` understand."""
+
+    model: nn.Module                                   # on its device, not yet wrapped
+    train_batches: Callable[[int, int], Iterator[Any]]  # (epoch, start) -> this rank's batches
+    batches_per_epoch: int                             # micro-batches per epoch on this rank
+    tokens_per_batch: int                              # tokens in one micro-batch on one rank
+    loss: Callable[[nn.Module, Any], Tensor]           # mean loss of one batch
+    evaluate: Callable[[nn.Module], dict[str, float | None]]  # train_loss, val_loss
+    sample: Callable[[nn.Module], tuple[str, str]] | None = None  # -> (prompt, continuation)
+    to_device: Callable[[Any, torch.device], Any] = lambda batch, device: batch
+
+
+@dataclass
+class LoopState:
+    """Where training stands; saved in each checkpoint's ``state.json``."""
+
+    step: int = 0            # optimizer steps done
+    epoch: int = 0           # current pass over the training batches
+    batch: int = 0           # micro-batches of this epoch already consumed (per rank)
+    tokens: int = 0          # training tokens seen, all ranks
+    elapsed_s: float = 0.0   # training time so far, evaluation included
+    train_loss: float | None = None
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+
+
+@dataclass
+class LoopResult:
+    state: LoopState
+    status: str
+    total_steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def total_steps(train: TrainConfig, batches_per_epoch: int, tokens_per_step: int,
+                grad_accum: int) -> int:
+    """Optimizer steps in the budget: the first of max_steps, epochs and max_tokens reached."""
+    budgets = []
+    if train.max_steps is not None:
+        budgets.append(train.max_steps)
+    if train.epochs is not None:
+        budgets.append(math.ceil(train.epochs * batches_per_epoch / grad_accum))
+    if train.max_tokens is not None:
+        budgets.append(math.ceil(train.max_tokens / tokens_per_step))
+    return max(1, min(budgets))
+
+
+class _Interrupt:
+    """First Ctrl-C: finish the step, checkpoint, stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+class Events:
+    """Sends events to the loggers (rank 0 only) and keeps them for the loss plot."""
+
+    def __init__(self, loggers: Sequence[Logger], active: bool,
+                 history: list[dict[str, Any]] | None = None) -> None:
+        self.loggers = list(loggers) if active else []
+        self.active = active
+        self.history = history or []
+
+    def __call__(self, event: str, **fields: Any) -> None:
+        if not self.active:
+            return
+        fields = {"time": time.time(), **fields}
+        if event in ("start", "step", "eval"):
+            self.history.append({"event": event, **fields})
+        for logger in self.loggers:
+            logger.log(event, **fields)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
+def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Logger],
+             dist: Distributed, device: torch.device, resume: Checkpoint | None = None,
+             history: list[dict[str, Any]] | None = None) -> LoopResult:
+    """Train ``task.model`` within ``config.train``'s budget; write checkpoints into ``run``."""
+    train = config.train
+    model = task.model
+    optimizer = build_optimizer(model, lr=train.lr, weight_decay=train.weight_decay,
+                                betas=train.betas, decay_embeddings=train.decay_embeddings,
+                                device=device)
+    state = LoopState()
+    if resume is not None:
+        load_checkpoint(resume, model, optimizer, restore_rng=True)
+        known = set(LoopState.__dataclass_fields__)
+        state = LoopState(**{k: v for k, v in resume.state.items() if k in known})
+    steps = total_steps(train, task.batches_per_epoch, task.tokens_per_batch * train.grad_accum
+                        * dist.world_size, train.grad_accum)
+    trained = _wrap(model, train, dist, device)
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                if train.precision == "bf16" else contextlib.nullcontext())
+    events = Events(loggers, dist.is_main, history)
+    events("start", run_dir=str(run.directory), step=state.step, max_steps=steps,
+           tokens_per_step=task.tokens_per_batch * train.grad_accum * dist.world_size,
+           params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+           resumed=resume is not None, world_size=dist.world_size, config_name=config.name)
+    if resume is not None:
+        events("resume", step=state.step)
+
+    def checkpoint() -> None:
+        if dist.is_main:
+            path = run.save_checkpoint(state.step, model, optimizer, asdict(state),
+                                       keep=train.keep_checkpoints)
+            events("checkpoint", step=state.step, path=str(path))
+        dist.barrier()
+
+    def evaluate() -> None:
+        if dist.is_main:
+            model.eval()
+            with torch.no_grad(), autocast:
+                metrics = task.evaluate(model)
+            state.train_loss, state.val_loss = metrics.get("train_loss"), metrics.get("val_loss")
+            if state.val_loss is not None and (state.best_val_loss is None
+                                               or state.val_loss < state.best_val_loss):
+                state.best_val_loss = state.val_loss
+            val_ppl = math.exp(min(state.val_loss, 50.0)) if state.val_loss is not None else None
+            events("eval", step=state.step, train_loss=state.train_loss, val_loss=state.val_loss,
+                   val_ppl=val_ppl, tokens=state.tokens, elapsed_s=state.elapsed_s)
+            if task.sample is not None:
+                prompt, text = task.sample(model)
+                events("sample", step=state.step, prompt=prompt, text=text)
+                with open(run.samples_file, "a", encoding="utf-8") as handle:
+                    handle.write(f"--- step {state.step}\n{prompt}{text}\n")
+            _plot(events.history, run)
+            model.train()
+        dist.barrier()
+
+    batches = task.train_batches(state.epoch, state.batch)
+    status = "completed"
+    model.train()
+    started = time.perf_counter() - state.elapsed_s
+    window_start, window_tokens = time.perf_counter(), 0
+    evaluated_at = checkpointed_at = -1
+    with _Interrupt() as interrupt:
+        try:
+            while state.step < steps:
+                lr = learning_rate(state.step, lr=train.lr, total_steps=steps,
+                                   warmup_steps=train.warmup_steps, min_lr=train.min_lr,
+                                   schedule=train.schedule)
+                set_learning_rate(optimizer, lr)
+                loss_sum = torch.zeros((), device=device)
+                for micro in range(train.grad_accum):
+                    batch, batches = _next_batch(task, state, batches)
+                    batch = task.to_device(batch, device)
+                    last = micro == train.grad_accum - 1
+                    sync = contextlib.nullcontext() if last or not dist.enabled else trained.no_sync()
+                    with sync:
+                        with autocast:
+                            loss = task.loss(trained, batch)
+                        (loss / train.grad_accum).backward()
+                    loss_sum += loss.detach().float()
+                    window_tokens += task.tokens_per_batch * dist.world_size
+                grad_norm = None
+                if train.grad_clip is not None:
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                state.tokens += task.tokens_per_batch * train.grad_accum * dist.world_size
+                state.elapsed_s = time.perf_counter() - started
+                if state.step % train.log_every == 0 or state.step == steps:
+                    loss_value = dist.mean(loss_sum / train.grad_accum).item()
+                    now = time.perf_counter()
+                    events("step", step=state.step, epoch=state.epoch + state.batch
+                           / max(1, task.batches_per_epoch), loss=loss_value, lr=lr,
+                           grad_norm=None if grad_norm is None else float(grad_norm),
+                           tokens=state.tokens, tokens_per_s=window_tokens / max(now - window_start, 1e-9),
+                           elapsed_s=state.elapsed_s)
+                    window_start, window_tokens = now, 0
+                if state.step % train.eval_every == 0:
+                    evaluate()
+                    evaluated_at = state.step
+                every = train.checkpoint_every or train.eval_every
+                if state.step % every == 0 and state.step < steps:
+                    checkpoint()
+                    checkpointed_at = state.step
+                if dist.any(interrupt.requested, device):
+                    status = "interrupted"
+                    break
+            if status == "completed" and evaluated_at != state.step:
+                evaluate()
+            if checkpointed_at != state.step:
+                checkpoint()
+        except BaseException:
+            status = "failed"
+            raise
+        finally:
+            events("end", step=state.step, status=status, elapsed_s=state.elapsed_s,
+                   tokens=state.tokens, train_loss=state.train_loss, val_loss=state.val_loss)
+            events.close()
+    if status == "interrupted":
+        raise TrainingInterrupted(str(run.directory), state.step)
+    return LoopResult(state=state, status=status, total_steps=steps, history=events.history)
+
+
+def _next_batch(task: TrainTask, state: LoopState, batches: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
+    """The next micro-batch, moving to a fresh epoch when this one runs out."""
+    for _ in range(2):
+        try:
+            batch = next(batches)
+        except StopIteration:
+            state.epoch, state.batch = state.epoch + 1, 0
+            batches = task.train_batches(state.epoch, 0)
+            continue
+        state.batch += 1
+        return batch, batches
+    raise LlmbricksError("the training data yields no batch: use more data or a smaller batch")
+
+
+def _wrap(model: nn.Module, train: TrainConfig, dist: Distributed, device: torch.device) -> nn.Module:
+    """DDP across ranks, then torch.compile when asked; the loop trains through the wrapper."""
+    wrapped = model
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = DistributedDataParallel(model, device_ids=ids)
+    if train.compile:
+        wrapped = torch.compile(wrapped)
+    return wrapped
+
+
+def _plot(history: list[dict[str, Any]], run: Run) -> None:
+    from .plots import plot_losses
+
+    try:
+        plot_losses(history, run.plot_file)
+    except (OSError, ValueError, RuntimeError) as exc:  # a plot must never stop training
+        import warnings
+
+        warnings.warn(f"could not draw {run.plot_file}: {exc}", stacklevel=2)

@@ -1,0 +1,69 @@
+"""AdamW with decay on matrices only, and the learning-rate schedule (appendix D, errata fixed).
+
+Weight decay shrinks weights toward zero; that regularizes the matrices of linear layers but only
+distorts norms' gains, biases and (by default) embedding tables, so those get none.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module, weight_decay: float, *,
+                 decay_embeddings: bool = False) -> list[dict]:
+    """Two AdamW groups: matrices (decayed) and everything else (not decayed).
+
+    A parameter is decayed when it has 2+ dimensions and is not an embedding table (unless
+    ``decay_embeddings``). Frozen parameters are left out; a tied tensor is listed once.
+    """
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay, seen = [], [], set()
+    for param in model.parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        is_matrix = param.dim() >= 2 and (decay_embeddings or id(param) not in embeddings)
+        (decay if is_matrix else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
+                    betas: tuple[float, float] = (0.9, 0.999), decay_embeddings: bool = False,
+                    device: torch.device | None = None) -> torch.optim.AdamW:
+    """AdamW over ``param_groups``; the fused kernel when this torch has one for the device."""
+    groups = param_groups(model, weight_decay, decay_embeddings=decay_embeddings)
+    if not any(group["params"] for group in groups):
+        raise ValueError("the model has no trainable parameters")
+    device = device or next(model.parameters()).device
+    fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+def learning_rate(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0,
+                  min_lr: float = 0.0, schedule: Literal["constant", "cosine"] = "cosine") -> float:
+    """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``.
+
+    Warmup: ``lr * (step + 1) / warmup_steps``, so the last warmup step really uses the peak (the
+    book's appendix D never passed it to the optimizer). Then ``constant`` holds ``lr``;
+    ``cosine`` decays ``lr_t = min_lr + (lr - min_lr) * (1 + cos(pi * p)) / 2`` with
+    ``p = (step - warmup) / (total - 1 - warmup)``, so the first step after warmup is at the peak
+    and the last step is exactly at ``min_lr``.
+    """
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return lr
+    span = total_steps - 1 - warmup_steps
+    progress = min(1.0, (step - warmup_steps) / span) if span > 0 else 0.0  # one step: the peak
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = value

@@ -1,0 +1,321 @@
+"""Run directories: the resolved config, a manifest, the tokenizer, checkpoints and metrics.
+
+```
+RUN/config.yaml                 resolved config (every default; vocab_size a number)
+RUN/manifest.json               versions, seed, git sha, host, and each component's plugin
+RUN/tokenizer/                  tokenizer state
+RUN/checkpoints/step-N/         model.safetensors, optimizer.pt, state.json
+RUN/metrics.jsonl               one JSON object per event (the jsonl logger)
+RUN/loss.png                    curves, redrawn at each evaluation
+RUN/samples.txt                 the sample generated at each evaluation
+```
+
+A checkpoint is written into a temporary directory and renamed into place, and its
+``state.json`` records each file's size and sha256: a checkpoint is either complete and verified
+or ignored, so a run killed at any moment resumes from its last good one. Nothing is unpickled:
+weights are safetensors, optimizer and RNG state load with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from .build import build_model, load_tokenizer
+from .config import COMPONENT_FIELDS, COMPONENT_LIST_FIELDS, Config, load_config
+from .datafiles import sha256_file
+from .errors import CheckpointError, LlmbricksError
+from .interfaces import Model, Tokenizer
+from .model_dir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, _fresh_dir, load_model_dir
+from .registry import Registry, get_registry
+
+MANIFEST_FILE = "manifest.json"
+METRICS_FILE = "metrics.jsonl"
+LOSS_PLOT = "loss.png"
+SAMPLES_FILE = "samples.txt"
+CHECKPOINTS_DIR = "checkpoints"
+OPTIMIZER_FILE = "optimizer.pt"
+STATE_FILE = "state.json"
+_STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A complete checkpoint directory and its ``state.json``."""
+
+    step: int
+    path: Path
+    state: dict[str, Any]
+
+
+class Run:
+    """One training run on disk. Create it with ``Run.create``, reopen it with ``Run.open``."""
+
+    def __init__(self, directory: Path, config: Config) -> None:
+        self.directory = directory
+        self.config = config
+
+    # --- creating and opening -----------------------------------------------------------------
+
+    @classmethod
+    def create(cls, directory: str | Path, config: Config, tokenizer: Tokenizer | None,
+               vocab_size: int, registry: Registry | None = None) -> Run:
+        """Write config, manifest and tokenizer into a new (or empty) ``directory``."""
+        root = Path(directory)
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise CheckpointError(f"run directory {root} already exists and is not empty: pass "
+                                  "--resume to continue it, or choose another --out")
+        root.mkdir(parents=True, exist_ok=True)
+        config = config.model_copy(deep=True)
+        config.model.vocab_size = vocab_size
+        if tokenizer is not None:
+            tmp = _fresh_dir(root, f".{TOKENIZER_DIR}.", ".tmp")
+            tokenizer.save(tmp)
+            os.replace(tmp, root / TOKENIZER_DIR)
+        write_atomic(root / MANIFEST_FILE, json.dumps(manifest(config, registry), indent=2) + "\n")
+        write_atomic(root / CONFIG_FILE, config.to_yaml())  # last: its presence marks a run
+        return cls(root, config)
+
+    @classmethod
+    def open(cls, directory: str | Path, registry: Registry | None = None) -> Run:
+        root = Path(directory)
+        if not (root / CONFIG_FILE).is_file():
+            raise CheckpointError(f"{root} is not a run directory: {CONFIG_FILE} is missing")
+        return cls(root, load_config(root / CONFIG_FILE, registry=registry))
+
+    # --- paths --------------------------------------------------------------------------------
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.directory / CHECKPOINTS_DIR
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.directory / METRICS_FILE
+
+    @property
+    def plot_file(self) -> Path:
+        return self.directory / LOSS_PLOT
+
+    @property
+    def samples_file(self) -> Path:
+        return self.directory / SAMPLES_FILE
+
+    def tokenizer(self, registry: Registry | None = None) -> Tokenizer | None:
+        path = self.directory / TOKENIZER_DIR
+        return load_tokenizer(path, registry) if path.is_dir() else None
+
+    # --- checkpoints --------------------------------------------------------------------------
+
+    def save_checkpoint(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                        state: dict[str, Any], *, keep: int) -> Path:
+        """Write ``checkpoints/step-N`` atomically, then drop all but the newest ``keep``."""
+        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        target = self.checkpoints_dir / f"step-{step}"
+        tmp = _fresh_dir(self.checkpoints_dir, f".step-{step}.", ".tmp")
+        try:
+            save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / OPTIMIZER_FILE)
+            files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
+                     for name in (WEIGHTS_FILE, OPTIMIZER_FILE)}
+            record = {**state, "step": step, "files": files, "saved_at": time.time()}
+            (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+            _fsync_dir(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for old in self.checkpoint_dirs()[:-keep]:
+            shutil.rmtree(old[1], ignore_errors=True)
+        return target
+
+    def checkpoint_dirs(self) -> list[tuple[int, Path]]:
+        """``(step, path)`` of every ``step-N`` directory, oldest first (complete or not)."""
+        if not self.checkpoints_dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.checkpoints_dir.iterdir()
+                 if p.is_dir() and (m := _STEP_DIR.match(p.name))]
+        return sorted(found)
+
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint that verifies; broken newer ones are skipped with a warning."""
+        for _step, path in reversed(self.checkpoint_dirs()):
+            try:
+                return verify_checkpoint(path)
+            except CheckpointError as exc:
+                warnings.warn(f"skipping {exc}", stacklevel=2)
+        return None
+
+
+def verify_checkpoint(path: str | Path) -> Checkpoint:
+    """Read ``state.json`` and check every file's size and sha256; a clear error otherwise."""
+    path = Path(path)
+    try:
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        files = state["files"]
+        step = int(state["step"])
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} is incomplete: {STATE_FILE} is missing") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt: {STATE_FILE} is unreadable ({exc})") from None
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"checkpoint {path} is incomplete: {name} is missing")
+        size = file.stat().st_size
+        if size != expected["bytes"]:
+            raise CheckpointError(f"checkpoint {path} is corrupt: {name} has {size} bytes, "
+                                  f"expected {expected['bytes']} (truncated?)")
+        if sha256_file(file) != expected["sha256"]:
+            raise CheckpointError(f"checkpoint {path} is corrupt: {name} does not match its sha256")
+    return Checkpoint(step=step, path=path, state=state)
+
+
+def load_checkpoint(checkpoint: Checkpoint, model: nn.Module,
+                    optimizer: torch.optim.Optimizer | None = None, *,
+                    restore_rng: bool = False) -> None:
+    """Load weights (and optimizer and RNG state) from a verified checkpoint, without pickle."""
+    weights = checkpoint.path / WEIGHTS_FILE
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False,
+                                         device=str(next(model.parameters()).device))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{weights} does not fit this model: {exc}".splitlines()[0]) from None
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not fit this model: missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]}")
+    if optimizer is None and not restore_rng:
+        return
+    extra = torch.load(checkpoint.path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
+    if optimizer is not None:
+        optimizer.load_state_dict(extra["optimizer"])
+    if restore_rng:
+        set_rng_state(extra["rng"])
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# --- loading a model from a run or a model directory -----------------------------------------
+
+
+def is_run_dir(path: str | Path) -> bool:
+    return (Path(path) / CONFIG_FILE).is_file() and not (Path(path) / WEIGHTS_FILE).is_file()
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu",
+             registry: Registry | None = None, *, checkpoint: str | Path | None = None,
+             ) -> tuple[Config, Model, Tokenizer | None]:
+    """``(config, model, tokenizer)`` from a run (its newest good checkpoint) or a model directory.
+
+    A model directory is what ``llmbricks import gpt2`` or ``save_model_dir`` writes. The model is
+    returned in eval mode.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise CheckpointError(f"{root} is not a directory: give a run directory or a model directory")
+    if (root / WEIGHTS_FILE).is_file():
+        return load_model_dir(root, device, registry)
+    run = Run.open(root, registry)
+    if checkpoint is not None:
+        found = verify_checkpoint(checkpoint)
+    else:
+        found = run.latest_checkpoint()
+        if found is None:
+            raise CheckpointError(f"run {root} has no complete checkpoint yet "
+                                  f"(nothing verifies in {run.checkpoints_dir})")
+    try:
+        tokenizer = run.tokenizer(registry)
+    except LlmbricksError as exc:
+        raise CheckpointError(f"{root / TOKENIZER_DIR}: cannot load the tokenizer: {exc}") from None
+    model = build_model(run.config, registry, tokenizer=tokenizer, device=device)
+    load_checkpoint(found, model)
+    model.eval()
+    return run.config, model, tokenizer
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Flush the files of ``directory`` to disk before it is renamed into place."""
+    for file in directory.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())
+
+
+def manifest(config: Config, registry: Registry | None = None) -> dict[str, Any]:
+    """What made this run: versions, seed, git sha, host, and where each component comes from."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    registry = registry or get_registry()
+    try:
+        ours = version("llmbricks")
+    except PackageNotFoundError:
+        ours = None
+    components = []
+    specs = [(kind, getattr(getattr(config, s), f)) for (s, f), kind in COMPONENT_FIELDS.items()]
+    specs += [(kind, spec) for (s, f), kind in COMPONENT_LIST_FIELDS.items()
+              for spec in getattr(getattr(config, s), f)]
+    for kind, spec in specs:
+        if spec is None:
+            continue
+        info = registry.info(kind, spec.name)
+        components.append({"kind": kind, "name": info.name, "plugin": info.plugin,
+                           "distribution": info.distribution, "version": info.version})
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "seed": config.seed,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "llmbricks": ours},
+        "git_sha": _git_sha(),
+        "host": platform.node(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "components": components,
+    }
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None

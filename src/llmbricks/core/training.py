@@ -1,0 +1,183 @@
+"""``train(config)``: set up (or reopen) a run directory and hand it to the configured trainer.
+
+This is what ``llmbricks train`` calls, on every rank under ``torchrun``. It picks the device,
+readies the tokenizer, creates the run directory (rank 0) or finds the checkpoint to resume from,
+builds the loggers, and calls ``trainer.fit(session)``. Trainers compose ``core.loop``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config
+from .distributed import Distributed, from_environment, pick_device, shutdown
+from .errors import CheckpointError, ConfigError, DataError
+from .interfaces import Logger, Tokenizer
+from .registry import Registry, get_registry
+from .runs import Checkpoint, Run, write_atomic
+
+RUNS_ROOT = Path("runs")
+#: Fields a resumed run may change: its budget and how it reports. Anything else would make the
+#: continuation a different experiment from the one its checkpoints belong to.
+RESUMABLE_CHANGES = {"max_steps", "epochs", "max_tokens", "eval_every", "eval_batches",
+                     "checkpoint_every", "keep_checkpoints", "log_every", "loggers",
+                     "sample_prompt", "sample_tokens", "device", "compile"}
+
+
+@dataclass
+class Session:
+    """Everything a trainer's ``fit`` needs: the run, its config and where it runs."""
+
+    run: Run
+    config: Config
+    tokenizer: Tokenizer | None
+    dist: Distributed
+    device: torch.device
+    registry: Registry
+    resume: Checkpoint | None = None
+    loggers: list[Logger] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str
+    step: int
+    metrics: dict[str, Any]
+
+
+def default_run_dir(config: Config, *, resume: bool = False, root: Path = RUNS_ROOT) -> Path:
+    """``runs/NAME``, or ``runs/NAME-2``, ``-3``... when taken; with ``resume``, the newest of them."""
+    base = config.name or "run"
+
+    def numbered(path: Path) -> bool:  # runs/NAME or runs/NAME-<digits>
+        suffix = path.name[len(base):]
+        return path.is_dir() and (suffix == "" or suffix[:1] == "-" and suffix[1:].isdigit())
+
+    if resume:
+        found = [p for p in root.glob(f"{base}*") if numbered(p)] if root.is_dir() else []
+        if not found:
+            raise CheckpointError(f"no run to resume under {root / base}: give its directory "
+                                  "with --out")
+        return max(found, key=lambda p: p.stat().st_mtime)
+    candidate, index = root / base, 1
+    while candidate.exists() and (not candidate.is_dir() or any(candidate.iterdir())):
+        index += 1
+        candidate = root / f"{base}-{index}"
+    return candidate
+
+
+def train(config: Config, *, out: str | Path | None = None, resume: bool = False,
+          registry: Registry | None = None) -> TrainResult:
+    """Train ``config`` into the run directory ``out`` (default ``runs/NAME``).
+
+    ``resume`` continues ``out`` from its newest complete checkpoint, with the run's own config;
+    only the fields in ``RESUMABLE_CHANGES`` may differ in ``config`` (e.g. a longer budget).
+    """
+    registry = registry or get_registry()
+    dist = from_environment()
+    try:
+        device = pick_device(config.train.device, dist)
+        directory = Path(out) if out is not None else default_run_dir(config, resume=resume)
+        session = _resume(directory, config, dist, device, registry) if resume else \
+            _create(directory, config, dist, device, registry)
+        session.loggers = [registry.build("logger", spec) for spec in session.config.train.loggers] \
+            if dist.is_main else []
+        trainer = registry.build("trainer", session.config.train.trainer)
+        metrics = trainer.fit(session)
+        return TrainResult(run_dir=directory, status="completed", step=int(metrics.get("step", 0)),
+                           metrics=dict(metrics))
+    finally:
+        shutdown(dist)
+
+
+def _create(directory: Path, config: Config, dist: Distributed, device: torch.device,
+            registry: Registry) -> Session:
+    from .data import ready_tokenizer
+
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        raise CheckpointError(f"run directory {directory} already exists and is not empty: "
+                              "pass --resume to continue it, or choose another --out")
+    tokenizer = None
+    if config.model.tokenizer is not None:
+        # Rank 0 first: a tokenizer that learns from data is trained once and cached.
+        if not dist.is_main:
+            dist.barrier()
+        tokenizer, _ = ready_tokenizer(config, registry)
+        if dist.is_main:
+            dist.barrier()
+    vocab = config.model.vocab_size if config.model.vocab_size != "auto" else (
+        tokenizer.vocab_size if tokenizer is not None else None)
+    if vocab is None:
+        raise ConfigError("model.vocab_size is 'auto' but no model.tokenizer is set; set one")
+    if dist.is_main:
+        run = Run.create(directory, config, tokenizer, vocab, registry)
+    dist.barrier()
+    if not dist.is_main:
+        run = Run.open(directory, registry)
+    return Session(run=run, config=run.config, tokenizer=tokenizer, dist=dist, device=device,
+                   registry=registry)
+
+
+def _resume(directory: Path, config: Config, dist: Distributed, device: torch.device,
+            registry: Registry) -> Session:
+    run = Run.open(directory, registry)
+    stored, given = run.config.to_data(), config.to_data()
+    changed = _differences(stored, given)
+    blocked = [path for path in changed if path.split(".")[-1] not in RESUMABLE_CHANGES
+               and not path.startswith("train.loggers")]
+    if blocked:
+        raise ConfigError(f"cannot resume {directory} with a different config: {', '.join(blocked[:4])} "
+                          "changed; resume with the run's own config, or start a new run with --out")
+    if changed:  # budget and reporting: the caller's values win
+        run.config.train = config.train.model_copy(deep=True)
+    checkpoint = run.latest_checkpoint()
+    if checkpoint is None:
+        warnings.warn(f"{directory} has no complete checkpoint: starting it again from step 0",
+                      stacklevel=2)
+    history = _trim_metrics(run, checkpoint.step if checkpoint else 0) if dist.is_main else []
+    dist.barrier()
+    return Session(run=run, config=run.config, tokenizer=run.tokenizer(registry), dist=dist,
+                   device=device, registry=registry, resume=checkpoint, history=history)
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            if key == "vocab_size":
+                continue  # the run's file holds the resolved number
+            out += _differences(a.get(key), b.get(key), f"{prefix}{key}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def _trim_metrics(run: Run, step: int) -> list[dict[str, Any]]:
+    """Drop events past the checkpoint being resumed (they will be redone); return the curve's.
+
+    A file damaged before its last line is moved aside (``metrics.jsonl.damaged``) with a warning:
+    the run resumes, and its curve restarts from here.
+    """
+    from .plots import read_events
+
+    if not run.metrics_file.is_file():
+        return []
+    try:
+        events = read_events(run.metrics_file)
+    except DataError as exc:
+        aside = run.metrics_file.with_name(run.metrics_file.name + ".damaged")
+        os.replace(run.metrics_file, aside)
+        warnings.warn(f"{exc}; moved it to {aside.name} and starting a new one", stacklevel=2)
+        return []
+    kept = [e for e in events if int(e.get("step") or 0) <= step]
+    write_atomic(run.metrics_file, "".join(json.dumps(e) + "\n" for e in kept))
+    return [e for e in kept if e.get("event") in ("start", "step", "eval")]

@@ -1,0 +1,10 @@
+"""Built-in trainers: each composes ``llmbricks.core.loop`` with its own batches and loss."""
+
+from llmbricks.core.hookspecs import hookimpl
+
+
+@hookimpl
+def llmbricks_components():
+    from .pretrain import PretrainTrainer
+
+    return [PretrainTrainer]

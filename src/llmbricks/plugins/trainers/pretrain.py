@@ -1,0 +1,101 @@
+"""Pretraining (chapter 5): next-token cross-entropy on windows of the token cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from llmbricks.core.batches import WindowBatches
+from llmbricks.core.build import build_model
+from llmbricks.core.component import ParamsModel
+from llmbricks.core.data import prepare_data
+from llmbricks.core.errors import DataError
+from llmbricks.core.generation import generate
+from llmbricks.core.interfaces import Trainer
+from llmbricks.core.loop import TrainTask, run_loop
+from llmbricks.core.training import Session
+
+
+class PretrainParams(ParamsModel):
+    pass
+
+
+def next_token_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """Mean cross-entropy of every position's next token: ``-mean log p(x_{t+1} | x_<=t)``."""
+    inputs, targets = batch
+    logits = model(inputs)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def mean_loss(model: nn.Module, batches: list[tuple[Tensor, Tensor]], device: torch.device) -> float | None:
+    """Average batch loss (the book's ``calc_loss_loader``); ``None`` for no batches."""
+    if not batches:
+        return None
+    total = sum(next_token_loss(model, (x.to(device), y.to(device))).item() for x, y in batches)
+    return total / len(batches)
+
+
+class PretrainTrainer(Trainer):
+    """Next-token cross-entropy on the token cache's windows (pretraining, chapter 5)."""
+
+    name = "pretrain"
+    Params = PretrainParams
+
+    def fit(self, session: Session) -> dict[str, Any]:
+        config, dist, device = session.config, session.dist, session.device
+        train_cfg, data_cfg = config.train, config.data
+        if not dist.is_main:
+            dist.barrier()
+        # Rank 0 builds the token cache first; the others reuse it.
+        data = prepare_data(config, session.registry, tokenizer=session.tokenizer)
+        if dist.is_main:
+            dist.barrier()
+        tokenizer = session.tokenizer or data.tokenizer
+        train_tokens, val_tokens = data.split(data_cfg.val_fraction)
+        context = config.model.context_length
+        windows = WindowBatches(train_tokens, context, train_cfg.batch_size, stride=data_cfg.stride,
+                                sampler=data_cfg.sampler, shuffle=data_cfg.shuffle,
+                                drop_last=data_cfg.drop_last, seed=config.seed, rank=dist.rank,
+                                world_size=dist.world_size)
+        # Rank 0 evaluates alone, on batches of the global size: the same numbers as one process.
+        global_batch = train_cfg.batch_size * dist.world_size
+        train_eval = WindowBatches(train_tokens, context, global_batch).spread(train_cfg.eval_batches)
+        val_eval: list[tuple[Tensor, Tensor]] = []
+        if len(val_tokens) > context:
+            val_eval = WindowBatches(val_tokens, context, global_batch, drop_last=False,
+                                     shuffle=False).spread(train_cfg.eval_batches)
+        elif data_cfg.val_fraction > 0:
+            raise DataError(f"the validation split has {len(val_tokens)} tokens, too few for one "
+                            f"window of {context}; raise data.val_fraction or use more data")
+        torch.manual_seed(config.seed)
+        model = build_model(config, session.registry, tokenizer=tokenizer, device=device)
+
+        def evaluate(net: nn.Module) -> dict[str, float | None]:
+            return {"train_loss": mean_loss(net, train_eval, device),
+                    "val_loss": mean_loss(net, val_eval, device)}
+
+        def sample(net: nn.Module) -> tuple[str, str]:
+            prompt = train_cfg.sample_prompt or ""
+            text = generate(net, tokenizer, prompt, max_new_tokens=train_cfg.sample_tokens)
+            return prompt, text
+
+        task = TrainTask(
+            model=model,
+            train_batches=windows.epoch,
+            batches_per_epoch=len(windows),
+            tokens_per_batch=train_cfg.batch_size * context,
+            loss=next_token_loss,
+            evaluate=evaluate,
+            sample=sample if train_cfg.sample_prompt and tokenizer is not None else None,
+            to_device=lambda batch, dev: (batch[0].to(dev, non_blocking=True),
+                                          batch[1].to(dev, non_blocking=True)),
+        )
+        result = run_loop(task, session.run, config, loggers=session.loggers, dist=dist,
+                          device=device, resume=session.resume, history=session.history)
+        state = result.state
+        return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
+                "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,
+                "elapsed_s": state.elapsed_s}
