@@ -35,3 +35,16 @@ def test_generate_usage_errors():
     assert neither.returncode == 2 and "give a MODEL_DIR or --config CONFIG" in neither.stderr
     bad = run_cli("generate", "--config", QUICKSTART, "--prompt", "hi", "--top-p", "1.5")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_prompt_lookup_prints_the_same_greedy_text(tmp_path):
+    env = {"LLMBRICKS_CACHE_DIR": str(tmp_path)}
+    args = ["generate", "--config", QUICKSTART, "--set", "model.n_layers=1",
+            "--prompt", "ROMEO: to be, or not to be, or", "-n", "40"]
+    plain = run_cli(*args, env=env)
+    assert plain.returncode == 0, plain.stderr
+    assert plain.stdout.startswith("ROMEO: to be, or not to be, or") and len(plain.stdout) == 30 + 40 + 1
+    assert run_cli(*args, "--prompt-lookup", "5", env=env).stdout == plain.stdout
+    assert run_cli(*args, "--prompt-lookup", "5", "--stream", env=env).stdout == plain.stdout
+    sampled = run_cli(*args, "--prompt-lookup", "5", "-t", "0.8", env=env)
+    assert sampled.returncode == 2 and "--prompt-lookup needs greedy decoding" in sampled.stderr

@@ -24,9 +24,13 @@ from .options import set_option
 @click.option("--seed", type=int, help="Seed for sampling (the model's own seed is its config's).")
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--no-cache", is_flag=True, help="Recompute the whole context every step.")
+@click.option("--prompt-lookup", metavar="N", default=0, show_default=True,
+              type=click.IntRange(min=0),
+              help="Greedy only: check up to N tokens copied from the context per forward pass "
+                   "(prompt-lookup decoding). Same text; faster when the text repeats itself.")
 def generate(source: str | None, config_file: str | None, overrides: tuple[str, ...], prompt: str,
              max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
-             seed: int | None, stream: bool, no_cache: bool) -> None:
+             seed: int | None, stream: bool, no_cache: bool, prompt_lookup: int) -> None:
     """Generate text after PROMPT from MODEL_DIR (e.g. made by `import gpt2`) or --config."""
     from llmbricks.core.generation import generate as run
 
@@ -34,6 +38,9 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
         raise click.UsageError("--prompt is empty: give some text to continue")
     if source is not None and overrides:
         raise click.UsageError("--set applies to --config, not to a saved model")
+    if prompt_lookup and (temperature > 0 or no_cache):
+        raise click.UsageError("--prompt-lookup needs greedy decoding (-t 0) and the cache "
+                               "(no --no-cache)")
     model, tokenizer = _load(source, config_file, overrides)
 
     def echo(row: int, text: str) -> None:
@@ -43,7 +50,7 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
         click.echo(prompt, nl=False)
     text = run(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                top_k=top_k, top_p=top_p, seed=seed, use_cache=not no_cache,
-               on_text=echo if stream else None)
+               on_text=echo if stream else None, prompt_lookup=prompt_lookup)
     click.echo("" if stream else prompt + text)
 
 

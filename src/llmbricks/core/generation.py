@@ -4,6 +4,10 @@ The first call is a prefill of the whole prompt; then one token per step, its po
 the cache length. Each row of a batch stops on its own stop token and is padded after it. Tables
 with a fixed length (learned absolute positions) crop the context to their last
 ``positions_limit()`` tokens; components without a limit extend past ``context_length``.
+
+Prompt-lookup decoding (greedy, batch 1) guesses the next tokens by copying what followed the
+last occurrence of the current n-gram in the context, and checks all guesses in one forward pass:
+same tokens as plain greedy, fewer passes (each of which reads every weight) when text repeats.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 from torch import Tensor
 
 from .interfaces import Model, Tokenizer
+from .kv_cache import KVCache
 
 
 @dataclass(frozen=True)
@@ -49,17 +54,93 @@ def next_token(logits: Tensor, temperature: float = 0.0, top_k: int | None = Non
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def lookup_drafts(context: Sequence[int], max_ngram: int, max_drafts: int) -> list[int]:
+    """Up to ``max_drafts`` guesses at the next tokens, copied from earlier in ``context``.
+
+    Prompt lookup (Saxena 2023): text that repeats itself (code, quotes, names, loops) is likely
+    to go on as it went on before. Find the most recent earlier occurrence of the last ``n``
+    tokens, longest ``n`` first (``max_ngram`` down to 1), and propose the tokens that followed
+    it. No occurrence: no drafts.
+
+    The copy may run into the tokens it is producing, as in LZ77: an occurrence ``s`` tokens
+    back predicts a loop of period ``s``, so draft ``j`` is ``context[start + j]``, or draft
+    ``j - s`` once that is past the end. Without it, a run ``x x x x`` (the most recent earlier
+    "x x x" is one token back) would only ever propose one more ``x``.
+    """
+    if max_drafts <= 0:
+        return []
+    end = len(context)
+    for n in range(min(max_ngram, end - 1), 0, -1):
+        tail = list(context[end - n:])
+        # Occurrences start at i = end - n - 1 down to 0 (i = end - n is the tail itself), so the
+        # continuation context[i + n:] always holds at least one token.
+        for i in range(end - n - 1, -1, -1):
+            if context[i + n - 1] == tail[-1] and list(context[i:i + n]) == tail:
+                start, drafts = i + n, []
+                for j in range(max_drafts):
+                    drafts.append(context[start + j] if start + j < end else drafts[start + j - end])
+                return drafts
+    return []
+
+
+def verify_drafts(model: Model, cache: KVCache, unfed: Tensor, drafts: list[int]) -> Tensor:
+    """One cached forward pass over ``unfed`` tokens ``[1, U]`` and ``drafts``: ``[1, a + 1]`` ids.
+
+    The logits at each fed position predict the token after it. With drafts d_1..d_k after the
+    last unfed token, the greedy picks g_0..g_k at the last k + 1 positions are what plain greedy
+    decoding would choose at each of those steps, as long as every draft before was right:
+
+        a = the largest i <= k with d_j == g_(j-1) for all j <= i
+        tokens = d_1..d_a, g_a  (= g_0..g_a)
+
+    so a pass always gives at least the model's own next token (a = 0). The cache then holds
+    every unfed token and the ``a`` accepted drafts; the rejected ones are rolled back.
+    """
+    k = len(drafts)
+    feed = torch.cat([unfed, unfed.new_tensor([drafts])], dim=1) if k else unfed
+    greedy = model(feed, cache=cache)[:, -(k + 1):].float().argmax(dim=-1)  # [1, k + 1]
+    guesses = greedy[0].tolist()
+    accepted = 0
+    while accepted < k and drafts[accepted] == guesses[accepted]:
+        accepted += 1
+    cache.truncate(cache.length - (k - accepted))
+    return greedy[:, :accepted + 1]
+
+
+def _check_prompt_lookup(prompt_lookup: int, lookup_ngram: int, temperature: float, batch: int,
+                         use_cache: bool) -> None:
+    """Prompt lookup is exact only for greedy decoding of one row, and it needs the cache."""
+    if prompt_lookup < 0:
+        raise ValueError(f"prompt_lookup must be >= 0 (0 = off), got {prompt_lookup}")
+    if not prompt_lookup:
+        return
+    if lookup_ngram < 1:
+        raise ValueError(f"lookup_ngram must be >= 1, got {lookup_ngram}")
+    if temperature > 0.0:
+        raise ValueError("prompt lookup needs greedy decoding (temperature 0): it keeps a draft "
+                         f"only where it equals the argmax, got temperature {temperature}")
+    if batch > 1:
+        raise ValueError(f"prompt lookup needs a batch of 1, got {batch} rows: rows accept "
+                         "different numbers of drafts; generate them one at a time")
+    if not use_cache:
+        raise ValueError("prompt lookup needs the KV cache (use_cache=True): it rolls the cache "
+                         "back past rejected drafts")
+
+
 @torch.inference_mode()
 def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
                  max_new_tokens: int = 50, temperature: float = 0.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None,
                  stop_token: int | None = None, pad_token: int | None = None,
                  use_cache: bool = True, max_context: int | None = None,
-                 on_token: Callable[[int, Tensor], None] | None = None) -> GenerationResult:
+                 on_token: Callable[[int, Tensor], None] | None = None,
+                 prompt_lookup: int = 0, lookup_ngram: int = 3) -> GenerationResult:
     """Generate up to ``max_new_tokens`` for each row of ``prompt`` (``[B, T]``, equal lengths).
 
     ``on_token(step, ids[B])`` streams each new column. ``max_context`` crops what the model sees
     to the last ``max_context`` tokens (at most the positional table's length, if it has one).
+    ``prompt_lookup=N`` (greedy, batch 1, cache) verifies up to N tokens copied from the context
+    (after its last ``lookup_ngram``-gram match) per forward pass; the tokens are the same.
     """
     device = next(model.parameters()).device
     ids = torch.as_tensor(prompt, dtype=torch.long, device=device)
@@ -71,6 +152,7 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
         raise ValueError(f"top_k must be >= 1, got {top_k}")
     if top_p is not None and not 0.0 < top_p <= 1.0:
         raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    _check_prompt_lookup(prompt_lookup, lookup_ngram, temperature, ids.shape[0], use_cache)
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
@@ -80,23 +162,35 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     pad = pad_token if pad_token is not None else (stop_token if stop_token is not None else 0)
     cache = None
-    fed = 0  # tokens of `ids` the cache holds
+    fed = 0  # tokens of `ids` the cache holds (from the start of the visible context)
+    pending: list[Tensor] = []  # tokens already decided by the last forward pass, [B] each
     try:
         for step in range(max_new_tokens):
-            if use_cache and (cache is None or window is not None and ids.shape[1] > window):
-                # (Re)start: prefill the visible context into a fresh cache.
-                context = ids if window is None else ids[:, -window:]
-                room = context.shape[1] + max_new_tokens - step
-                cache = model.new_cache(batch, room if window is None else min(room, window))
-                logits = model(context, cache=cache)[:, -1]
-                fed = ids.shape[1]
-            elif use_cache:
-                logits = model(ids[:, fed:], cache=cache)[:, -1]
-                fed = ids.shape[1]
-            else:
+            # `pending` holds drafts that an earlier pass verified: their steps need no pass.
+            if not pending and use_cache:
+                if cache is None or window is not None and ids.shape[1] > window:
+                    # (Re)start: a fresh cache; the whole visible context is unfed (prefill).
+                    visible = ids.shape[1] if window is None else min(ids.shape[1], window)
+                    room = visible + max_new_tokens - step
+                    cache = model.new_cache(batch, room if window is None else min(room, window))
+                    fed = ids.shape[1] - visible
+                if prompt_lookup:
+                    # Drafts fit what is left to generate (the pass adds one token of its own)
+                    # and the cache's free slots after the unfed tokens; the cache is never
+                    # longer than the window, so no draft takes a position past it.
+                    free = cache.max_len - cache.length - (ids.shape[1] - fed)
+                    n_drafts = min(prompt_lookup, max_new_tokens - step - 1, free)
+                    drafts = lookup_drafts(ids[0].tolist(), lookup_ngram, n_drafts)
+                    pending = list(verify_drafts(model, cache, ids[:, fed:], drafts).unbind(1))
+                else:
+                    logits = model(ids[:, fed:], cache=cache)[:, -1]
+                    pending = [next_token(logits.float(), temperature, top_k, top_p, generator)]
+                fed = ids.shape[1] + len(pending) - 1  # all but the newest token are cached
+            elif not pending:
                 context = ids if window is None else ids[:, -window:]
                 logits = model(context)[:, -1]
-            token = next_token(logits.float(), temperature, top_k, top_p, generator)
+                pending = [next_token(logits.float(), temperature, top_k, top_p, generator)]
+            token = pending.pop(0)
             token = torch.where(finished, torch.full_like(token, pad), token)
             ids = torch.cat([ids, token[:, None]], dim=1)
             if on_token is not None:
@@ -120,11 +214,14 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
              max_new_tokens: int = 50, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, stop: str | None = None,
              use_cache: bool = True, max_context: int | None = None,
-             on_text: Callable[[int, str], None] | None = None) -> str | list[str]:
+             on_text: Callable[[int, str], None] | None = None,
+             prompt_lookup: int = 0) -> str | list[str]:
     """Continue ``prompt`` (a string or a batch of strings of equal token length).
 
     ``stop`` names a special token (default ``<|endoftext|>`` when the tokenizer has it) that
     ends a row. ``on_text(row, text)`` streams each row's new text as it is generated.
+    ``prompt_lookup=N`` checks up to N tokens copied from the context per forward pass (greedy,
+    one prompt): the same text, faster when it repeats the prompt or itself.
     """
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     encoded = [tokenizer.encode(p, allowed_special="all") for p in prompts]
@@ -160,7 +257,8 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
 
     result = generate_ids(model, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
                           top_k=top_k, top_p=top_p, seed=seed, stop_token=stop_token,
-                          use_cache=use_cache, max_context=max_context, on_token=stream)
+                          use_cache=use_cache, max_context=max_context, on_token=stream,
+                          prompt_lookup=prompt_lookup)
     texts = []
     for row in result.new_tokens:
         if stop_token is not None and row and row[-1] == stop_token:

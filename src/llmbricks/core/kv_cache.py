@@ -49,5 +49,16 @@ class KVCache:
         """Mark ``n_tokens`` more positions as filled (once per forward pass, after all layers)."""
         self.length += n_tokens
 
+    def truncate(self, length: int) -> None:
+        """Forget every position from ``length`` on; the next pass writes there again.
+
+        Nothing is cleared: slots past ``length`` are never read (attention sees ``[0, length +
+        T)`` only) and the next ``update`` overwrites them.
+        """
+        if not 0 <= length <= self.length:
+            raise ValueError(f"cannot truncate the KV cache to {length}: it holds {self.length} "
+                             "positions (0 <= length <= that)")
+        self.length = length
+
     def reset(self) -> None:
         self.length = 0
