@@ -17,18 +17,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
-# The demo trains nothing yet: it shows the registry, a model summary, the data pipeline and
-# generation from a randomly initialized model. Tiny shakespeare when the data folder has it,
-# else Python's own documentation (embedded, no download).
+# The demo trains the quickstart config (a character-level baby GPT, about 2 minutes on 2 CPU
+# cores) on tiny shakespeare when the data folder has it, else on Python's own documentation
+# (embedded, no download), then continues a prompt with the trained run.
 DEMO_SOURCE := $(if $(wildcard $(LLMBRICKS_DATA_DIR)/tinyshakespeare.txt),tinyshakespeare,python_docs)
+DEMO_PROMPT := $(if $(filter tinyshakespeare,$(DEMO_SOURCE)),ROMEO:,The )
 
 demo: $(STAMP)
-	$(BIN)/llmbricks components
-	$(BIN)/llmbricks model summary examples/configs/gpt2-124m.yaml
-	$(BIN)/llmbricks config validate examples/configs/quickstart.yaml --smoke
-	$(BIN)/llmbricks data prepare examples/configs/quickstart.yaml --set data.source=$(DEMO_SOURCE)
-	$(BIN)/llmbricks generate --config examples/configs/quickstart.yaml --set data.source=$(DEMO_SOURCE) \
-		--prompt "The " --max-new-tokens 60 --temperature 0.8 --seed 1
+	$(BIN)/llmbricks train examples/configs/quickstart.yaml --set data.source=$(DEMO_SOURCE) \
+		--set 'train.sample_prompt="$(DEMO_PROMPT)"' --out runs/demo-$$(date +%Y%m%d-%H%M%S)
+	@run=$$(ls -td runs/demo-* | head -1); \
+	echo; echo "A sample from $$run:"; \
+	$(BIN)/llmbricks generate $$run --prompt "$(DEMO_PROMPT)" --max-new-tokens 300 \
+		--temperature 0.8 --top-k 40 --seed 1; \
+	echo; echo "The run is in $$run: config.yaml, checkpoints/, metrics.jsonl, samples.txt;"; \
+	echo "its loss curves are in $$run/loss.png."
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests examples docs
@@ -47,6 +50,8 @@ bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_train_step.py
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_attention.py
+	$(BIN)/python benchmarks/bench_nanogpt_race.py
+	$(BIN)/python benchmarks/bench_book_ch5.py
 
 docs: $(STAMP)
 	$(BIN)/python docs/gen_components.py > docs/components.md

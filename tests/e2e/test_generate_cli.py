@@ -32,7 +32,7 @@ def test_sampling_is_seeded_and_streaming_prints_the_same(tmp_path):
 
 def test_generate_usage_errors():
     neither = run_cli("generate", "--prompt", "hi")
-    assert neither.returncode == 2 and "give a MODEL_DIR or --config CONFIG" in neither.stderr
+    assert neither.returncode == 2 and "give a RUN (run or model directory) or --config CONFIG" in neither.stderr
     bad = run_cli("generate", "--config", QUICKSTART, "--prompt", "hi", "--top-p", "1.5")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 

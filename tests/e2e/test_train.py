@@ -111,6 +111,10 @@ def test_eval_and_generate_read_the_run(finished_run, cli):
     assert other.stdout.startswith("text: loss ") and "perplexity" in other.stdout
     unknown = cli("eval", str(finished_run), "--data", "the_verdict", cwd=finished_run.parent)
     assert unknown.returncode == 1 and "not in the 'char' tokenizer's vocabulary" in unknown.stderr
+    greedy = cli("generate", str(finished_run), "--prompt", "the ", "-n", "8", cwd=finished_run.parent)
+    assert greedy.returncode == 0, greedy.stderr
+    sample = [r for r in events(finished_run) if r["event"] == "sample"][-1]
+    assert greedy.stdout == "the " + sample["text"] + "\n"  # the run's own greedy sample
 
 
 def test_sigkill_then_resume_ends_bitwise_identical_to_an_uninterrupted_run(tmp_path):
@@ -206,3 +210,43 @@ def test_default_run_directories_are_numbered_and_resume_finds_the_newest(tmp_pa
         assert result.returncode == 0 and f"run: {expected}" in result.stdout
     resumed = train(config, "--resume", "--set", "train.max_steps=3", tmp_path=tmp_path)
     assert resumed.returncode == 0 and "run: runs/tiny-2" in resumed.stdout
+
+
+@pytest.mark.parametrize("setting", [
+    "train.precision=bf16",
+    pytest.param("train.compile=true", marks=pytest.mark.slow),
+])
+def test_bf16_autocast_and_torch_compile_train(tmp_path, setting):
+    config = str(tiny_config(tmp_path, max_steps=6, eval_every=3, checkpoint_every=3))
+    result = train(config, "--out", "run", "--set", setting, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [r for r in events(tmp_path / "run") if r["event"] == "step"]
+    assert len(rows) == 6 and all(0 < r["loss"] < 10 for r in rows)
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_an_imported_gpt2_directory_trains_generates_and_evaluates(tmp_path, cli):
+    from tests.plugins.test_weights import save_hf
+
+    save_hf(tmp_path / "hf", n_layer=2, n_embd=64, n_head=2)
+    assert cli("import", "gpt2", str(tmp_path / "hf"), str(tmp_path / "gpt2")).returncode == 0
+    for verb in (["generate", str(tmp_path / "gpt2"), "--prompt", "Every effort", "-n", "5"],
+                 ["eval", str(tmp_path / "gpt2"), "--data", "the_verdict", "--batches", "2"]):
+        result = cli(*verb)
+        assert result.returncode == 0, result.stderr
+    overrides = ["--set", "data.source=the_verdict", "--set", "train.max_steps=1",
+                 "--set", "train.batch_size=2", "--set", "train.lr=1e-12",
+                 "--set", "train.loggers=[jsonl]", "--set", "train.eval_batches=1"]
+    result = train(str(tmp_path / "gpt2"), "--out", "tuned", *overrides, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((tmp_path / "tuned" / "config.yaml").read_text())
+    assert config["train"]["init_from"] == str(tmp_path / "gpt2")
+    # One step at lr 1e-12 moves nothing visible: the run started from the imported weights.
+    _, start, _ = load_run(tmp_path / "gpt2")
+    _, tuned, _ = load_run(tmp_path / "tuned")
+    before, after = start.state_dict(), tuned.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.allclose(before[n], after[n], atol=1e-8) for n in before)
+    wrong = train(str(tmp_path / "gpt2"), "--out", "bad", *overrides, "--set", "model.emb_dim=32",
+                  tmp_path=tmp_path)
+    assert wrong.returncode == 2 and "train.init_from: the weights in" in wrong.stderr

@@ -429,3 +429,18 @@ def test_bf16_models_run(name):
     with torch.no_grad():
         logits = model(torch.randint(0, 37, (1, 8)))
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("fraction", [1.0, 0.5])
+def test_rope_hand_written_backward_matches_autograd(fraction):
+    """RoPE's backward is the inverse rotation; gradcheck compares it with finite differences."""
+    from llmbricks.core.component import Dims
+    from llmbricks.plugins.positional.rope import RotaryPositional
+
+    dims = Dims(vocab_size=10, context_length=16, emb_dim=64, n_heads=2, n_kv_heads=1,
+                n_layers=1, dropout=0.0)
+    rope = RotaryPositional(RotaryPositional.Params(rotary_fraction=fraction), dims)
+    pos = rope.context(torch.arange(3, 9), torch.arange(3, 9))
+    q = torch.randn(2, 2, 6, 32, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, 1, 6, 32, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: rope.rotate(a, b, pos), (q, k))

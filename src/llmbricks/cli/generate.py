@@ -10,7 +10,7 @@ from .options import set_option
 
 
 @click.command()
-@click.argument("source", metavar="[MODEL_DIR]", required=False)
+@click.argument("source", metavar="[RUN]", required=False)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="Build a randomly initialized model from this config (seeded by its `seed`).")
 @set_option
@@ -31,13 +31,14 @@ from .options import set_option
 def generate(source: str | None, config_file: str | None, overrides: tuple[str, ...], prompt: str,
              max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
              seed: int | None, stream: bool, no_cache: bool, prompt_lookup: int) -> None:
-    """Generate text after PROMPT from MODEL_DIR (e.g. made by `import gpt2`) or --config."""
+    """Generate text after PROMPT from RUN (a run directory, or a model directory such as `import
+    gpt2` writes) or from a randomly initialized model built from --config."""
     from llmbricks.core.generation import generate as run
 
     if not prompt:
         raise click.UsageError("--prompt is empty: give some text to continue")
     if source is not None and overrides:
-        raise click.UsageError("--set applies to --config, not to a saved model")
+        raise click.UsageError("--set applies to --config, not to a saved run or model")
     if prompt_lookup and (temperature > 0 or no_cache):
         raise click.UsageError("--prompt-lookup needs greedy decoding (-t 0) and the cache "
                                "(no --no-cache)")
@@ -62,13 +63,13 @@ def _load(source: str | None, config_file: str | None, overrides: tuple[str, ...
     from llmbricks.core.data import ready_tokenizer
 
     if (source is None) == (config_file is None):
-        raise click.UsageError("give a MODEL_DIR or --config CONFIG (one of the two)")
+        raise click.UsageError("give a RUN (run or model directory) or --config CONFIG (one of the two)")
     if source is not None:
-        from llmbricks.core.model_dir import load_model_dir
+        from llmbricks.core.runs import load_run
 
         if not Path(source).is_dir():
-            raise click.UsageError(f"MODEL_DIR '{source}' is not a directory")
-        config, model, tokenizer = load_model_dir(source)
+            raise click.UsageError(f"RUN '{source}' is not a directory")
+        config, model, tokenizer = load_run(source)
         if tokenizer is None:
             tokenizer, _ = ready_tokenizer(config)
         return model, tokenizer

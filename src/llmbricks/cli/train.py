@@ -8,11 +8,12 @@ from pathlib import Path
 
 import click
 
-from .options import command_with_config
+from .options import set_option
 
 
 @click.command()
-@command_with_config
+@click.argument("config_file", metavar="CONFIG", type=click.Path(exists=True, path_type=str))
+@set_option
 @click.option("--out", type=click.Path(file_okay=False), help="The run directory "
               "(default runs/NAME, NAME from the config's `name` or file name; runs/NAME-2... "
               "when taken).")
@@ -20,6 +21,9 @@ from .options import command_with_config
               "runs/NAME*) from its last complete checkpoint.")
 def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume: bool) -> None:
     """Train the model CONFIG describes; checkpoints, metrics and plots go to the run directory.
+
+    CONFIG may also be a model directory (`llmbricks import gpt2` writes one) or a run: its
+    config, starting from its weights (train.init_from).
 
     Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues it.
     Under `torchrun --nproc_per_node N -m llmbricks train CONFIG` the ranks train data-parallel.
@@ -29,9 +33,17 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
     from llmbricks.core.training import default_run_dir
     from llmbricks.core.training import train as run_training
 
-    config = load_config(config_file, overrides)
+    path = Path(config_file)
+    if path.is_dir():  # a model directory (e.g. `import gpt2`) or a run: continue from its weights
+        if not (path / "config.yaml").is_file():
+            raise click.UsageError(f"{path} is a directory without config.yaml: give a config "
+                                   "file, a model directory or a run directory")
+        config = load_config(path / "config.yaml", overrides)
+        config.train.init_from = str(path)
+    else:
+        config = load_config(config_file, overrides)
     if config.name is None:
-        config.name = Path(config_file).stem
+        config.name = path.stem if not path.is_dir() else path.resolve().name
     directory = Path(out) if out else default_run_dir(config, resume=resume)
     try:
         result = run_training(config, out=directory, resume=resume)

@@ -97,6 +97,8 @@ class TrainConfig(Section):
     """How the model is trained: the trainer, the optimizer, the schedule, the budget, the run."""
 
     trainer: Spec = ComponentSpec(name="pretrain")
+    init_from: str | None = Field(None, description="start from these weights: a run directory "
+                                  "(its newest checkpoint) or a model directory (`import gpt2`)")
     # Budget: training stops at the first one reached. Setting epochs or max_tokens without
     # max_steps clears the max_steps default.
     max_steps: PositiveInt | None = 2000

@@ -159,6 +159,7 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                 if train.precision == "bf16" else contextlib.nullcontext())
     events = Events(loggers, dist.is_main, history)
+    plotter = _Plotter(run)
     events("start", run_dir=str(run.directory), step=state.step, max_steps=steps,
            tokens_per_step=task.tokens_per_batch * train.grad_accum * dist.world_size,
            params=sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -190,7 +191,7 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
                 events("sample", step=state.step, prompt=prompt, text=text)
                 with open(run.samples_file, "a", encoding="utf-8") as handle:
                     handle.write(f"--- step {state.step}\n{prompt}{text}\n")
-            _plot(events.history, run)
+            plotter.request(events.history)
             model.train()
         dist.barrier()
 
@@ -250,6 +251,8 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
                 evaluate()
             if checkpointed_at != state.step:
                 checkpoint()
+            if dist.is_main:
+                plotter.finish(events.history)
         except BaseException:
             status = "failed"
             raise
@@ -289,12 +292,34 @@ def _wrap(model: nn.Module, train: TrainConfig, dist: Distributed, device: torch
     return wrapped
 
 
-def _plot(history: list[dict[str, Any]], run: Run) -> None:
-    from .plots import plot_losses
+class _Plotter:
+    """Redraws ``loss.png`` in a background thread, so training never waits for matplotlib.
 
-    try:
-        plot_losses(history, run.plot_file)
-    except (OSError, ValueError, RuntimeError) as exc:  # a plot must never stop training
-        import warnings
+    At most one drawing is in flight; a request while one runs is dropped (the next evaluation,
+    or ``finish``, draws the newer curve). ``finish`` draws the final curve and waits for it.
+    """
 
-        warnings.warn(f"could not draw {run.plot_file}: {exc}", stacklevel=2)
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.thread: threading.Thread | None = None
+
+    def request(self, history: list[dict[str, Any]]) -> None:
+        if self.thread is not None and self.thread.is_alive():
+            return
+        self.thread = threading.Thread(target=self._draw, args=(list(history),), daemon=True)
+        self.thread.start()
+
+    def finish(self, history: list[dict[str, Any]]) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        self._draw(list(history))
+
+    def _draw(self, history: list[dict[str, Any]]) -> None:
+        from .plots import plot_losses
+
+        try:
+            plot_losses(history, self.run.plot_file)
+        except (OSError, ValueError, RuntimeError) as exc:  # a plot must never stop training
+            import warnings
+
+            warnings.warn(f"could not draw {self.run.plot_file}: {exc}", stacklevel=2)

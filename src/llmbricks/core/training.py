@@ -150,6 +150,22 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
                    device=device, registry=registry, resume=checkpoint, history=history)
 
 
+def initial_weights(model: torch.nn.Module, config: Config, registry: Registry) -> None:
+    """Load ``train.init_from`` (a run or model directory) into a freshly built ``model``."""
+    source = config.train.init_from
+    if not source:
+        return
+    from .runs import load_run
+
+    _, start, _ = load_run(source, "cpu", registry)
+    try:
+        model.load_state_dict(start.state_dict())
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise ConfigError(f"train.init_from: the weights in {source} do not fit this model "
+                          f"({detail}); use the same model section as that directory") from None
+
+
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     if isinstance(a, Mapping) and isinstance(b, Mapping):
         out = []

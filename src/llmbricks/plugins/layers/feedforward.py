@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
@@ -11,13 +13,16 @@ from llmbricks.core.interfaces import FeedForward
 
 
 class GELUFeedForward(FeedForward):
-    """Linear -> GELU (tanh approximation) -> Linear, 4x wide (GPT-2, the book)."""
+    """Linear -> GELU -> Linear, 4x wide (GPT-2 and the book: tanh GELU; nanoGPT: exact GELU)."""
 
     name = "gelu"
 
     class Params(ParamsModel):
         hidden_mult: float = Field(4.0, gt=0.0, description="hidden width as a multiple of emb_dim")
         bias: bool = Field(True, description="biases on both linear layers")
+        approximate: Literal["tanh", "none"] = Field(
+            "tanh", description="tanh = GPT-2's approximation (the book, Hugging Face gelu_new); "
+            "none = the exact x * Phi(x) (nanoGPT's nn.GELU; faster on CPU)")
 
     @classmethod
     def check(cls, params: Params, dims: Dims) -> None:
@@ -36,8 +41,9 @@ class GELUFeedForward(FeedForward):
         self.down = nn.Linear(hidden, dims.emb_dim, bias=params.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        # GELU(x) ~= 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
-        return self.down(F.gelu(self.up(x), approximate="tanh"))
+        # exact: GELU(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))
+        # tanh:  GELU(x) ~= 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        return self.down(F.gelu(self.up(x), approximate=self.params.approximate))
 
 
 class SwiGLUFeedForward(FeedForward):

@@ -43,7 +43,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "positional": "absolute",
         "attention": "sdpa",
         "norm": "layernorm",
-        "feedforward": "gelu",
+        "feedforward": {"name": "gelu", "approximate": "none"},  # nanoGPT: nn.GELU()
         "head": {"name": "lm", "tie_weights": True},
     },
     # A small modern decoder (Llama-style): rotary positions, RMSNorm, SwiGLU, grouped-query

@@ -90,11 +90,37 @@ class RotaryPositional(PositionalEncoding):
     def rotate(self, q: Tensor, k: Tensor, pos: PositionContext) -> tuple[Tensor, Tensor]:
         """Rotate queries ``[B, H, T, hd]`` and keys ``[B, H_kv, T, hd]`` (head counts may differ)."""
         cos, sin = pos.rotation
-        return self._rotate_one(q, cos, sin), self._rotate_one(k, cos, sin)
-
-    def _rotate_one(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        half = self.rotary_dim // 2
+        # rotate_half(x) * sin == roll(x, r/2) * [-sin_1, sin_2]: one roll instead of neg + cat.
+        signed_sin = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
         r = self.rotary_dim
-        rot, rest = x[..., :r], x[..., r:]
-        # (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin), i.e. x * cos + rotate_half(x) * sin
-        rot = rot * cos.to(x.dtype) + rotate_half(rot) * sin.to(x.dtype)
-        return torch.cat((rot, rest), dim=-1) if rest.shape[-1] else rot
+        if r == q.shape[-1]:
+            return _Rotate.apply(q, k, cos.to(q.dtype), signed_sin.to(q.dtype))
+        q_rot, k_rot = _Rotate.apply(q[..., :r], k[..., :r], cos.to(q.dtype), signed_sin.to(q.dtype))
+        return torch.cat((q_rot, q[..., r:]), dim=-1), torch.cat((k_rot, k[..., r:]), dim=-1)
+
+
+def _turn(x: Tensor, cos: Tensor, signed_sin: Tensor) -> Tensor:
+    """``x * cos + rotate_half(x) * sin``: each ``(x1_j, x2_j)`` pair turned by its angle."""
+    return torch.addcmul(x * cos, x.roll(x.shape[-1] // 2, dims=-1), signed_sin)
+
+
+class _Rotate(torch.autograd.Function):
+    """RoPE on q and k as one autograd node.
+
+    A rotation is orthogonal, so its gradient is the inverse rotation of the incoming gradient:
+    ``dL/dx = R(-angle) dL/dy``, i.e. the same three operations with the sine negated. Nothing but
+    cos and sin is saved for backward.
+    """
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, cos: Tensor, signed_sin: Tensor) -> tuple[Tensor, Tensor]:
+        ctx.save_for_backward(cos, signed_sin)
+        return _turn(q, cos, signed_sin), _turn(k, cos, signed_sin)
+
+    @staticmethod
+    def backward(ctx, grad_q: Tensor, grad_k: Tensor) -> tuple[Tensor | None, ...]:
+        cos, signed_sin = ctx.saved_tensors
+        back = -signed_sin
+        return (None if grad_q is None else _turn(grad_q, cos, back),
+                None if grad_k is None else _turn(grad_k, cos, back), None, None)

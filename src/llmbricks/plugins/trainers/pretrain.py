@@ -16,7 +16,7 @@ from llmbricks.core.errors import DataError
 from llmbricks.core.generation import generate
 from llmbricks.core.interfaces import Trainer
 from llmbricks.core.loop import TrainTask, run_loop
-from llmbricks.core.training import Session
+from llmbricks.core.training import Session, initial_weights
 
 
 class PretrainParams(ParamsModel):
@@ -72,6 +72,8 @@ class PretrainTrainer(Trainer):
                             f"window of {context}; raise data.val_fraction or use more data")
         torch.manual_seed(config.seed)
         model = build_model(config, session.registry, tokenizer=tokenizer, device=device)
+        if session.resume is None:
+            initial_weights(model, config, session.registry)
 
         def evaluate(net: nn.Module) -> dict[str, float | None]:
             return {"train_loss": mean_loss(net, train_eval, device),

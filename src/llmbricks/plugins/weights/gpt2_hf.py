@@ -74,6 +74,8 @@ GPT2_VOCAB = 50257
 GPT2_EOS = 50256
 #: HF activations that are GPT-2's tanh approximation of GELU (all the same function).
 TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_fast")
+#: HF's name for the exact GELU, x * Phi(x).
+EXACT_GELU = "gelu"
 #: GPT2Config's defaults, used for fields a config.json leaves out (as transformers does).
 HF_DEFAULTS: dict[str, Any] = {
     "vocab_size": 50257, "n_positions": 1024, "n_embd": 768, "n_layer": 12, "n_head": 12,
@@ -145,9 +147,10 @@ def config_from_hf(hf_config: Mapping[str, Any], *, attention: str = "sdpa") -> 
         raise ConfigError(f"config.json: model_type '{model_type}' is not GPT-2 "
                           "(llmbricks imports model_type 'gpt2' only)")
     activation = _hf_value(hf_config, "activation_function")
-    if activation not in TANH_GELUS:
+    if activation not in (*TANH_GELUS, EXACT_GELU):
         raise ConfigError(f"config.json: activation_function '{activation}' is not supported "
-                          f"(llmbricks' gelu feedforward is GPT-2's tanh GELU: {', '.join(TANH_GELUS)})")
+                          f"(llmbricks' gelu feedforward is GPT-2's tanh GELU: {', '.join(TANH_GELUS)}, "
+                          f"or the exact '{EXACT_GELU}')")
     for key, wanted in REQUIRED_FLAGS.items():
         value = _hf_value(hf_config, key)
         if bool(value) != wanted:
@@ -166,7 +169,8 @@ def config_from_hf(hf_config: Mapping[str, Any], *, attention: str = "sdpa") -> 
     eps = _hf_value(hf_config, "layer_norm_epsilon")
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps <= 0:
         raise ConfigError(f"config.json: layer_norm_epsilon must be a positive number, got {eps!r}")
-    feedforward: dict[str, Any] = {"name": "gelu", "hidden_mult": 4.0, "bias": True}
+    feedforward: dict[str, Any] = {"name": "gelu", "hidden_mult": 4.0, "bias": True,
+                                   "approximate": "none" if activation == EXACT_GELU else "tanh"}
     inner = hf_config.get("n_inner")
     if inner is not None:
         inner = _positive_int(hf_config, "n_inner", inner)
@@ -503,7 +507,8 @@ def hf_config_from(config: Config, *, eos_token_id: int | None = None) -> dict[s
         "n_layer": m.n_layers,
         "n_head": m.n_heads,
         "n_inner": None if hidden == 4 * m.emb_dim else hidden,
-        "activation_function": "gelu_new",
+        "activation_function": (EXACT_GELU if m.feedforward.params.get("approximate") == "none"
+                                else "gelu_new"),
         "resid_pdrop": m.dropout,
         "embd_pdrop": m.dropout,
         "attn_pdrop": m.dropout,
