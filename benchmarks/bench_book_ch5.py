@@ -55,7 +55,7 @@ def main() -> None:
     start_event = events[0]
     per_epoch = result.step // 10
     rows = [[e["step"], f"{e['step'] / per_epoch:.1f}", f"{e['tokens']:,}", f"{e['train_loss']:.3f}",
-             f"{e['val_loss']:.3f}"] for e in evals if e["step"] % per_epoch == 0 or e is evals[0]]
+             f"{e['val_loss']:.3f}"] for e in evals]
     samples = [e for e in events if e["event"] == "sample"]
     print(f"machine: {machine()}")
     print(f"{start_event['params']:,} trainable parameters, {result.step} steps "

@@ -250,3 +250,18 @@ def test_an_imported_gpt2_directory_trains_generates_and_evaluates(tmp_path, cli
     wrong = train(str(tmp_path / "gpt2"), "--out", "bad", *overrides, "--set", "model.emb_dim=32",
                   tmp_path=tmp_path)
     assert wrong.returncode == 2 and "train.init_from: the weights in" in wrong.stderr
+
+
+def test_tensorboard_logger_writes_readable_event_files(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    config = str(tiny_config(tmp_path, max_steps=6, eval_every=3, checkpoint_every=3,
+                             loggers=["jsonl", "tensorboard"]))
+    assert train(config, "--out", "run", tmp_path=tmp_path).returncode == 0
+    board = EventAccumulator(str(tmp_path / "run" / "tensorboard"))
+    board.Reload()
+    losses = board.Scalars("train/loss")
+    assert [s.step for s in losses] == list(range(1, 7))
+    steps = [r for r in events(tmp_path / "run") if r["event"] == "step"]
+    assert [s.value for s in losses] == pytest.approx([r["loss"] for r in steps])
+    assert [s.step for s in board.Scalars("eval/val_loss")] == [3, 6]

@@ -205,7 +205,7 @@ def test_unprefixed_fp16_sharded_checkpoints_import(hf, tmp_path):
     ("scale_attn_weights", False),
     ("add_cross_attention", True),
     ("activation_function", "relu"),
-    ("activation_function", "gelu"),
+    ("activation_function", "silu"),
     ("model_type", "llama"),
     ("n_embd", "big"),
     ("n_inner", 0),
@@ -226,7 +226,23 @@ def test_config_from_hf_maps_gpt2_fields():
     model = load_config(raw).model
     assert model.context_length == 1024 and model.dropout == 0.0
     assert model.tokenizer.to_data() == {"name": "tiktoken", "encoding": "gpt2", "file": None}
-    assert model.feedforward.to_data() == {"name": "gelu", "hidden_mult": 4.0, "bias": True}
+    assert model.feedforward.to_data() == {"name": "gelu", "hidden_mult": 4.0, "bias": True,
+                                           "approximate": "tanh"}
+
+
+def test_exact_gelu_checkpoints_import_and_export_with_matching_logits(tmp_path):
+    """HF's activation_function 'gelu' (exact) maps to gelu approximate: none, both ways."""
+    from llmbricks.plugins.weights.gpt2_hf import export_hf, import_gpt2
+
+    hf_model = save_hf(tmp_path / "hf", activation_function="gelu")
+    import_gpt2(tmp_path / "hf", tmp_path / "ours")
+    _, ours, _ = load_model_dir(tmp_path / "ours")
+    assert ours.blocks[0].ff.params.approximate == "none"
+    ids = ids_batch(hf_model.config.vocab_size)
+    with torch.no_grad():
+        assert torch.allclose(ours(ids), hf_logits(hf_model, ids), atol=1e-5)
+    export_hf(tmp_path / "ours", tmp_path / "back")
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["activation_function"] == "gelu"
 
 
 def test_import_errors_are_clear(hf, tmp_path):
