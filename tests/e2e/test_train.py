@@ -152,10 +152,14 @@ def test_ctrl_c_finishes_the_step_checkpoints_exits_130_and_resumes(tmp_path):
     last = Run.open(tmp_path / "run").latest_checkpoint()
     assert last is not None and last.step >= 3
     assert events(tmp_path / "run")[-1]["status"] == "interrupted"
+    (tmp_path / "run" / "checkpoints" / ".step-9.dead.tmp").mkdir()  # as a kill mid-write leaves
     again = train(config, "--out", "run", "--resume", "--set", f"train.max_steps={last.step + 2}",
                   tmp_path=tmp_path)
     assert again.returncode == 0, again.stderr
     assert f"done: {last.step + 2} steps" in again.stdout
+    assert not list((tmp_path / "run" / "checkpoints").glob(".*.tmp"))
+    stored = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert stored["train"]["max_steps"] == last.step + 2  # the run records its new budget
 
 
 def test_a_damaged_checkpoint_is_named_and_resume_falls_back_to_the_previous_one(tmp_path):

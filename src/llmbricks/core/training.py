@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from .config import Config
 from .distributed import Distributed, from_environment, pick_device, shutdown
 from .errors import CheckpointError, ConfigError, DataError
 from .interfaces import Logger, Tokenizer
+from .model_dir import CONFIG_FILE
 from .registry import Registry, get_registry
 from .runs import Checkpoint, Run, write_atomic
 
@@ -133,13 +135,18 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
     run = Run.open(directory, registry)
     stored, given = run.config.to_data(), config.to_data()
     changed = _differences(stored, given)
-    blocked = [path for path in changed if path.split(".")[-1] not in RESUMABLE_CHANGES
-               and not path.startswith("train.loggers")]
+    blocked = [path for path in changed if path != "name" and not path.startswith("train.loggers")
+               and not (path.startswith("train.") and path.split(".")[1] in RESUMABLE_CHANGES)]
     if blocked:
         raise ConfigError(f"cannot resume {directory} with a different config: {', '.join(blocked[:4])} "
                           "changed; resume with the run's own config, or start a new run with --out")
-    if changed:  # budget and reporting: the caller's values win
+    if changed:  # budget and reporting: the caller's values win, and the run records them
         run.config.train = config.train.model_copy(deep=True)
+        if dist.is_main:
+            write_atomic(run.directory / CONFIG_FILE, run.config.to_yaml())
+    if dist.is_main:  # a process killed while writing a checkpoint leaves its temporary folder
+        for leftover in run.checkpoints_dir.glob(".step-*.tmp"):
+            shutil.rmtree(leftover, ignore_errors=True)
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
         warnings.warn(f"{directory} has no complete checkpoint: starting it again from step 0",
