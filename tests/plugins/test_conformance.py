@@ -41,7 +41,7 @@ def test_builtin_conforms(kind, name, tmp_path):
         assert {"round trip", "save/load"} <= passed
     elif kind == "datasource":
         assert {"yields data", "record type", "repeatable"} <= passed
-    elif kind in ("logger", "trainer"):  # behaviour is tested with the loop (tests/e2e/test_train.py)
+    elif kind in ("logger", "trainer", "adapter"):  # behaviour: test_train.py, test_lora.py
         assert {"summary", "defaults", "strict params"} <= passed
     else:
         assert {"causal", "cache equivalence", "state_dict round trip", "seeded determinism"} <= passed
