@@ -96,3 +96,36 @@ def test_budgets_stop_at_the_first_reached():
     assert total_steps(config, batches_per_epoch=10, tokens_per_step=100, grad_accum=1) == 5
     config = load_config({"train": {"max_tokens": 1050}}).train
     assert total_steps(config, batches_per_epoch=10, tokens_per_step=100, grad_accum=1) == 11
+
+
+def test_a_failing_step_logs_an_end_event_and_raises(tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.events, self.closed = [], False
+
+        def log(self, event, **fields):
+            self.events.append((event, fields))
+
+        def close(self):
+            self.closed = True
+
+    the_task = task(scale=1.0)
+    original = the_task.loss
+    calls = []
+
+    def flaky(net, batch):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("boom")
+        return original(net, batch)
+
+    the_task.loss = flaky
+    config = load_config({"train": {"loggers": [], "log_every": 1, "max_steps": 5}})
+    run = Run.create(tmp_path / "run", config, None, vocab_size=8)
+    recorder = Recorder()
+    with pytest.raises(RuntimeError, match="boom"):
+        run_loop(the_task, run, config, loggers=[recorder], dist=Distributed(),
+                 device=torch.device("cpu"))
+    event, fields = recorder.events[-1]
+    assert event == "end" and fields["status"] == "failed" and fields["step"] == 2
+    assert recorder.closed

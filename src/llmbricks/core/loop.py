@@ -253,6 +253,9 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
                 checkpoint()
             if dist.is_main:
                 plotter.finish(events.history)
+        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, no checkpoint
+            status = "interrupted"
+            raise
         except BaseException:
             status = "failed"
             raise
