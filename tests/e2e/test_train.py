@@ -269,3 +269,17 @@ def test_tensorboard_logger_writes_readable_event_files(tmp_path):
     steps = [r for r in events(tmp_path / "run") if r["event"] == "step"]
     assert [s.value for s in losses] == pytest.approx([r["loss"] for r in steps])
     assert [s.step for s in board.Scalars("eval/val_loss")] == [3, 6]
+
+
+def test_setup_failures_are_config_errors_and_leave_no_run_behind(tmp_path):
+    config = str(tiny_config(tmp_path, max_steps=2))
+    cases = [("train.device=gpu", 2, "train.device: 'gpu' is not a device"),
+             ("train.device=cuda" if not torch.cuda.is_available() else "train.device=gpu", 2,
+              "train.device:"),
+             ("train.init_from=nowhere", 2, "train.init_from: nowhere is not a run or model"),
+             ("train.batch_size=100000", 1, "make no batch of 100000")]
+    for setting, code, message in cases:
+        result = train(config, "--out", "run", "--set", setting, tmp_path=tmp_path)
+        assert result.returncode == code and message in result.stderr, (setting, result.stderr)
+        assert not (tmp_path / "run").exists()  # the same --out works once the mistake is fixed
+    assert train(config, "--out", "run", tmp_path=tmp_path).returncode == 0

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from .errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Distributed:
@@ -72,12 +74,20 @@ def shutdown(context: Distributed) -> None:
 
 
 def pick_device(name: str, context: Distributed) -> torch.device:
-    """``auto`` is this rank's GPU when there is one, else the CPU."""
+    """``auto`` is this rank's GPU when there is one, else the CPU; others must exist here."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda", context.local_rank)
         return torch.device("cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device: '{name}' is not a device; use auto, cpu, cuda, cuda:N "
+                          "or mps") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, True):
+        raise ConfigError(f"train.device: {device.type} is not available on this machine "
+                          f"(torch {torch.__version__}); use auto or cpu")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", context.local_rank)
     return device

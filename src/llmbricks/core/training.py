@@ -86,20 +86,43 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
     only the fields in ``RESUMABLE_CHANGES`` may differ in ``config`` (e.g. a longer budget).
     """
     registry = registry or get_registry()
+    _check_init_from(config)
     dist = from_environment()
     try:
         device = pick_device(config.train.device, dist)
         directory = Path(out) if out is not None else default_run_dir(config, resume=resume)
         session = _resume(directory, config, dist, device, registry) if resume else \
             _create(directory, config, dist, device, registry)
-        session.loggers = [registry.build("logger", spec) for spec in session.config.train.loggers] \
-            if dist.is_main else []
-        trainer = registry.build("trainer", session.config.train.trainer)
-        metrics = trainer.fit(session)
+        try:
+            session.loggers = [registry.build("logger", s) for s in session.config.train.loggers] \
+                if dist.is_main else []
+            trainer = registry.build("trainer", session.config.train.trainer)
+            metrics = trainer.fit(session)
+        except BaseException:
+            if not resume and dist.is_main and _never_trained(session.run):
+                # A failure while setting up: leave no half-made run blocking the same --out.
+                shutil.rmtree(directory, ignore_errors=True)
+            raise
         return TrainResult(run_dir=directory, status="completed", step=int(metrics.get("step", 0)),
                            metrics=dict(metrics))
     finally:
         shutdown(dist)
+
+
+def _never_trained(run: Run) -> bool:
+    """No checkpoint and no step logged: the run holds nothing worth keeping."""
+    if run.checkpoint_dirs():
+        return False
+    metrics = run.metrics_file
+    return not (metrics.is_file() and '"event": "step"' in metrics.read_text(encoding="utf-8"))
+
+
+def _check_init_from(config: Config) -> None:
+    """Fail before anything is written when ``train.init_from`` names no run or model directory."""
+    source = config.train.init_from
+    if source and not (Path(source) / CONFIG_FILE).is_file():
+        raise ConfigError(f"train.init_from: {source} is not a run or model directory "
+                          f"({CONFIG_FILE} is missing)")
 
 
 def _create(directory: Path, config: Config, dist: Distributed, device: torch.device,
