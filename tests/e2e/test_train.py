@@ -178,9 +178,9 @@ def test_a_damaged_checkpoint_is_named_and_resume_falls_back_to_the_previous_one
     middle.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="optimizer.pt does not match its sha256"):
         verify_checkpoint(run / "checkpoints" / "step-10")
-    with pytest.warns(UserWarning):
-        _, model, _ = load_run(run)  # generate/eval use the newest good one: step 5
-    expected = weights(run, 5)
+    with pytest.warns(UserWarning, match="step-15"):
+        _, model, _ = load_run(run)  # generate/eval need good weights only: step 10's are intact
+    expected = weights(run, 10)
     loaded = model.state_dict()
     assert all(torch.equal(loaded[name], tensor) for name, tensor in expected.items())
     resumed = train(config, "--out", "run", "--resume", tmp_path=tmp_path)

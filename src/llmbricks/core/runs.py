@@ -154,18 +154,25 @@ class Run:
                  if p.is_dir() and (m := _STEP_DIR.match(p.name))]
         return sorted(found)
 
-    def latest_checkpoint(self) -> Checkpoint | None:
-        """The newest checkpoint that verifies; broken newer ones are skipped with a warning."""
+    def latest_checkpoint(self, hashed: tuple[str, ...] | None = None) -> Checkpoint | None:
+        """The newest checkpoint that verifies; broken newer ones are skipped with a warning.
+
+        ``hashed`` limits the sha256 check to those files (sizes are always checked).
+        """
         for _step, path in reversed(self.checkpoint_dirs()):
             try:
-                return verify_checkpoint(path)
+                return verify_checkpoint(path, hashed)
             except CheckpointError as exc:
                 warnings.warn(f"skipping {exc}", stacklevel=2)
         return None
 
 
-def verify_checkpoint(path: str | Path) -> Checkpoint:
-    """Read ``state.json`` and check every file's size and sha256; a clear error otherwise."""
+def verify_checkpoint(path: str | Path, hashed: tuple[str, ...] | None = None) -> Checkpoint:
+    """Read ``state.json`` and check every file's size and sha256; a clear error otherwise.
+
+    ``hashed`` names the files whose sha256 is checked (default: all). Loading weights for
+    generation needs only ``model.safetensors``, not the larger optimizer state.
+    """
     path = Path(path)
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
@@ -183,7 +190,7 @@ def verify_checkpoint(path: str | Path) -> Checkpoint:
         if size != expected["bytes"]:
             raise CheckpointError(f"checkpoint {path} is corrupt: {name} has {size} bytes, "
                                   f"expected {expected['bytes']} (truncated?)")
-        if sha256_file(file) != expected["sha256"]:
+        if (hashed is None or name in hashed) and sha256_file(file) != expected["sha256"]:
             raise CheckpointError(f"checkpoint {path} is corrupt: {name} does not match its sha256")
     return Checkpoint(step=step, path=path, state=state)
 
@@ -245,9 +252,9 @@ def load_run(path: str | Path, device: torch.device | str = "cpu",
         return load_model_dir(root, device, registry)
     run = Run.open(root, registry)
     if checkpoint is not None:
-        found = verify_checkpoint(checkpoint)
+        found = verify_checkpoint(checkpoint, (WEIGHTS_FILE,))
     else:
-        found = run.latest_checkpoint()
+        found = run.latest_checkpoint((WEIGHTS_FILE,))
         if found is None:
             raise CheckpointError(f"run {root} has no complete checkpoint yet "
                                   f"(nothing verifies in {run.checkpoints_dir})")
