@@ -28,22 +28,11 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
     Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues it.
     Under `torchrun --nproc_per_node N -m llmbricks train CONFIG` the ranks train data-parallel.
     """
-    from llmbricks.core.config import load_config
     from llmbricks.core.loop import TrainingInterrupted
-    from llmbricks.core.training import default_run_dir
+    from llmbricks.core.training import default_run_dir, training_config
     from llmbricks.core.training import train as run_training
 
-    path = Path(config_file)
-    if path.is_dir():  # a model directory (e.g. `import gpt2`) or a run: continue from its weights
-        if not (path / "config.yaml").is_file():
-            raise click.UsageError(f"{path} is a directory without config.yaml: give a config "
-                                   "file, a model directory or a run directory")
-        config = load_config(path / "config.yaml", overrides)
-        config.train.init_from = str(path)
-    else:
-        config = load_config(config_file, overrides)
-    if config.name is None:
-        config.name = path.stem if not path.is_dir() else path.resolve().name
+    config = training_config(config_file, overrides)
     directory = Path(out) if out else default_run_dir(config, resume=resume)
     try:
         result = run_training(config, out=directory, resume=resume)

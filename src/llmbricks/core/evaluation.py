@@ -6,6 +6,7 @@ context-length windows, and ``perplexity = exp(loss)``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .batches import WindowBatches
 from .config import resolve_config
 from .config_io import parse_yaml
 from .data import prepare_data, ready_tokenizer
@@ -31,16 +33,13 @@ def token_loss(model: Model, tokens: np.ndarray, *, batch_size: int = 8,
     length = min(model.dims.context_length, len(tokens) - 1)
     if length < 1:
         raise DataError(f"{len(tokens)} tokens are too few to evaluate: need at least 2")
-    starts = np.arange(0, len(tokens) - length, length, dtype=np.int64)
-    if max_batches is not None:
-        starts = starts[: max_batches * batch_size]
+    windows = WindowBatches(tokens, length, batch_size, shuffle=False, drop_last=False)
     total, count, batches = 0.0, 0, 0
-    for i in range(0, len(starts), batch_size):
-        rows = starts[i:i + batch_size, None] + np.arange(length + 1)
-        window = torch.from_numpy(np.asarray(tokens[rows], dtype=np.int64)).to(device)
-        logits = model(window[:, :-1]).float()
-        total += F.cross_entropy(logits.flatten(0, 1), window[:, 1:].flatten(), reduction="sum").item()
-        count += window[:, 1:].numel()
+    for inputs, targets in itertools.islice(windows.epoch(0), max_batches):
+        inputs, targets = inputs.to(device), targets.to(device)
+        logits = model(inputs).float()
+        total += F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="sum").item()
+        count += targets.numel()
         batches += 1
     return total / count, count, batches
 

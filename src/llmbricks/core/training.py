@@ -11,14 +11,14 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import Config
+from .config import Config, load_config
 from .distributed import Distributed, from_environment, pick_device, shutdown
 from .errors import CheckpointError, ConfigError, DataError
 from .interfaces import Logger, Tokenizer
@@ -76,6 +76,27 @@ def default_run_dir(config: Config, *, resume: bool = False, root: Path = RUNS_R
         index += 1
         candidate = root / f"{base}-{index}"
     return candidate
+
+
+def training_config(source: str | Path, overrides: Iterable[str] = (),
+                    registry: Registry | None = None) -> Config:
+    """The config ``llmbricks train SOURCE`` trains: a config file, or a model/run directory.
+
+    A directory (``import gpt2`` writes one) gives its own config, starting from its weights
+    (``train.init_from``). The run's name defaults to the file's stem or the directory's name.
+    """
+    path = Path(source)
+    if path.is_dir():
+        if not (path / CONFIG_FILE).is_file():
+            raise ConfigError(f"{path} is a directory without {CONFIG_FILE}: give a config file, "
+                              "a model directory or a run directory")
+        config = load_config(path / CONFIG_FILE, overrides, registry)
+        config.train.init_from = str(path)
+    else:
+        config = load_config(path, overrides, registry)
+    if config.name is None:
+        config.name = path.resolve().name if path.is_dir() else path.stem
+    return config
 
 
 def train(config: Config, *, out: str | Path | None = None, resume: bool = False,

@@ -115,12 +115,14 @@ def step_line(f: dict[str, Any], max_steps: int | None, eta_s: float | None) -> 
     return " | ".join([head, *step_stats(f), tail])
 
 
+def loss_parts(f: dict[str, Any]) -> list[str]:
+    """``train L`` and ``val L`` for the losses an event carries."""
+    return [f"{name} {f[key]:.4f}" for name, key in (("train", "train_loss"), ("val", "val_loss"))
+            if _number(f.get(key))]
+
+
 def eval_line(f: dict[str, Any]) -> str:
-    parts = [f"eval step {f.get('step')}"]
-    if _number(f.get("train_loss")):
-        parts.append(f"train {f['train_loss']:.4f}")
-    if _number(f.get("val_loss")):
-        parts.append(f"val {f['val_loss']:.4f}")
+    parts = [f"eval step {f.get('step')}", *loss_parts(f)]
     if _number(f.get("val_ppl")):
         parts.append(f"ppl {f['val_ppl']:.2f}")
     return " | ".join(parts)
@@ -139,11 +141,7 @@ def end_line(f: dict[str, Any]) -> str:
              f"{duration(f.get('elapsed_s'))} elapsed"]
     if _finite(f.get("tokens")):
         parts.append(f"{human_count(f['tokens'])} tokens")
-    if _number(f.get("train_loss")):
-        parts.append(f"train {f['train_loss']:.4f}")
-    if _number(f.get("val_loss")):
-        parts.append(f"val {f['val_loss']:.4f}")
-    return " | ".join(parts)
+    return " | ".join([*parts, *loss_parts(f)])
 
 
 # --- the logger -------------------------------------------------------------------------------
