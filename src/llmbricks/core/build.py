@@ -43,7 +43,7 @@ def load_tokenizer(directory: str | Path, registry: Registry | None = None) -> T
 def build_model(config: Config | ModelConfig, registry: Registry | None = None, *,
                 tokenizer: Tokenizer | None = None,
                 device: torch.device | str | None = None) -> Model:
-    """Assemble the model a config describes.
+    """Assemble the model a config describes, then apply ``model.adapters`` in order.
 
     ``vocab_size: auto`` takes ``tokenizer.vocab_size`` when the config could not resolve it.
     Build under ``device="meta"`` to get shapes and counts without allocating memory.
@@ -66,7 +66,20 @@ def build_model(config: Config | ModelConfig, registry: Registry | None = None, 
         head=part("head", model.head),
     )
     with torch.device(device) if device is not None else contextlib.nullcontext():
-        return registry.build("model", model.arch, dims=dims, parts=parts)
+        built: Model = registry.build("model", model.arch, dims=dims, parts=parts)
+        for spec in model.adapters:
+            adapter = registry.build("adapter", spec)
+            adapter.apply(built)
+            built.adapters.append(adapter)
+    return built
+
+
+def adapter_state_names(model: nn.Module) -> set[str]:
+    """State-dict names of every adapter tensor in ``model`` (empty without adapters)."""
+    names: set[str] = set()
+    for adapter in getattr(model, "adapters", []):
+        names.update(adapter.state_dict(model))
+    return names
 
 
 @dataclass

@@ -23,6 +23,7 @@ KINDS: tuple[str, ...] = (
     "model",
     "head",
     "adapter",
+    "prompt",
     "trainer",
     "datasource",
     "logger",

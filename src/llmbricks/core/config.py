@@ -59,6 +59,9 @@ class ModelConfig(Section):
     block: Spec = ComponentSpec(name="gpt")
     arch: Spec = ComponentSpec(name="gpt")
     head: Spec = ComponentSpec(name="lm")
+    adapters: list[Spec] = Field(default_factory=list, description="applied in order after the "
+                                 "model is built (e.g. [{name: lora, r: 16}]); their tensors are "
+                                 "checkpointed apart from the base weights")
 
     @property
     def n_kv_heads(self) -> int:
@@ -84,6 +87,8 @@ class DataConfig(Section):
     """Where training text comes from and how it is cut into windows."""
 
     source: Spec = ComponentSpec(name="python_docs")
+    prompt: Spec | None = Field(None, description="the prompt template instruction records are "
+                                "formatted with (e.g. alpaca, phi3); null = the trainer's default")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     stride: PositiveInt | None = Field(None, description="window stride; unset = context_length")
     sampler: Literal["sliding", "random"] = "sliding"
@@ -98,7 +103,13 @@ class TrainConfig(Section):
 
     trainer: Spec = ComponentSpec(name="pretrain")
     init_from: str | None = Field(None, description="start from these weights: a run directory "
-                                  "(its newest checkpoint) or a model directory (`import gpt2`)")
+                                  "(its newest checkpoint) or a model directory (`import gpt2`); "
+                                  "a different model.head starts fresh")
+    trainable: Literal["auto", "all", "last_block", "head", "none"] = Field(
+        "auto", description="which base weights train: all; last_block (last block, final norm, "
+        "head: the book's ch. 6); head; none (adapters only). auto = none with adapters, else "
+        "the trainer's default (classify: last_block; pretrain, instruct: all). Adapter tensors "
+        "always train")
     # Budget: training stops at the first one reached. Setting epochs or max_tokens without
     # max_steps clears the max_steps default.
     max_steps: PositiveInt | None = 2000
@@ -172,10 +183,12 @@ COMPONENT_FIELDS: dict[tuple[str, str], str] = {
     ("model", "arch"): "model",
     ("model", "head"): "head",
     ("data", "source"): "datasource",
+    ("data", "prompt"): "prompt",
     ("train", "trainer"): "trainer",
 }
 #: Config fields that hold a list of component specs.
-COMPONENT_LIST_FIELDS: dict[tuple[str, str], str] = {("train", "loggers"): "logger"}
+COMPONENT_LIST_FIELDS: dict[tuple[str, str], str] = {("model", "adapters"): "adapter",
+                                                     ("train", "loggers"): "logger"}
 SECTIONS: dict[str, type[Section]] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 
 

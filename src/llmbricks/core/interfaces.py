@@ -34,6 +34,7 @@ __all__ = [
     "Norm",
     "PositionContext",
     "PositionalEncoding",
+    "PromptTemplate",
     "Tokenizer",
     "Trainer",
 ]
@@ -224,10 +225,15 @@ class Block(ModuleComponent):
 class Head(ModuleComponent):
     """Hidden states ``[B, T, D]`` -> outputs (logits over the vocabulary, class logits...).
 
-    Built with ``(params, dims)``.
+    Built with ``(params, dims)``. ``forward(hidden, lengths=None)``: ``lengths`` ``[B]`` counts
+    each row's real tokens when a batch is right-padded (positions ``>= lengths[b]`` are padding),
+    so a pooling head can skip the padding; per-token heads ignore it. A head with
+    ``per_token = False`` returns one vector per sequence ``[B, C]`` instead of ``[B, T, C]``.
     """
 
     kind: ClassVar[str] = "head"
+    #: True: one output per position ``[B, T, C]`` (causal); False: one per sequence ``[B, C]``.
+    per_token: ClassVar[bool] = True
 
     def tie(self, weight: nn.Parameter) -> None:
         """Share the embedding table if the head wants to; the default keeps its own weights."""
@@ -251,6 +257,9 @@ class Model(ModuleComponent):
 
     def __init__(self, params: ParamsModel, dims: Dims, parts: ModelParts) -> None:
         super().__init__(params, dims)
+        #: Adapters applied to this model (``build_model`` records them): their tensors are
+        #: checkpointed apart from the base weights.
+        self.adapters: list[Adapter] = []
 
     @abstractmethod
     def hidden(self, ids: Tensor, positions: Tensor | None = None,
@@ -258,8 +267,10 @@ class Model(ModuleComponent):
         """Final hidden states ``[B, T, D]`` (after the last norm, before the head)."""
 
     def forward(self, ids: Tensor, positions: Tensor | None = None,
-                cache: KVCache | None = None) -> Tensor:
-        return self.head(self.hidden(ids, positions, cache))
+                cache: KVCache | None = None, *, lengths: Tensor | None = None) -> Tensor:
+        """The head's outputs; ``lengths`` ``[B]`` (real tokens per right-padded row) reaches it."""
+        hidden = self.hidden(ids, positions, cache)
+        return self.head(hidden) if lengths is None else self.head(hidden, lengths=lengths)
 
     @abstractmethod
     def replace_head(self, head: Head) -> None: ...
@@ -288,6 +299,32 @@ class Adapter(Component, ABC):
     @abstractmethod
     def merge(self, model: Model) -> None:
         """Fold the adapter back into the base weights."""
+
+    @abstractmethod
+    def state_dict(self, model: nn.Module) -> dict[str, Tensor]:
+        """The adapter's own tensors in ``model``, by state-dict name (saved apart from the base)."""
+
+
+class PromptTemplate(Component, ABC):
+    """Turns an instruction record into text: the prompt, then the response. Built with ``(params)``.
+
+    A training example is ``prompt(record) + response(record)``; at inference the model continues
+    ``prompt(record)``. The prompt ends where the answer begins (it includes the response marker,
+    e.g. ``### Response:``), so masking the prompt masks exactly what the model is not asked to say.
+    """
+
+    kind: ClassVar[str] = "prompt"
+
+    def __init__(self, params: ParamsModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def prompt(self, record: Mapping[str, str]) -> str:
+        """The instruction and input (if any), up to and including the response marker."""
+
+    def response(self, record: Mapping[str, str]) -> str:
+        """The text the model learns to produce after the prompt."""
+        return record["output"]
 
 
 class Trainer(Component, ABC):

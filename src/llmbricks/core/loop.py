@@ -15,6 +15,7 @@ state, RNG state and the data position (epoch, micro-batch within it).
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import signal
 import threading
@@ -31,7 +32,10 @@ from .distributed import Distributed
 from .errors import LlmbricksError
 from .interfaces import Logger
 from .optim import build_optimizer, learning_rate, set_learning_rate
-from .runs import Checkpoint, Run, load_checkpoint
+from .runs import Checkpoint, Run, load_checkpoint, write_atomic
+
+#: Final results of a completed run (``TrainTask.finish``): test metrics, files written.
+RESULTS_FILE = "results.json"
 
 
 class TrainingInterrupted(LlmbricksError):
@@ -54,9 +58,12 @@ class TrainTask:
     batches_per_epoch: int                             # micro-batches per epoch on this rank
     tokens_per_batch: int                              # tokens in one micro-batch on one rank
     loss: Callable[[nn.Module, Any], Tensor]           # mean loss of one batch
-    evaluate: Callable[[nn.Module], dict[str, float | None]]  # train_loss, val_loss
+    evaluate: Callable[[nn.Module], dict[str, float | None]]  # train_loss, val_loss, extras
     sample: Callable[[nn.Module], tuple[str, str]] | None = None  # -> (prompt, continuation)
     to_device: Callable[[Any, torch.device], Any] = lambda batch, device: batch
+    #: After a completed run, on rank 0: final results (test metrics, written files). They are
+    #: logged as a ``results`` event and written to ``RUN/results.json``.
+    finish: Callable[[nn.Module], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -79,6 +86,7 @@ class LoopResult:
     status: str
     total_steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)
 
 
 def total_steps(train: TrainConfig, batches_per_epoch: int, tokens_per_step: int,
@@ -163,6 +171,7 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
     events("start", run_dir=str(run.directory), step=state.step, max_steps=steps,
            tokens_per_step=task.tokens_per_batch * train.grad_accum * dist.world_size,
            params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+           total_params=sum(p.numel() for p in model.parameters()),
            resumed=resume is not None, world_size=dist.world_size, config_name=config.name)
     if resume is not None:
         events("resume", step=state.step)
@@ -178,14 +187,14 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
         if dist.is_main:
             model.eval()
             with torch.no_grad(), autocast:
-                metrics = task.evaluate(model)
-            state.train_loss, state.val_loss = metrics.get("train_loss"), metrics.get("val_loss")
+                metrics = dict(task.evaluate(model))
+            state.train_loss, state.val_loss = metrics.pop("train_loss", None), metrics.pop("val_loss", None)
             if state.val_loss is not None and (state.best_val_loss is None
                                                or state.val_loss < state.best_val_loss):
                 state.best_val_loss = state.val_loss
             val_ppl = math.exp(min(state.val_loss, 50.0)) if state.val_loss is not None else None
             events("eval", step=state.step, train_loss=state.train_loss, val_loss=state.val_loss,
-                   val_ppl=val_ppl, tokens=state.tokens, elapsed_s=state.elapsed_s)
+                   val_ppl=val_ppl, tokens=state.tokens, elapsed_s=state.elapsed_s, **metrics)
             if task.sample is not None:
                 prompt, text = task.sample(model)
                 events("sample", step=state.step, prompt=prompt, text=text)
@@ -195,6 +204,18 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
             model.train()
         dist.barrier()
 
+    def finish() -> dict[str, Any]:
+        results: dict[str, Any] = {}
+        if dist.is_main:
+            model.eval()
+            with torch.no_grad(), autocast:
+                results = dict(task.finish(model))
+            events("results", step=state.step, **results)
+            write_atomic(run.directory / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        dist.barrier()
+        return results
+
+    results: dict[str, Any] = {}
     batches = task.train_batches(state.epoch, state.batch)
     status = "completed"
     model.train()
@@ -253,6 +274,8 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
                 checkpoint()
             if dist.is_main:
                 plotter.finish(events.history)
+            if status == "completed" and task.finish is not None:
+                results = finish()
         except KeyboardInterrupt:  # a second Ctrl-C: stop at once, no checkpoint
             status = "interrupted"
             raise
@@ -265,7 +288,8 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
             events.close()
     if status == "interrupted":
         raise TrainingInterrupted(str(run.directory), state.step)
-    return LoopResult(state=state, status=status, total_steps=steps, history=events.history)
+    return LoopResult(state=state, status=status, total_steps=steps, history=events.history,
+                      results=results)
 
 
 def _next_batch(task: TrainTask, state: LoopState, batches: Iterator[Any]) -> tuple[Any, Iterator[Any]]:

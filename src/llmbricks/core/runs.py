@@ -4,7 +4,8 @@
 RUN/config.yaml                 resolved config (every default; vocab_size a number)
 RUN/manifest.json               versions, seed, git sha, host, and each component's plugin
 RUN/tokenizer/                  tokenizer state
-RUN/checkpoints/step-N/         model.safetensors, optimizer.pt, state.json
+RUN/checkpoints/step-N/         model.safetensors, optimizer.pt, state.json, and
+                                adapter.safetensors when the model has adapters (LoRA)
 RUN/metrics.jsonl               one JSON object per event (the jsonl logger)
 RUN/loss.png                    curves, redrawn at each evaluation
 RUN/samples.txt                 the sample generated at each evaluation
@@ -33,10 +34,10 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
-from .build import build_model, load_tokenizer
+from .build import adapter_state_names, build_model, load_tokenizer
 from .config import COMPONENT_FIELDS, COMPONENT_LIST_FIELDS, Config, load_config
 from .datafiles import sha256_file
 from .errors import CheckpointError, LlmbricksError
@@ -50,6 +51,7 @@ LOSS_PLOT = "loss.png"
 SAMPLES_FILE = "samples.txt"
 CHECKPOINTS_DIR = "checkpoints"
 OPTIMIZER_FILE = "optimizer.pt"
+ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -129,10 +131,10 @@ class Run:
         target = self.checkpoints_dir / f"step-{step}"
         tmp = _fresh_dir(self.checkpoints_dir, f".step-{step}.", ".tmp")
         try:
-            save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            written = save_weights(model, tmp)
             torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / OPTIMIZER_FILE)
             files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
-                     for name in (WEIGHTS_FILE, OPTIMIZER_FILE)}
+                     for name in (*written, OPTIMIZER_FILE)}
             record = {**state, "step": step, "files": files, "saved_at": time.time()}
             (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
             _fsync_dir(tmp)
@@ -195,19 +197,66 @@ def verify_checkpoint(path: str | Path, hashed: tuple[str, ...] | None = None) -
     return Checkpoint(step=step, path=path, state=state)
 
 
+def save_weights(model: nn.Module, directory: Path) -> list[str]:
+    """Write ``model.safetensors`` (base weights) and ``adapter.safetensors`` (adapter tensors).
+
+    The base file has the plain model's names, so it loads into a model without adapters; the
+    adapter file is small and can be shared on its own. A tensor shared by two names (a tied
+    head) is stored once. Returns the file names written.
+    """
+    adapter = adapter_state_names(model)
+    base: dict[str, torch.Tensor] = {}
+    own: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    for name, tensor in model.state_dict().items():
+        if name in adapter:
+            own[name] = tensor.detach().contiguous()
+            continue
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue  # the same tensor under a second name (tied weights)
+        seen.add(key)
+        base[name] = tensor.detach().contiguous()
+    save_file(base, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    if not own:
+        return [WEIGHTS_FILE]
+    save_file(own, str(directory / ADAPTER_FILE), metadata={"format": "pt"})
+    return [WEIGHTS_FILE, ADAPTER_FILE]
+
+
+def load_weights(model: nn.Module, directory: Path) -> None:
+    """Load what ``save_weights`` wrote; every tensor of the model must be accounted for."""
+    weights = directory / WEIGHTS_FILE
+    device = str(next(model.parameters()).device)
+    adapter = adapter_state_names(model)
+    try:
+        missing, unexpected = load_model(model, str(weights), strict=False, device=device)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{weights} does not fit this model: {exc}".splitlines()[0]) from None
+    missing = [name for name in missing if name not in adapter]
+    if missing or unexpected:
+        raise CheckpointError(f"{weights} does not fit this model: missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]}")
+    if not adapter:
+        return
+    file = directory / ADAPTER_FILE
+    try:
+        state = load_file(str(file), device=device)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{file} does not fit this model's adapters: "
+                              f"{exc}".splitlines()[0]) from None
+    absent = sorted(adapter - set(state))
+    if absent or unexpected:
+        raise CheckpointError(f"{file} does not fit this model's adapters: missing {absent[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]}")
+
+
 def load_checkpoint(checkpoint: Checkpoint, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, *,
                     restore_rng: bool = False) -> None:
     """Load weights (and optimizer and RNG state) from a verified checkpoint, without pickle."""
-    weights = checkpoint.path / WEIGHTS_FILE
-    try:
-        missing, unexpected = load_model(model, str(weights), strict=False,
-                                         device=str(next(model.parameters()).device))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{weights} does not fit this model: {exc}".splitlines()[0]) from None
-    if missing or unexpected:
-        raise CheckpointError(f"{weights} does not fit this model: missing {sorted(missing)[:3]}, "
-                              f"unexpected {sorted(unexpected)[:3]}")
+    load_weights(model, checkpoint.path)
     if optimizer is None and not restore_rng:
         return
     extra = torch.load(checkpoint.path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
@@ -252,9 +301,9 @@ def load_run(path: str | Path, device: torch.device | str = "cpu",
         return load_model_dir(root, device, registry)
     run = Run.open(root, registry)
     if checkpoint is not None:
-        found = verify_checkpoint(checkpoint, (WEIGHTS_FILE,))
+        found = verify_checkpoint(checkpoint, (WEIGHTS_FILE, ADAPTER_FILE))
     else:
-        found = run.latest_checkpoint((WEIGHTS_FILE,))
+        found = run.latest_checkpoint((WEIGHTS_FILE, ADAPTER_FILE))
         if found is None:
             raise CheckpointError(f"run {root} has no complete checkpoint yet "
                                   f"(nothing verifies in {run.checkpoints_dir})")

@@ -202,19 +202,35 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
 
 
 def initial_weights(model: torch.nn.Module, config: Config, registry: Registry) -> None:
-    """Load ``train.init_from`` (a run or model directory) into a freshly built ``model``."""
+    """Load ``train.init_from`` (a run or model directory) into a freshly built ``model``.
+
+    Adapter tensors keep their fresh init (the source has none). When ``model.head`` differs
+    from the source's head (an LM run finetuned into a classifier), the head keeps its fresh
+    init too and the source's head weights are left out; everything else must match exactly.
+    """
     source = config.train.init_from
     if not source:
         return
+    from .build import adapter_state_names
     from .runs import load_run
 
-    _, start, _ = load_run(source, "cpu", registry)
+    source_config, start, _ = load_run(source, "cpu", registry)
+    state = start.state_dict()
+    new_head = source_config.model.head != config.model.head
+    if new_head:
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    fresh = adapter_state_names(model)
     try:
-        model.load_state_dict(start.state_dict())
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())[:300]
         raise ConfigError(f"train.init_from: the weights in {source} do not fit this model "
                           f"({detail}); use the same model section as that directory") from None
+    missing = [k for k in missing if k not in fresh and not (new_head and k.startswith("head."))]
+    if missing or unexpected:
+        raise ConfigError(f"train.init_from: the weights in {source} do not fit this model "
+                          f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); "
+                          "use the same model section as that directory")
 
 
 def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:

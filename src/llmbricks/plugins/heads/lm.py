@@ -26,5 +26,5 @@ class LMHead(Head):
         if self.params.tie_weights:
             self.proj.weight = weight  # one tensor, two uses: logits = h E^T
 
-    def forward(self, hidden: Tensor) -> Tensor:
-        return self.proj(hidden)
+    def forward(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.proj(hidden)  # every position's logits; padding needs no special case

@@ -121,10 +121,29 @@ def loss_parts(f: dict[str, Any]) -> list[str]:
             if _number(f.get(key))]
 
 
+def accuracy_parts(f: dict[str, Any]) -> list[str]:
+    """``val acc 96.0%`` for every ``<split>_accuracy`` an event carries (classifiers)."""
+    return [f"{key.removesuffix('_accuracy')} acc {value:.1%}" for key, value in f.items()
+            if key.endswith("_accuracy") and _number(value)]
+
+
 def eval_line(f: dict[str, Any]) -> str:
     parts = [f"eval step {f.get('step')}", *loss_parts(f)]
     if _number(f.get("val_ppl")):
         parts.append(f"ppl {f['val_ppl']:.2f}")
+    return " | ".join([*parts, *accuracy_parts(f)])
+
+
+def results_line(f: dict[str, Any]) -> str:
+    """The final results: accuracies, then the other numbers and the files written."""
+    parts = ["results", *accuracy_parts(f)]
+    for key, value in f.items():
+        if key in ("step", "time") or key.endswith("_accuracy"):
+            continue
+        if _number(value):
+            parts.append(f"{key.replace('_', ' ')} {value:.4g}")
+        elif isinstance(value, str):
+            parts.append(f"{key.replace('_', ' ')} {value}")
     return " | ".join(parts)
 
 
@@ -189,6 +208,8 @@ class ConsoleLogger(Logger):
             self._say(sample_line(fields, self.params.sample_chars), style="dim")
         elif event == "checkpoint":
             self._say(f"checkpoint step {fields.get('step')} -> {fields.get('path')}")
+        elif event == "results":
+            self._say(results_line(fields), style="bold")
         elif event == "end":
             if self._progress is not None and _finite(fields.get("step")):
                 self._progress.update(self._task, completed=fields["step"], refresh=True)

@@ -16,6 +16,7 @@ from llmbricks.core.errors import DataError
 from llmbricks.core.generation import generate
 from llmbricks.core.interfaces import Trainer
 from llmbricks.core.loop import TrainTask, run_loop
+from llmbricks.core.trainable import apply_trainable
 from llmbricks.core.training import Session, initial_weights
 
 
@@ -94,6 +95,7 @@ class PretrainTrainer(Trainer):
         model = build_model(config, session.registry, tokenizer=tokenizer, device=device)
         if session.resume is None:
             initial_weights(model, config, session.registry)
+        apply_trainable(model, train_cfg.trainable, "all")
 
         def evaluate(net: nn.Module) -> dict[str, float | None]:
             return {"train_loss": mean_loss(net, train_eval, device),
