@@ -109,3 +109,25 @@ def test_init_from_with_another_head_keeps_the_new_head_fresh(base_run):
     embedding = next(k for k in base if k.startswith("embedding."))
     assert torch.allclose(after[embedding], base[embedding], atol=1e-6)  # loaded from the base
     assert not torch.allclose(after["head.proj.weight"], base[embedding], atol=1e-3)  # fresh
+
+
+def test_model_merge_writes_a_plain_model_with_the_same_logits(base_run, cli):
+    tmp, config = base_run
+    lora = derived_config(config, tmp, "lora3", model={"adapters": [LORA]},
+                          train={"init_from": str(tmp / "base"), "max_steps": 3,
+                                 "eval_every": 3, "checkpoint_every": 3, "lr": 0.05})
+    assert train(str(lora), "--out", "lora3", tmp_path=tmp).returncode == 0
+    merged = cli("model", "merge", str(tmp / "lora3"), str(tmp / "merged"))
+    assert merged.returncode == 0, merged.stderr
+    assert "merged 1 adapter of" in merged.stdout
+    _, adapted, _ = load_run(tmp / "lora3")
+    config_after, plain, _ = load_run(tmp / "merged")
+    assert config_after.model.adapters == [] and plain.adapters == []
+    assert not any(k.endswith(("lora_A", "lora_B")) for k in plain.state_dict())
+    ids = torch.randint(0, adapted.dims.vocab_size, (2, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(plain(ids), adapted(ids), atol=1e-5, rtol=0)
+        _, base, _ = load_run(tmp / "base")
+        assert (plain(ids) - base(ids)).abs().max() > 1e-3  # the adapter's update is in there
+    again = cli("model", "merge", str(tmp / "base"), str(tmp / "merged2"))
+    assert again.returncode == 2 and "has no adapters to merge" in again.stderr

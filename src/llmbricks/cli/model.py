@@ -9,7 +9,7 @@ from .options import command_with_config, console, echo_json, json_option, load
 
 @click.group()
 def model() -> None:
-    """Inspect the model a config describes."""
+    """Inspect the model a config describes; merge a run's adapters into its weights."""
 
 
 @model.command("summary")
@@ -45,3 +45,18 @@ def summary(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None
     out.print(f"with the head untied:   {s.untied:,} ({s.untied / 1e6:.1f}M)")
     out.print(f"with the head tied:     {s.tied:,} ({s.tied / 1e6:.1f}M)")
     out.print(f"fp32 weights:           {s.fp32_bytes / 2**20:,.2f} MiB")
+
+
+@model.command("merge")
+@click.argument("run", type=click.Path(exists=True, file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+def merge(run: str, out: str, overwrite: bool) -> None:
+    """Fold RUN's adapters (LoRA) into its base weights and write the model directory OUT.
+
+    OUT is a plain model: generate, eval, export and train.init_from read it, with no adapter.
+    """
+    from llmbricks.core.merge import merge_adapters
+
+    directory, count = merge_adapters(run, out, overwrite=overwrite)
+    click.echo(f"merged {count} adapter{'s' if count != 1 else ''} of {run} into {directory}")

@@ -1,0 +1,32 @@
+"""Fold a run's adapters into its base weights: a plain model directory, no adapter at inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .errors import ConfigError
+from .model_dir import save_model_dir
+from .registry import Registry
+from .runs import load_run
+
+
+def merge_adapters(source: str | Path, out: str | Path, *, registry: Registry | None = None,
+                   overwrite: bool = False) -> tuple[Path, int]:
+    """Load a run (or model directory) with adapters, merge them, write a model directory.
+
+    Each adapter folds its update into the weights it wraps (LoRA: ``W <- W + (alpha/r) B A``),
+    so the written model gives the same outputs with the plain layers. Its config lists no
+    adapters; ``generate``, ``eval``, ``export`` and ``init_from`` read it like any model
+    directory. Returns the directory and how many adapters were merged.
+    """
+    config, model, tokenizer = load_run(source, "cpu", registry)
+    if not model.adapters:
+        raise ConfigError(f"{source} has no adapters to merge (its model.adapters is empty)")
+    count = len(model.adapters)
+    for adapter in reversed(model.adapters):  # the last applied wraps outermost: undo it first
+        adapter.merge(model)
+    model.adapters.clear()
+    merged = config.model_copy(deep=True)
+    merged.model.adapters = []
+    model.requires_grad_(True)
+    return save_model_dir(out, merged, model, tokenizer, overwrite=overwrite), count
