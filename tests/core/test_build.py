@@ -113,3 +113,9 @@ def test_smoke_test_runs_forward_and_backward():
     result = smoke_test(load_config({"model": {"preset": "nanogpt-baby"}}))
     assert result.logits_shape == (2, 16, 256) and result.vocab_placeholder
     assert 4.0 < result.loss < 7.0  # ~ln(256) = 5.55 at init
+
+
+def test_smoke_test_with_an_adapter_backpropagates_into_it():
+    config = load_config({"model": {**TINY, "adapters": [{"name": "lora", "r": 2}]}})
+    result = smoke_test(config)
+    assert result.logits_shape == (2, 16, 50) and result.loss > 0

@@ -40,7 +40,11 @@ def smoke_test(config: Config, registry: Registry | None = None, *, batch_size: 
     vocab = model.dims.vocab_size
     ids = torch.randint(0, vocab, (batch_size, t + 1), generator=generator)
     logits = model(ids[:, :-1])
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
+    if getattr(model.head, "per_token", True):  # next-token logits [B, T, V]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
+    else:  # one output per sequence [B, C] (a classifier): random labels
+        labels = torch.randint(0, logits.shape[-1], (batch_size,), generator=generator)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
     loss.backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     if missing:
