@@ -27,6 +27,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "generate": "llmbricks.cli.generate:generate",
     "train": "llmbricks.cli.train:train",
     "eval": "llmbricks.cli.evaluate:evaluate",
+    "ablate": "llmbricks.cli.ablate:ablate",
 }
 
 

@@ -155,6 +155,16 @@ class TrainConfig(Section):
         return self
 
 
+class AblationConfig(Section):
+    """A grid of variants compared over seeds (``llmbricks ablate``); its CLI flags override it."""
+
+    grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted config path -> "
+                                       "the values to try, e.g. {model.positional: [rope, alibi]}")
+    seeds: PositiveInt = Field(1, description="runs per variant, with seeds seed, seed+1, ...")
+    baseline: str | None = Field(None, description="the variant the others are compared with "
+                                 "(its name or its value); null = the first variant")
+
+
 class Config(Section):
     """A whole experiment: the model, its data, its training, a seed and a run name."""
 
@@ -163,9 +173,13 @@ class Config(Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     seed: int = 123
+    ablation: AblationConfig | None = None
 
     def to_data(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if data.get("ablation") is None:
+            data.pop("ablation", None)  # only ablation configs carry the section
+        return data
 
     def to_yaml(self) -> str:
         return dump_yaml(self.to_data())
@@ -189,7 +203,8 @@ COMPONENT_FIELDS: dict[tuple[str, str], str] = {
 #: Config fields that hold a list of component specs.
 COMPONENT_LIST_FIELDS: dict[tuple[str, str], str] = {("model", "adapters"): "adapter",
                                                      ("train", "loggers"): "logger"}
-SECTIONS: dict[str, type[Section]] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
+SECTIONS: dict[str, type[Section]] = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig,
+                                      "ablation": AblationConfig}
 
 
 # --- loading ----------------------------------------------------------------------------------

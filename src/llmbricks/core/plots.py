@@ -118,10 +118,10 @@ def plot_losses(events: Iterable[dict[str, Any]], path: str | Path,
         top = ax.secondary_xaxis("top", functions=(lambda s: s * tps, lambda t: t / tps))
         top.set_xlabel("tokens")
         top.xaxis.set_major_formatter(EngFormatter())
-    return _save_atomically(fig, Path(path))
+    return save_figure_atomically(fig, Path(path))
 
 
-def _save_atomically(fig: Any, path: Path) -> Path:
+def save_figure_atomically(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would survive the rename; a plain open honours the umask.
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")

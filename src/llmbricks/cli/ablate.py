@@ -1,0 +1,151 @@
+"""``llmbricks ablate``: train a grid of variants over seeds and report how they compare."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .options import console, set_option
+
+
+class _RunByDefault(click.Group):
+    """``ablate CONFIG ...`` means ``ablate run CONFIG ...``; ``ablate report DIR`` reports."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_RunByDefault)
+def ablate() -> None:
+    """Compare variants of a config over seeds: `llmbricks ablate CONFIG --grid PATH=V1,V2`.
+
+    Each variant x seed is a normal run under OUT/runs/VARIANT/seed-K/; the report (results.csv,
+    summary.csv, report.md, curves.png, final.png) goes to OUT. Running the same command again
+    skips finished runs and resumes interrupted ones.
+    """
+
+
+@ablate.command("run")
+@click.argument("config_file", metavar="CONFIG", type=click.Path(exists=True, dir_okay=False))
+@click.option("--grid", "grids", multiple=True, metavar="PATH=V1,V2,...",
+              help="Values to try for one config field (parsed like --set values); several "
+                   "--grid multiply. Replaces the config's ablation.grid for that path.")
+@click.option("--seeds", type=click.IntRange(min=1), help="Runs per variant (seed, seed+1, ...).")
+@click.option("--baseline", help="The variant the others are compared with (name or value; "
+                                 "default: the config's, else the first).")
+@click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Runs at a time; each gets cores / jobs torch threads.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: run on a Ray cluster (pip install 'llmbricks[ray]').")
+@click.option("--address", help="Ray cluster address (e.g. ray://host:10001 or auto); default: "
+                                "a local Ray instance.")
+@click.option("--out", type=click.Path(file_okay=False), help="The ablation directory "
+              "(default ablations/NAME, NAME from the config's file name).")
+@set_option
+@click.option("--dry-run", is_flag=True, help="Validate every variant and print the plan with "
+              "parameter counts and estimated times; train nothing.")
+def run(config_file: str, grids: tuple[str, ...], seeds: int | None, baseline: str | None,
+        jobs: int, executor: str, address: str | None, out: str | None,
+        overrides: tuple[str, ...], dry_run: bool) -> None:
+    """Train every variant of CONFIG's grid over seeds, then write and print the report."""
+    from llmbricks.core.ablation import make_plan
+
+    command = shlex.join(["llmbricks", "ablate", *sys.argv[2:]]) if sys.argv[1:2] == ["ablate"] \
+        else ""
+    plan = make_plan(config_file, grid=grids, seeds=seeds, baseline=baseline,
+                     overrides=overrides, command=command)
+    directory = Path(out) if out else Path("ablations") / Path(config_file).stem
+    if dry_run:
+        _print_plan(plan, directory, jobs)
+        return
+    _run(plan, directory, executor, jobs, address)
+
+
+def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
+    from rich.table import Table
+
+    from llmbricks.core.ablation.estimate import estimate_variant
+    from llmbricks.core.registry import get_registry
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    out = console()
+    table = Table(title=f"{len(plan.variants)} variants x {len(plan.seeds)} seeds -> {directory}")
+    for column, justify in (("variant", "left"), ("changes", "left"), ("params", "right"),
+                            ("s/step", "right"), ("steps", "right"), ("est. per run", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    total = 0.0
+    unknown = False
+    for variant in plan.variants:
+        guess = estimate_variant(variant.config, get_registry(), threads=threads)
+        changes = ", ".join(f"{k}={v}" for k, v in variant.overrides.items()) or "(none)"
+        name = variant.name + (" *" if variant.name == plan.baseline else "")
+        per_run = guess.run_s
+        if per_run is None:
+            unknown = True
+        else:
+            total += per_run * len(plan.seeds)
+        table.add_row(name, changes, f"{guess.params:,}", f"{guess.step_s:.3f}",
+                      "?" if guess.steps is None else f"{guess.steps:,}",
+                      "?" if per_run is None else _duration(per_run))
+    out.print(table)
+    note = " (plus variants whose budget is in epochs)" if unknown else ""
+    out.print(f"* baseline. seeds: {', '.join(map(str, plan.seeds))}; {len(plan.jobs())} runs, "
+              f"{jobs} at a time with {threads} thread(s) each")
+    out.print(f"estimated training time: {_duration(total / jobs)}{note}; evaluations and "
+              "checkpoints come on top. Every variant is valid; nothing was trained.")
+
+
+def _run(plan: Any, directory: Path, executor: str, jobs: int, address: str | None) -> None:
+    from llmbricks.core.ablation import run_ablation
+    from llmbricks.core.ablation.report import rich_table
+
+    total = len(plan.jobs())
+    finished = [0]
+
+    def on_start(todo: list[Any], done: list[Any]) -> None:
+        skipped = f", {len(done)} already done" if done else ""
+        click.echo(f"ablation {directory}: {total} runs ({len(plan.variants)} variants x "
+                   f"{len(plan.seeds)} seeds), {len(todo)} to train{skipped}; {jobs} at a time")
+
+    def on_done(job: Any, record: dict[str, Any]) -> None:
+        finished[0] += 1
+        tail = f": {record['error']}" if record.get("error") else ""
+        click.echo(f"[{finished[0]}/{total}] {job.variant} seed-{job.seed_index} "
+                   f"{record['status']} in {_duration(record['wall_s'])}{tail}")
+
+    result = run_ablation(plan, directory, executor=executor, jobs=jobs, address=address,
+                          on_start=on_start, on_done=on_done)
+    console().print(rich_table(result.summary))
+    click.echo(f"report: {directory / 'report.md'} (curves.png, final.png, results.csv, "
+               "summary.csv)")
+    if result.failed:
+        click.echo(f"error: {len(result.failed)} of {total} runs did not complete (see the "
+                   "report); run the same command again to retry them", err=True)
+        sys.exit(1)
+
+
+@ablate.command("report")
+@click.argument("directory", type=click.Path(exists=True, file_okay=False))
+def report(directory: str) -> None:
+    """Rebuild DIRECTORY's report from its run directories alone, and print the table."""
+    from llmbricks.core.ablation.report import build_report, rich_table
+
+    summary, _rows = build_report(directory)
+    console().print(rich_table(summary))
+    click.echo(f"report: {Path(directory) / 'report.md'}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"

@@ -1,0 +1,88 @@
+"""The dry run's numbers: each variant's parameter count, and its time from a few timed steps.
+
+A step is timed on random token ids of the config's batch shape (forward, backward, AdamW), with
+the threads one run gets (``cores // jobs``). The estimate covers training steps only:
+evaluations, checkpoints and data preparation come on top.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+
+from ..build import build_model, summarize
+from ..config import Config
+from ..optim import build_optimizer
+from ..registry import Registry
+
+
+@dataclass(frozen=True)
+class VariantEstimate:
+    params: int
+    step_s: float | None       # seconds per optimizer step, None when not timed
+    steps: int | None          # optimizer steps of one run, None when the budget needs the data
+
+    @property
+    def run_s(self) -> float | None:
+        return None if self.step_s is None or self.steps is None else self.step_s * self.steps
+
+
+def planned_steps(config: Config) -> int | None:
+    """Steps of one run when the budget says it without reading data (max_steps, max_tokens)."""
+    train = config.train
+    budgets = []
+    if train.max_steps is not None:
+        budgets.append(train.max_steps)
+    if train.max_tokens is not None:
+        tokens_per_step = train.batch_size * train.grad_accum * config.model.context_length
+        budgets.append(math.ceil(train.max_tokens / tokens_per_step))
+    if train.epochs is not None and not budgets:
+        return None  # epochs alone: the step count depends on the data's size
+    return min(budgets) if budgets else None
+
+
+def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_steps: int = 3,
+                     time_it: bool = True) -> VariantEstimate:
+    """Count the parameters on the meta device; time ``timed_steps`` steps after one warmup.
+
+    With ``vocab_size: auto`` the tokenizer is readied (trained once and cached, as the run
+    itself would), so the count is exact.
+    """
+    vocab = config.model.vocab_size
+    if vocab == "auto" and config.model.tokenizer is not None:
+        from ..data import ready_tokenizer
+
+        vocab = ready_tokenizer(config, registry)[0].vocab_size
+    model_config = config.model.model_copy(update={"vocab_size": vocab})
+    params = summarize(build_model(model_config, registry, device="meta")).total
+    if not time_it:
+        return VariantEstimate(params, None, planned_steps(config))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(config.seed)
+        model = build_model(model_config, registry)
+        model.train()
+        optimizer = build_optimizer(model, lr=config.train.lr, weight_decay=config.train.weight_decay)
+        shape = (config.train.batch_size, config.model.context_length + 1)
+        ids = torch.randint(0, vocab, shape)
+        elapsed = 0.0
+        for i in range(timed_steps + 1):
+            start = time.perf_counter()
+            for _ in range(config.train.grad_accum):
+                out = model(ids[:, :-1])
+                if getattr(model.head, "per_token", True):  # next-token logits
+                    loss = torch.nn.functional.cross_entropy(out.flatten(0, 1), ids[:, 1:].flatten())
+                else:  # a classifier: one output per sequence
+                    loss = out.float().logsumexp(-1).mean()
+                loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if i:  # the first step warms up allocators and kernels
+                elapsed += time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
+    return VariantEstimate(params, elapsed / timed_steps, planned_steps(config))

@@ -1,0 +1,189 @@
+"""Running an ablation: every variant x seed is a normal run, trained by its own process.
+
+Each run is ``python -m llmbricks train ABL/configs/VARIANT.yaml --set seed=S --out
+ABL/runs/VARIANT/seed-K`` in a child process, so runs share nothing (threads, memory, RNG) and
+one that crashes cannot take the others down. After each run the executor writes its record,
+``ABL/runs/VARIANT/seed-K.json`` (status, error, wall time). Running the same command again skips
+completed runs and resumes the others from their last checkpoint (``--resume``).
+
+Executors: ``local`` runs J children at a time with ``cores // J`` torch threads each; ``ray``
+(the ``llmbricks[ray]`` extra) sends the same commands as Ray tasks to a cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, LlmbricksError
+from ..runs import write_atomic
+from .plan import PLAN_FILE, RUNS_DIR, AblationPlan, load_plan_data, write_variant_configs
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of the plan, and the command that trains (or resumes) it."""
+
+    variant: str
+    seed_index: int
+    seed: int
+    run_dir: Path
+    record: Path
+    argv: list[str]
+
+    def to_data(self) -> dict[str, Any]:
+        return {"variant": self.variant, "seed_index": self.seed_index, "seed": self.seed}
+
+
+def run_dir(directory: Path, variant: str, seed_index: int) -> Path:
+    return directory / RUNS_DIR / variant / f"seed-{seed_index}"
+
+
+def read_record(job_record: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(job_record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def prepare(plan: AblationPlan, directory: str | Path) -> tuple[list[Job], list[Job]]:
+    """Write plan.json and the variant configs; return ``(to_run, already_done)``.
+
+    A directory holding another plan is refused: its runs belong to another experiment.
+    """
+    directory = Path(directory)
+    if (directory / PLAN_FILE).is_file():
+        stored = load_plan_data(directory)
+        if not plan.same_experiment(stored):
+            raise ConfigError(f"{directory} holds another ablation (a different grid, seeds or "
+                              "config); choose another --out or delete it")
+        plan.created_at = stored.get("created_at", plan.created_at)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_atomic(directory / PLAN_FILE, json.dumps(plan.to_data(), indent=2) + "\n")
+    configs = write_variant_configs(plan, directory)
+    todo, done = [], []
+    for variant, k in plan.jobs():
+        path = run_dir(directory, variant.name, k)
+        record = path.with_suffix(".json")
+        argv = [sys.executable, "-m", "llmbricks", "train", str(configs[variant.name]),
+                "--set", f"seed={plan.seeds[k]}", "--out", str(path)]
+        previous = read_record(record)
+        if previous is not None and previous.get("status") == "completed" and path.is_dir():
+            done.append(Job(variant.name, k, plan.seeds[k], path, record, argv))
+            continue
+        if path.is_dir() and any(path.iterdir()):
+            argv.append("--resume")  # interrupted or failed mid-run: continue from its checkpoint
+        todo.append(Job(variant.name, k, plan.seeds[k], path, record, argv))
+    return todo, done
+
+
+def run_job(job: Job, threads: int) -> dict[str, Any]:
+    """Train one run in a child process; return its record (never raises for a failed run)."""
+    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    log = job.run_dir.with_suffix(".log")
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+    with open(log, "a", encoding="utf-8") as out:
+        out.write(f"$ {shlex.join(job.argv)}\n")
+        out.flush()
+        process = subprocess.Popen(job.argv, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                   preexec_fn=_die_with_parent)
+        code = process.wait()
+    status = "completed" if code == 0 else "interrupted" if code in (130, -signal.SIGINT) else "failed"
+    return {**job.to_data(), "status": status, "error": None if code == 0 else _last_error(log),
+            "wall_s": round(time.perf_counter() - started, 3), "returncode": code,
+            "log": str(log.name)}
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the ablation process dies (no orphan keeps writing)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _last_error(log: Path) -> str:
+    """The child's last ``error:`` line (the CLI prints exactly one), else its last line."""
+    lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+             if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    return (errors or lines or ["(no output)"])[-1][:500]
+
+
+def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
+            address: str | None = None,
+            on_done: Callable[[Job, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Run ``jobs`` and write each record as it finishes; return the records in job order."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
+    if workers < 1:
+        raise ConfigError(f"--jobs {workers}: give at least 1")
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    records: dict[int, dict[str, Any]] = {}
+
+    def finished(index: int, record: dict[str, Any]) -> None:
+        job = jobs[index]
+        write_atomic(job.record, json.dumps(record, indent=2) + "\n")
+        records[index] = record
+        if on_done is not None:
+            on_done(job, record)
+
+    if executor == "ray":
+        from .ray_executor import run_on_ray
+
+        run_on_ray(jobs, workers=workers, threads=threads, address=address, finished=finished)
+    else:
+        _run_local(jobs, workers, threads, finished)
+    return [records[i] for i in sorted(records)]
+
+
+def _run_local(jobs: list[Job], workers: int, threads: int,
+               finished: Callable[[int, dict[str, Any]], None]) -> None:
+    """J runs at a time; Ctrl-C reaches the children (same process group), which checkpoint."""
+    pending = list(enumerate(jobs))
+    interrupted = False
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        running: dict[Future[dict[str, Any]], int] = {}
+        try:
+            while pending or running:
+                while pending and len(running) < workers and not interrupted:
+                    index, job = pending.pop(0)
+                    running[pool.submit(run_job, job, threads)] = index
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    record = future.result()
+                    finished(running.pop(future), record)
+                    interrupted = interrupted or record["status"] == "interrupted"
+        except KeyboardInterrupt:
+            interrupted = True
+            for future, index in running.items():  # the children got the same Ctrl-C
+                finished(index, future.result())
+    if interrupted:
+        raise AblationInterrupted()
+
+
+class AblationInterrupted(LlmbricksError):
+    """Ctrl-C: the running runs checkpointed; the same command resumes the ablation."""
+
+    exit_code = 130
+
+    def __init__(self) -> None:
+        super().__init__("ablation interrupted; run the same command again to resume it")

@@ -1,0 +1,220 @@
+"""An ablation plan: a grid of config changes, expanded into named variants, each run over seeds.
+
+``--grid model.positional=absolute,rope`` gives two variants. Several grids multiply (their
+cartesian product). Each value is parsed like a ``--set`` value and applied with the same
+``set_path``, so a component name alone is a valid value and drops the old component's params.
+Every variant is resolved (validated) before anything runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config, check_path, parse_override, resolve_config, set_path
+from ..config_io import dump_yaml, parse_yaml, read_config_file
+from ..errors import ConfigError, LlmbricksError
+from ..registry import Registry, get_registry
+
+PLAN_FILE = "plan.json"
+RUNS_DIR = "runs"
+CONFIGS_DIR = "configs"
+#: Characters kept in a variant's directory name; anything else becomes "_".
+_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the grid: its name (also its directory) and the config changes it makes."""
+
+    name: str
+    overrides: dict[str, Any]
+    config: Config
+
+    def to_data(self) -> dict[str, Any]:
+        return {"name": self.name, "overrides": self.overrides}
+
+
+@dataclass
+class AblationPlan:
+    """What ``llmbricks ablate`` runs: variants x seeds, and the baseline to compare with."""
+
+    source: str
+    grid: dict[str, list[Any]]
+    seeds: list[int]
+    baseline: str
+    variants: list[Variant]
+    command: str = ""
+    created_at: float = field(default_factory=time.time)
+
+    def jobs(self) -> list[tuple[Variant, int]]:
+        """``(variant, seed index)`` for every run, variant by variant."""
+        return [(v, k) for v in self.variants for k in range(len(self.seeds))]
+
+    def to_data(self) -> dict[str, Any]:
+        return {"version": 1, "config": self.source, "grid": self.grid, "seeds": self.seeds,
+                "baseline": self.baseline, "variants": [v.to_data() for v in self.variants],
+                "created_at": self.created_at, "command": self.command}
+
+    def same_experiment(self, stored: Mapping[str, Any]) -> bool:
+        """Whether a ``plan.json`` describes these runs (so they may be skipped or resumed)."""
+        mine = self.to_data()
+        return all(stored.get(key) == mine[key] for key in ("grid", "seeds", "variants"))
+
+
+def split_values(text: str) -> list[str]:
+    """``a,{name: b, x: 1},[1, 2]`` -> three values: commas inside brackets or quotes stay."""
+    values, depth, quote, start = [], 0, "", 0
+    for i, char in enumerate(text):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth -= 1
+        elif char == "," and depth == 0:
+            values.append(text[start:i])
+            start = i + 1
+    values.append(text[start:])
+    return [v.strip() for v in values]
+
+
+def parse_grid(option: str) -> tuple[str, list[Any]]:
+    """``"model.positional=rope,alibi"`` -> ``("model.positional", ["rope", "alibi"])``."""
+    path, sep, text = option.partition("=")
+    path = path.strip()
+    if not sep or not path or not text.strip():
+        raise ConfigError(f"--grid {option}: expected PATH=V1,V2,... "
+                          "(e.g. --grid model.positional=rope,alibi)")
+    check_path(path)
+    values = [parse_yaml(v, f"--grid {path}") if v else None for v in split_values(text)]
+    if len(values) != len({json.dumps(v, sort_keys=True, default=str) for v in values}):
+        raise ConfigError(f"--grid {path}: a value is listed twice")
+    return path, values
+
+
+def value_label(value: Any) -> str:
+    """A short text for a grid value: a component's name (and params), or the value itself."""
+    if isinstance(value, Mapping):
+        name = value.get("name")
+        params = "-".join(f"{k}={value_label(v)}" for k, v in value.items() if k != "name")
+        return f"{name}-{params}" if name and params else str(name) if name else params
+    if isinstance(value, (list, tuple)):
+        return "+".join(value_label(v) for v in value)
+    return "null" if value is None else str(value)
+
+
+def variant_names(grid: Mapping[str, Sequence[Any]], combos: Iterable[tuple[Any, ...]]) -> list[str]:
+    """``positional=rope,lr=0.001``: each grid's last path part (the full path if two share
+    it) and the value label, made safe for a directory name and unique."""
+    paths = list(grid)
+    lasts = [p.rsplit(".", 1)[-1] for p in paths]
+    keys = [last if lasts.count(last) == 1 else path for path, last in zip(paths, lasts, strict=True)]
+    names: list[str] = []
+    for combo in combos:
+        name = ",".join(f"{k}={value_label(v)}" for k, v in zip(keys, combo, strict=True)) or "base"
+        name = _UNSAFE.sub("_", name)[:120]
+        unique, n = name, 2
+        while unique in names:
+            unique, n = f"{name}-{n}", n + 1
+        names.append(unique)
+    return names
+
+
+def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None = None,
+              baseline: str | None = None, overrides: Sequence[str] = (), command: str = "",
+              registry: Registry | None = None) -> AblationPlan:
+    """Expand the config's ``ablation`` section and the CLI's ``--grid`` into resolved variants.
+
+    ``--grid`` replaces the section's grid for the same path and adds new paths; ``seeds`` and
+    ``baseline`` replace the section's. Every variant is validated here: an invalid one raises
+    ``ConfigError`` naming the variant, its path and the reason, and nothing runs.
+    """
+    registry = registry or get_registry()
+    raw = read_config_file(source)
+    for override in overrides:
+        path, value = parse_override(override)
+        set_path(raw, path, value)
+    section = resolve_config({"ablation": raw.pop("ablation", None) or {}}, registry).ablation
+    assert section is not None
+    merged: dict[str, list[Any]] = {}
+    for path, values in section.grid.items():
+        check_path(path)
+        merged[path] = list(values)
+    for option in grid:
+        path, values = parse_grid(option)
+        merged[path] = values
+    combos = list(itertools.product(*merged.values())) if merged else [()]
+    names = variant_names(merged, combos)
+    variants = []
+    for name, combo in zip(names, combos, strict=True):
+        changes = dict(zip(merged, combo, strict=True))
+        variants.append(Variant(name, changes, _resolve_variant(raw, name, changes, registry)))
+    count = seeds if seeds is not None else section.seeds
+    if count < 1:
+        raise ConfigError(f"--seeds {count}: give at least 1")
+    first_seed = variants[0].config.seed
+    chosen = _pick_baseline(baseline if baseline is not None else section.baseline, variants, merged)
+    return AblationPlan(source=str(source), grid=merged, seeds=[first_seed + k for k in range(count)],
+                        baseline=chosen, variants=variants, command=command)
+
+
+def _resolve_variant(raw: Mapping[str, Any], name: str, changes: Mapping[str, Any],
+                     registry: Registry) -> Config:
+    data = json.loads(json.dumps(raw))  # a deep copy of plain YAML data
+    try:
+        for path, value in changes.items():
+            set_path(data, path, value)
+        config = resolve_config(data, registry)
+    except LlmbricksError as exc:
+        raise ConfigError(f"variant {name}: {exc}") from None
+    config.ablation = None
+    return config
+
+
+def _pick_baseline(wanted: str | None, variants: list[Variant], grid: Mapping[str, Any]) -> str:
+    """The variant named ``wanted`` (or whose only differing value is ``wanted``); default first."""
+    if wanted is None:
+        return variants[0].name
+    names = [v.name for v in variants]
+    if wanted in names:
+        return wanted
+    by_value = [v.name for v in variants
+                if any(value_label(val) == wanted for val in v.overrides.values())]
+    if len(by_value) == 1:
+        return by_value[0]
+    raise ConfigError(f"baseline {wanted!r} is not one variant of the grid (variants: "
+                      f"{', '.join(names)})")
+
+
+def write_variant_configs(plan: AblationPlan, directory: Path) -> dict[str, Path]:
+    """``ABL/configs/VARIANT.yaml``: the resolved config each of the variant's runs trains."""
+    from ..runs import write_atomic
+
+    out = directory / CONFIGS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for variant in plan.variants:
+        path = out / f"{variant.name}.yaml"
+        write_atomic(path, dump_yaml(variant.config.to_data()))
+        paths[variant.name] = path
+    return paths
+
+
+def load_plan_data(directory: str | Path) -> dict[str, Any]:
+    """``ABL/plan.json`` as written, or a clear error."""
+    path = Path(directory) / PLAN_FILE
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{directory} is not an ablation directory ({PLAN_FILE} is missing)") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path} is unreadable: {exc}") from None

@@ -1,0 +1,357 @@
+"""The ablation report: two figures, a markdown page and the terminal table.
+
+``build_report(ABL)`` rebuilds everything from the directory alone (``plan.json``, the records
+and the run directories), so ``llmbricks ablate report ABL`` gives the same files as the run
+that trained them, and a rebuild of an unchanged directory writes the same ``report.md``.
+
+```
+ABL/results.csv, results.json   one row per run (results.py)
+ABL/summary.csv                 one row per variant, with the statistics (stats.py)
+ABL/curves.png                  validation loss vs step: per variant, mean over seeds, min-max band
+ABL/final.png                   final validation loss per variant: seeds, mean, +-1 std
+ABL/report.md                   the plan, both tables, the failures and the figures
+```
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from ..plots import save_figure_atomically
+from .plan import load_plan_data
+from .results import Curve, curves_from, finite, read_runs, write_results, write_text
+from .stats import sort_by_loss, summarize, write_summary
+
+CURVES_PNG = "curves.png"
+FINAL_PNG = "final.png"
+REPORT_MD = "report.md"
+
+
+# --- formatting ---------------------------------------------------------------------------------
+
+
+def fmt(value: Any, digits: int = 4, signed: bool = False) -> str:
+    """A loss-like number with fixed decimals (``-`` when null), so columns line up."""
+    if not finite(value):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def fmt_count(n: Any) -> str:
+    """``124.44M``-style parameter counts."""
+    if not finite(n):
+        return "-"
+    for scale, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}"
+    return str(int(n))
+
+
+def fmt_rate(value: Any) -> str:
+    return f"{value:,.0f}" if finite(value) else "-"
+
+
+def fmt_duration(seconds: Any) -> str:
+    return str(timedelta(seconds=round(seconds))) if finite(seconds) and seconds >= 0 else "-"
+
+
+def fmt_mean_std(s: dict[str, Any]) -> str:
+    """``3.2100 ± 0.0120`` (the std left out when a single run was counted)."""
+    if s["val_loss_std"] is None:
+        return fmt(s["val_loss_mean"])
+    return f"{fmt(s['val_loss_mean'])} ± {fmt(s['val_loss_std'])}"
+
+
+def fmt_ci(s: dict[str, Any]) -> str:
+    if s["ci_low"] is None:
+        return "-"
+    return f"[{fmt(s['ci_low'], signed=True)}, {fmt(s['ci_high'], signed=True)}]"
+
+
+def fmt_diff(s: dict[str, Any]) -> str:
+    return "-" if s["is_baseline"] else fmt(s["diff"], signed=True)
+
+
+def verdict(s: dict[str, Any]) -> str:
+    """``better``/``worse`` when the 95% interval excludes 0 (lower loss is better)."""
+    if s["is_baseline"]:
+        return "baseline"
+    if s["ci_low"] is None:
+        return "too few runs" if s["n"] else "no runs"
+    if s["ci_high"] < 0:
+        return "better"
+    if s["ci_low"] > 0:
+        return "worse"
+    return "no clear difference"
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def _colors(variants: Sequence[str]) -> dict[str, Any]:
+    """One colour per variant, by plan position, the same in both figures."""
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"].colors
+    return {v: palette[i % len(palette)] for i, v in enumerate(variants)}
+
+
+def mean_band(runs: Sequence[Curve]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """``(steps, mean, min, max)`` over a variant's seeds.
+
+    Seeds of one variant normally evaluate at the same steps, and then this is a plain mean per
+    step. Otherwise each seed's curve is linearly interpolated onto the union of their eval steps,
+    kept to the range every seed covers (no extrapolation): each point averages all the seeds.
+    """
+    import numpy as np
+
+    first = max(steps[0] for _, steps, _ in runs)
+    last = min(steps[-1] for _, steps, _ in runs)
+    grid = sorted({s for _, steps, _ in runs for s in steps if first <= s <= last})
+    if not grid:
+        return [], [], [], []
+    values = np.array([np.interp(grid, steps, losses) for _, steps, losses in runs])
+    return (grid, values.mean(axis=0).tolist(), values.min(axis=0).tolist(),
+            values.max(axis=0).tolist())
+
+
+def _figure(width: float, height: float) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def curves_png(abl_dir: str | Path, curves: dict[str, list[Curve]],
+               baseline: str | None = None) -> Path:
+    """``ABL/curves.png``: validation loss vs step, one mean line and min-max band per variant."""
+    fig = _figure(9, 5.5)
+    ax = fig.add_subplot()
+    colors = _colors(list(curves))
+    drawn = 0
+    for variant, runs in curves.items():
+        if not runs:
+            continue
+        steps, mean, low, high = mean_band(runs)
+        is_base = variant == baseline
+        label = f"{variant}{' (baseline)' if is_base else ''}, {len(runs)} seed(s)"
+        if not steps:  # seeds with disjoint step ranges: draw each one instead
+            for _, xs, ys in runs:
+                ax.plot(xs, ys, color=colors[variant], linewidth=1, alpha=0.7)
+            ax.plot([], [], color=colors[variant], label=label)
+        else:
+            ax.plot(steps, mean, color=colors[variant], label=label, marker="o", markersize=3,
+                    linewidth=2.5 if is_base else 1.5, linestyle="--" if is_base else "-")
+            ax.fill_between(steps, low, high, color=colors[variant], alpha=0.2, linewidth=0)
+        drawn += 1
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss (cross-entropy, nats)")
+    ax.set_title("validation loss: mean over seeds, band = min to max")
+    ax.grid(True, alpha=0.3)
+    if drawn:
+        ax.legend(fontsize="small")
+    else:
+        ax.text(0.5, 0.5, "no completed run has evaluated yet", ha="center", va="center",
+                transform=ax.transAxes)
+    return save_figure_atomically(fig, Path(abl_dir) / CURVES_PNG)
+
+
+def final_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]],
+              rows: Sequence[dict[str, Any]]) -> Path:
+    """``ABL/final.png``: each variant's final validation losses (dots, one per seed), their
+    mean (diamond) and +-1 sample std; best on top; the baseline's mean as a dashed line."""
+    from .stats import counted
+
+    order = sort_by_loss(summary)
+    colors = _colors([s["variant"] for s in summary])
+    fig = _figure(9, max(3.0, 0.55 * len(order) + 1.6))
+    ax = fig.add_subplot()
+    labels = []
+    for y, s in enumerate(reversed(order)):  # y = 0 at the bottom: the best ends up on top
+        variant, color = s["variant"], colors[s["variant"]]
+        losses = [r["final_val_loss"] for r in counted([r for r in rows if r["variant"] == variant])]
+        offsets = [(i - (len(losses) - 1) / 2) * 0.08 for i in range(len(losses))]
+        ax.scatter(losses, [y + o for o in offsets], color=color, s=18, alpha=0.7, zorder=2)
+        if s["val_loss_mean"] is not None:
+            ax.errorbar([s["val_loss_mean"]], [y], xerr=[[s["val_loss_std"] or 0.0]] * 2,
+                        fmt="D", color=color, markersize=7, capsize=4, zorder=3,
+                        markeredgecolor="black" if s["is_baseline"] else color)
+            if s["is_baseline"]:
+                ax.axvline(s["val_loss_mean"], color="gray", linestyle="--", linewidth=1, zorder=1)
+        failed = f", {s['failed']} not counted" if s["failed"] else ""
+        base = " (baseline)" if s["is_baseline"] else ""
+        labels.append(f"{variant}{base}\nn={s['n']}{failed}")
+    ax.set_yticks(range(len(labels)), labels, fontsize="small")
+    for tick, s in zip(ax.get_yticklabels(), reversed(order), strict=True):
+        if s["is_baseline"]:
+            tick.set_fontweight("bold")
+    ax.set_ylim(-0.6, len(labels) - 0.4)
+    ax.set_xlabel("final validation loss (lower is better)")
+    ax.set_title("final validation loss per variant: seeds (dots), mean ± 1 std (diamond)")
+    ax.grid(True, axis="x", alpha=0.3)
+    return save_figure_atomically(fig, Path(abl_dir) / FINAL_PNG)
+
+
+# --- report.md ----------------------------------------------------------------------------------
+
+
+def _line(text: str) -> str:
+    """Text safe inside a markdown code span: one line, no backtick to end it early."""
+    return " ".join(str(text).split()).replace("`", "'")
+
+
+def _cell(text: str) -> str:
+    """Text safe inside a markdown table cell (no ``|`` to break the columns)."""
+    return _line(text).replace("|", "\\|")
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _table(header: Sequence[str], lines: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    align = ["---:" if i in right else "---" for i in range(len(header))]
+    return ["| " + " | ".join(row) + " |" for row in (header, align, *lines)]
+
+
+def plan_section(plan: dict[str, Any]) -> list[str]:
+    created = plan.get("created_at")
+    when = (datetime.fromtimestamp(created, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            if finite(created) else "-")
+    seeds = plan.get("seeds") or []
+    out = ["## Plan", "",
+           f"- config: `{_line(plan.get('config', '-'))}`",
+           f"- command: `{_line(plan.get('command') or '-')}`",
+           f"- created: {when}",
+           f"- seeds: {', '.join(map(str, seeds)) or '-'} (run `seed-K` uses the K-th)",
+           f"- baseline: `{plan.get('baseline')}`",
+           f"- {len(plan.get('variants', []))} variants x {len(seeds)} seeds = "
+           f"{len(plan.get('variants', [])) * len(seeds)} runs", ""]
+    grid = plan.get("grid") or {}
+    if grid:
+        lines = [[f"`{path}`", ", ".join(f"`{_cell(_value(v))}`" for v in values)]
+                 for path, values in grid.items()]
+        out += [*_table(["grid path", "values"], lines, set()), ""]
+    return out
+
+
+def summary_section(summary: Sequence[dict[str, Any]]) -> list[str]:
+    header = ["#", "variant", "final val loss (mean ± std)", "n", "not counted", "best val loss",
+              "diff vs baseline", "95% CI of diff", "verdict", "params", "tok/s"]
+    lines = []
+    for rank, s in enumerate(sort_by_loss(summary), 1):
+        name = f"**{s['variant']}** (baseline)" if s["is_baseline"] else s["variant"]
+        lines.append([str(rank), name, fmt_mean_std(s), str(s["n"]), str(s["failed"]),
+                      fmt(s["best_val_loss_mean"]), fmt_diff(s), fmt_ci(s),
+                      verdict(s), fmt_count(s["params"]), fmt_rate(s["tokens_per_s"])])
+    return ["## Summary", "",
+            "Sorted by mean final validation loss (the last evaluation's; lower is better). "
+            "n counts the completed runs with a finite loss; diff is the variant's mean minus the "
+            "baseline's, with Welch's 95% confidence interval over seeds: an interval below 0 "
+            "means better than the baseline beyond the seed-to-seed noise, above 0 worse.", "",
+            *_table(header, lines, {0, 2, 3, 4, 5, 6, 9, 10}), ""]
+
+
+def runs_section(abl_dir: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
+    header = ["variant", "seed", "status", "final val loss", "best val loss", "train loss",
+              "steps", "tok/s", "wall", "run"]
+    lines = []
+    for r in rows:
+        run = (f"[{r['run_dir']}]({r['run_dir']}/)" if (abl_dir / r["run_dir"]).is_dir()
+               else "-")
+        lines.append([r["variant"], f"{r['seed']} (seed-{r['seed_index']})", r["status"],
+                      fmt(r["final_val_loss"]), fmt(r["best_val_loss"]), fmt(r["train_loss"]),
+                      "-" if r["steps"] is None else str(r["steps"]), fmt_rate(r["tokens_per_s"]),
+                      fmt_duration(r["wall_s"]), run])
+    return ["## Runs", "", *_table(header, lines, {3, 4, 5, 6, 7, 8}), ""]
+
+
+def _problem(row: dict[str, Any]) -> str | None:
+    """Why a run is not counted, or None when it is."""
+    if row["status"] == "completed":
+        return None if finite(row["final_val_loss"]) else "completed without a finite val loss"
+    if row["status"] == "missing":
+        return "never ran"
+    if row["error"]:
+        return f"{row['status']}: `{_line(row['error'])}`"
+    if row["status"] == "interrupted":
+        return "interrupted (run the same command again to resume it)"
+    return row["status"]
+
+
+def failures_section(abl_dir: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
+    out = ["## Failures", ""]
+    for row in rows:
+        problem = _problem(row)
+        if problem is None:
+            continue
+        log = f"{row['run_dir']}.log"
+        link = f" ([log]({log}))" if (abl_dir / log).is_file() else ""
+        out.append(f"- `{row['variant']}` seed-{row['seed_index']} (seed {row['seed']}): "
+                   f"{problem}{link}")
+    if len(out) == 2:
+        out.append("Every run completed.")
+    return [*out, ""]
+
+
+def report_md(abl_dir: str | Path, plan: dict[str, Any], summary: Sequence[dict[str, Any]],
+              rows: Sequence[dict[str, Any]]) -> Path:
+    """``ABL/report.md``. Holds nothing that changes between rebuilds (no build time)."""
+    abl_dir = Path(abl_dir)
+    lines = [f"# Ablation: {_line(plan.get('config', abl_dir.name))}", "",
+             *plan_section(plan), *summary_section(summary),
+             "## Figures", "",
+             f"![validation loss vs step, mean over seeds with min-max band]({CURVES_PNG})", "",
+             f"![final validation loss per variant: seeds, mean and std]({FINAL_PNG})", "",
+             *runs_section(abl_dir, rows), *failures_section(abl_dir, rows),
+             "Files: [results.csv](results.csv) (one row per run), [summary.csv](summary.csv) "
+             "(one row per variant), [plan.json](plan.json)."]
+    return write_text(abl_dir / REPORT_MD, "\n".join(lines) + "\n")
+
+
+# --- terminal -----------------------------------------------------------------------------------
+
+
+def rich_table(summary: Sequence[dict[str, Any]]) -> Table:
+    """The summary for the terminal, best first; ``*`` marks the baseline."""
+    table = Table(title="final validation loss (lower is better)",
+                  caption="* baseline; diff = mean - baseline mean, 95% Welch CI over seeds")
+    for name in ("variant", "val loss (mean ± std)", "n", "diff", "95% CI", "params", "tok/s"):
+        table.add_column(name, justify="left" if name == "variant" else "right")
+    for s in sort_by_loss(summary):
+        style = {"better": "green", "worse": "red"}.get(verdict(s), "")
+        n = str(s["n"]) + (f" (+{s['failed']} not counted)" if s["failed"] else "")
+        table.add_row(f"{s['variant']} *" if s["is_baseline"] else s["variant"], fmt_mean_std(s),
+                      n, fmt_diff(s), fmt_ci(s), fmt_count(s["params"]),
+                      fmt_rate(s["tokens_per_s"]), style=style or ("bold" if s["is_baseline"]
+                                                                    else None))
+    return table
+
+
+# --- all of it ----------------------------------------------------------------------------------
+
+
+def build_report(abl_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Read ABL, write every report file; return ``(summary, rows)``.
+
+    Raises ``ConfigError`` when ABL holds no ``plan.json``.
+    """
+    abl_dir = Path(abl_dir)
+    plan = load_plan_data(abl_dir)
+    runs = read_runs(abl_dir, plan)
+    rows = [row for row, _ in runs]
+    summary = summarize(rows, plan.get("baseline", ""))
+    write_results(abl_dir, rows)
+    write_summary(abl_dir, summary)
+    curves_png(abl_dir, curves_from(runs), plan.get("baseline"))
+    final_png(abl_dir, summary, rows)
+    report_md(abl_dir, plan, summary, rows)
+    return summary, rows

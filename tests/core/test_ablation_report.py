@@ -1,0 +1,110 @@
+"""The ablation report: rebuilt from the directory alone, the same each time."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from rich.console import Console
+
+from llmbricks.core.ablation.report import build_report, mean_band, rich_table
+from llmbricks.core.errors import ConfigError
+from tests.core.test_ablation_stats import PLAN, make_ablation
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+OUTPUTS = ("results.csv", "results.json", "summary.csv", "report.md", "curves.png", "final.png")
+
+
+def test_build_report_writes_every_file_from_the_directory(tmp_path):
+    abl = make_ablation(tmp_path / "abl")
+    summary, rows = build_report(abl)
+    assert len(rows) == 9 and [s["variant"] for s in summary] == [
+        v["name"] for v in PLAN["variants"]]
+    for name in OUTPUTS:
+        assert (abl / name).is_file(), name
+    for name in ("curves.png", "final.png"):
+        assert (abl / name).read_bytes()[:8] == PNG_SIGNATURE
+    assert not [p.name for p in abl.iterdir() if p.name.startswith(".")]  # no temp files left
+    with open(abl / "summary.csv", newline="") as handle:
+        lines = {r["variant"]: r for r in csv.DictReader(handle)}
+    assert lines["positional=rope"]["n"] == "2" and lines["positional=rope"]["failed"] == "1"
+    assert json.loads((abl / "results.json").read_text())[0]["final_val_loss"] == 3.0
+
+
+def test_report_md_holds_the_plan_the_tables_the_failures_and_the_figures(tmp_path):
+    abl = make_ablation(tmp_path / "abl")
+    build_report(abl)
+    text = (abl / "report.md").read_text()
+    assert text.startswith("# Ablation: cfg.yaml\n")
+    assert f"- command: `{PLAN['command']}`" in text
+    assert "- seeds: 123, 124, 125" in text and "- baseline: `positional=absolute`" in text
+    assert '| `model.positional` | `absolute`, `rope`, `{"name": "alibi"}` |' in text
+    # Summary sorted by mean loss: rope 2.95, alibi 3.1 (one run), absolute 3.2 (the baseline).
+    summary = text.split("## Summary")[1].split("## Figures")[0]
+    assert summary.index("positional=rope") < summary.index("positional=alibi") < summary.index(
+        "**positional=absolute** (baseline)")
+    assert ("| 1 | positional=rope | 2.9500 ± 0.0707 | 2 | 1 | 2.9500 | -0.2500 | "
+            "[-0.6837, +0.1837] | no clear difference | 1.00K | 75 |") in summary
+    assert ("| 3 | **positional=absolute** (baseline) | 3.2000 ± 0.2000 | 3 | 0 | 3.2000 | - | - "
+            "| baseline |") in summary
+    assert "| -0.1000 | - | too few runs |" in summary  # alibi: one run
+    assert "![validation loss vs step" in text and "](curves.png)" in text
+    assert "](final.png)" in text
+    assert ("| positional=absolute | 123 (seed-0) | completed | 3.0000 | 3.0000 | 2.9000 | 10 | "
+            "75 | 0:00:04 | [runs/positional=absolute/seed-0](runs/positional=absolute/seed-0/) |"
+            ) in text
+    failures = text.split("## Failures")[1]
+    assert ("- `positional=rope` seed-2 (seed 125): failed: `error: out of memory | try less` "
+            "([log](runs/positional=rope/seed-2.log))") in failures
+    assert "- `positional=alibi` seed-0 (seed 123): interrupted (run the same command" in failures
+    assert "- `positional=alibi` seed-1 (seed 124): never ran" in failures
+    assert "positional=absolute" not in failures
+
+
+def test_rebuilding_gives_the_same_report(tmp_path):
+    abl = make_ablation(tmp_path / "abl")
+    build_report(abl)
+    first = {name: (abl / name).read_bytes() for name in OUTPUTS if name.endswith((".md", ".csv",
+                                                                                  ".json"))}
+    summary, _ = build_report(abl)
+    assert {name: (abl / name).read_bytes() for name in first} == first
+
+
+def test_a_directory_without_a_plan_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="is not an ablation directory"):
+        build_report(tmp_path)
+
+
+def test_an_ablation_with_nothing_run_yet_still_reports(tmp_path):
+    (tmp_path / "plan.json").write_text(json.dumps(PLAN))
+    summary, rows = build_report(tmp_path)
+    assert {r["status"] for r in rows} == {"missing"} and all(s["n"] == 0 for s in summary)
+    assert (tmp_path / "curves.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / "final.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert "never ran" in (tmp_path / "report.md").read_text()
+
+
+def test_rich_table_is_sorted_and_marks_the_baseline(tmp_path):
+    summary, _ = build_report(make_ablation(tmp_path / "abl"))
+    console = Console(width=200, record=True, color_system=None)
+    console.print(rich_table(summary))
+    text = console.export_text()
+    lines = [line for line in text.splitlines() if "positional=" in line]
+    assert [line.split()[1] for line in lines] == ["positional=rope", "positional=alibi",
+                                                   "positional=absolute"]
+    assert "positional=absolute *" in text and "* baseline" in text
+    assert "2.9500 ± 0.0707" in text and "[-0.6837, +0.1837]" in text
+    assert "1 (+2 not counted)" in text
+
+
+def test_mean_band_averages_seeds_at_shared_steps_and_interpolates_otherwise():
+    same = [(0, [5, 10], [4.0, 3.0]), (1, [5, 10], [5.0, 2.0])]
+    assert mean_band(same) == ([5, 10], [4.5, 2.5], [4.0, 2.0], [5.0, 3.0])
+    # Seed 1 evaluates at 4 and 8 only: the common range is 5..8; at 5 seed 1 is interpolated
+    # between (4, 6.0) and (8, 2.0) -> 5.0; at 8 seed 0 is between (5, 4.0) and (10, 3.0) -> 3.4.
+    shifted = [(0, [5, 10], [4.0, 3.0]), (1, [4, 8], [6.0, 2.0])]
+    steps, mean, low, high = mean_band(shifted)
+    assert steps == [5, 8]
+    assert mean == pytest.approx([4.5, 2.7]) and low == pytest.approx([4.0, 2.0])
+    assert high == pytest.approx([5.0, 3.4])
