@@ -103,7 +103,7 @@ def run_job(job: Job, threads: int) -> dict[str, Any]:
                                    preexec_fn=_die_with_parent)
         code = process.wait()
     status = "completed" if code == 0 else "interrupted" if code in (130, -signal.SIGINT) else "failed"
-    return {**job.to_data(), "status": status, "error": None if code == 0 else _last_error(log),
+    return {**job.to_data(), "status": status, "error": _last_error(log) if status == "failed" else None,
             "wall_s": round(time.perf_counter() - started, 3), "returncode": code,
             "log": str(log.name)}
 
