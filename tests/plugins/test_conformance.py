@@ -41,10 +41,23 @@ def test_builtin_conforms(kind, name, tmp_path):
         assert {"round trip", "save/load"} <= passed
     elif kind == "datasource":
         assert {"yields data", "record type", "repeatable"} <= passed
-    elif kind in ("logger", "trainer", "adapter"):  # behaviour: test_train.py, test_lora.py
+    elif kind in ("logger", "trainer", "adapter", "prompt"):  # behaviour: their own tests
         assert {"summary", "defaults", "strict params"} <= passed
+    elif kind == "head" and not REGISTRY.get(kind, name).per_token:  # one output per sequence
+        assert {"sequence shape", "lengths", "state_dict round trip", "seeded determinism"} <= passed
     else:
         assert {"causal", "cache equivalence", "state_dict round trip", "seeded determinism"} <= passed
+
+
+@pytest.mark.parametrize("pooling", ["last_nonpad", "mean"])
+def test_a_pooling_head_that_skips_padding_is_checked_for_it(pooling):
+    passed = check_component("head", "classification", REGISTRY,
+                             params={"pooling": pooling, "num_classes": 3})
+    assert "padding ignored" in passed
+
+
+def test_the_books_last_pooling_reads_padding_so_that_check_is_skipped():
+    assert "padding ignored" not in check_component("head", "classification", REGISTRY)
 
 
 def test_gqa_attention_conforms():

@@ -14,7 +14,10 @@ from .options import set_option
 @click.option("--config", "config_file", type=click.Path(dir_okay=False),
               help="Build a randomly initialized model from this config (seeded by its `seed`).")
 @set_option
-@click.option("--prompt", "-p", required=True, help="Text to continue.")
+@click.option("--prompt", "-p", help="Text to continue.")
+@click.option("--instruction", "-i", help="Ask an instruction-finetuned run: the run's prompt "
+              "template (data.prompt; alpaca when unset) wraps it, and only the response is printed.")
+@click.option("--input", "input_text", default="", help="The instruction's input (with --instruction).")
 @click.option("--max-new-tokens", "-n", default=50, show_default=True, type=click.IntRange(min=0))
 @click.option("--temperature", "-t", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="0 = greedy.")
@@ -28,31 +31,49 @@ from .options import set_option
               type=click.IntRange(min=0),
               help="Greedy only: check up to N tokens copied from the context per forward pass "
                    "(prompt-lookup decoding). Same text; faster when the text repeats itself.")
-def generate(source: str | None, config_file: str | None, overrides: tuple[str, ...], prompt: str,
-             max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None,
-             seed: int | None, stream: bool, no_cache: bool, prompt_lookup: int) -> None:
+def generate(source: str | None, config_file: str | None, overrides: tuple[str, ...],
+             prompt: str | None, instruction: str | None, input_text: str, max_new_tokens: int,
+             temperature: float, top_k: int | None, top_p: float | None, seed: int | None,
+             stream: bool, no_cache: bool, prompt_lookup: int) -> None:
     """Generate text after PROMPT from RUN (a run directory, or a model directory such as `import
-    gpt2` writes) or from a randomly initialized model built from --config."""
+    gpt2` writes) or from a randomly initialized model built from --config.
+
+    With --instruction (and --input), the run's prompt template makes the prompt, as instruction
+    finetuning did, and the response alone is printed."""
     from llmbricks.core.generation import generate as run
 
-    if not prompt:
+    if (prompt is None) == (instruction is None):
+        raise click.UsageError("give --prompt TEXT to continue, or --instruction TEXT to answer "
+                               "(one of the two)")
+    if instruction is None and input_text:
+        raise click.UsageError("--input goes with --instruction")
+    if prompt is not None and not prompt:
         raise click.UsageError("--prompt is empty: give some text to continue")
+    if instruction is not None and not instruction.strip():
+        raise click.UsageError("--instruction is empty: give an instruction")
     if source is not None and overrides:
         raise click.UsageError("--set applies to --config, not to a saved run or model")
     if prompt_lookup and (temperature > 0 or no_cache):
         raise click.UsageError("--prompt-lookup needs greedy decoding (-t 0) and the cache "
                                "(no --no-cache)")
-    model, tokenizer = _load(source, config_file, overrides)
+    config, model, tokenizer = _load(source, config_file, overrides)
+    shown = prompt
+    if instruction is not None:
+        from llmbricks.core.instruction import instruction_prompt
+
+        prompt, shown = instruction_prompt(config, instruction, input_text), ""
 
     def echo(row: int, text: str) -> None:
         click.echo(text, nl=False)
 
     if stream:
-        click.echo(prompt, nl=False)
+        click.echo(shown, nl=False)
     text = run(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                top_k=top_k, top_p=top_p, seed=seed, use_cache=not no_cache,
                on_text=echo if stream else None, prompt_lookup=prompt_lookup)
-    click.echo("" if stream else prompt + text)
+    if instruction is not None and not stream:
+        text = text.strip()  # as responses.json holds it
+    click.echo("" if stream else shown + text)
 
 
 def _load(source: str | None, config_file: str | None, overrides: tuple[str, ...]):
@@ -72,8 +93,8 @@ def _load(source: str | None, config_file: str | None, overrides: tuple[str, ...
         config, model, tokenizer = load_run(source)
         if tokenizer is None:
             tokenizer, _ = ready_tokenizer(config)
-        return model, tokenizer
+        return config, model, tokenizer
     config = load_config(config_file, overrides)
     tokenizer, _ = ready_tokenizer(config)
     torch.manual_seed(config.seed)
-    return build_model(config, tokenizer=tokenizer), tokenizer
+    return config, build_model(config, tokenizer=tokenizer), tokenizer

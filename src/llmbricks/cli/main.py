@@ -25,6 +25,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "tokenizer": "llmbricks.cli.tokenizer:tokenizer",
     "data": "llmbricks.cli.data:data",
     "generate": "llmbricks.cli.generate:generate",
+    "classify": "llmbricks.cli.classify:classify",
     "train": "llmbricks.cli.train:train",
     "eval": "llmbricks.cli.evaluate:evaluate",
     "ablate": "llmbricks.cli.ablate:ablate",

@@ -288,8 +288,11 @@ def ready_tokenizer(config: object, registry: object | None = None,
                     content_sha256: str | None = None) -> tuple[Tokenizer, bool]:
     """The config's tokenizer, trained on ``data.source`` first if it learns from data.
 
-    The trained tokenizer is kept beside the token caches, keyed by the source's content and the
-    tokenizer's params, so asking again reuses it. Returns ``(tokenizer, trained_now)``.
+    With ``train.init_from`` naming a directory that holds a tokenizer, that tokenizer is used:
+    the weights only make sense with their own vocabulary. A labeled source (classification)
+    trains it on its rows' texts. The trained tokenizer is kept beside the token caches, keyed by
+    the source's content and the tokenizer's params, so asking again reuses it. Returns
+    ``(tokenizer, trained_now)``.
     """
     from .build import build_tokenizer, load_tokenizer
     from .registry import get_registry
@@ -297,18 +300,46 @@ def ready_tokenizer(config: object, registry: object | None = None,
     registry = registry or get_registry()
     if config.model.tokenizer is None:
         raise ConfigError("model.tokenizer: not set; name one (e.g. char, bpe, tiktoken)")
+    start = getattr(getattr(config, "train", None), "init_from", None)
+    if start and (Path(start) / "tokenizer" / "tokenizer.json").is_file():
+        # Finetuning: the weights' own vocabulary, never one learned anew from other data.
+        return load_tokenizer(Path(start) / "tokenizer", registry), False
     tokenizer = build_tokenizer(config, registry)
     if tokenizer.is_trained:
         return tokenizer, False
-    source = source or text_source(config, registry)
+    if source is None:
+        source = registry.build("datasource", config.data.source)
+        if source.records not in ("text", "labeled"):
+            source = text_source(config, registry)  # the usual error for other records
+    if source.records == "labeled":
+        content_sha256 = None  # the hash of a text source's pieces does not apply
     spec = json.dumps({"tokenizer": config.model.tokenizer.to_data(),
-                       "content": content_sha256 or content_hash(source)}, sort_keys=True)
+                       "content": content_sha256 or _learned_text_hash(source)}, sort_keys=True)
     saved = _cache_root(config) / "tokenizers" / hashlib.sha256(spec.encode()).hexdigest()[:32]
     if (saved / "tokenizer.json").is_file():
         return load_tokenizer(saved, registry), False
-    tokenizer.train(iter_texts(source))
+    tokenizer.train(learned_texts(source))
     tokenizer.save(saved)
     return tokenizer, True
+
+
+def learned_texts(source: DataSource) -> Iterator[str]:
+    """What a tokenizer learns from: a text source's pieces, or each labeled row's text.
+
+    Labeled rows (classification data) give their texts, one per line; labels are never seen.
+    """
+    if source.records != "labeled":
+        yield from iter_texts(source)
+        return
+    for text, _ in source:
+        yield text + "\n"
+
+
+def _learned_text_hash(source: DataSource) -> str:
+    digest = hashlib.sha256()
+    for piece in learned_texts(source):
+        digest.update(piece.encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 def prepare_data(config: object, registry: object | None = None,

@@ -50,9 +50,17 @@ def evaluate_run(path: str | Path, *, data: str | dict | None = None, batch_size
     """Loss and perplexity of the run or model directory ``path``.
 
     ``data`` is a text data source (a name, a YAML spec string or a mapping); by default the run's
-    own validation split (``data.val_fraction`` of its ``data.source``).
+    own validation split (``data.val_fraction`` of its ``data.source``). A classifier (a head with
+    ``per_token = False``) reports accuracy, P/R/F1 and the confusion matrix instead, on a labeled
+    ``data`` source or its own test split (``core.classifier.evaluate_classifier``).
     """
     registry = registry or get_registry()
+    if _is_classifier(path, registry):
+        from .classifier import evaluate_classifier
+
+        spec = parse_yaml(data, "--data") if isinstance(data, str) else data
+        return evaluate_classifier(path, data=spec, batch_size=batch_size,
+                                   max_batches=max_batches, device=device, registry=registry)
     config, model, tokenizer = load_run(path, device, registry)
     if tokenizer is None:
         tokenizer, _ = ready_tokenizer(config, registry)
@@ -75,3 +83,15 @@ def evaluate_run(path: str | Path, *, data: str | dict | None = None, batch_size
     loss, count, batches = token_loss(model, tokens, batch_size=batch_size, max_batches=max_batches)
     return {"run": str(path), "data": label, "loss": loss, "perplexity": math.exp(min(loss, 50.0)),
             "tokens": count, "batches": batches}
+
+
+def _is_classifier(path: str | Path, registry: Registry) -> bool:
+    """Whether the directory's config names a head with one output per sequence."""
+    from .config import load_config
+    from .model_dir import CONFIG_FILE
+
+    config_file = Path(path) / CONFIG_FILE
+    if not config_file.is_file():
+        return False  # load_run reports it
+    head = load_config(config_file, registry=registry).model.head
+    return not registry.get("head", head.name).per_token

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .errors import ConfigError
 from .interfaces import Model, Tokenizer
 from .kv_cache import KVCache
 
@@ -127,6 +128,14 @@ def _check_prompt_lookup(prompt_lookup: int, lookup_ngram: int, temperature: flo
                          "back past rejected drafts")
 
 
+def _check_generates(model: Model) -> None:
+    """A classifier (a head with ``per_token = False``) has no next-token logits to sample."""
+    head = getattr(model, "head", None)
+    if not getattr(head, "per_token", True):
+        raise ConfigError(f"this model's head ('{head.name}') gives one output per text, not "
+                          "next-token logits: it cannot generate; use `llmbricks classify`")
+
+
 @torch.inference_mode()
 def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
                  max_new_tokens: int = 50, temperature: float = 0.0, top_k: int | None = None,
@@ -142,6 +151,7 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
     ``prompt_lookup=N`` (greedy, batch 1, cache) verifies up to N tokens copied from the context
     (after its last ``lookup_ngram``-gram match) per forward pass; the tokens are the same.
     """
+    _check_generates(model)
     device = next(model.parameters()).device
     ids = torch.as_tensor(prompt, dtype=torch.long, device=device)
     if ids.dim() == 1:
@@ -223,6 +233,7 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
     ``prompt_lookup=N`` checks up to N tokens copied from the context per forward pass (greedy,
     one prompt): the same text, faster when it repeats the prompt or itself.
     """
+    _check_generates(model)
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     encoded = [tokenizer.encode(p, allowed_special="all") for p in prompts]
     if len({len(e) for e in encoded}) > 1:

@@ -192,7 +192,9 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
             if state.val_loss is not None and (state.best_val_loss is None
                                                or state.val_loss < state.best_val_loss):
                 state.best_val_loss = state.val_loss
-            val_ppl = math.exp(min(state.val_loss, 50.0)) if state.val_loss is not None else None
+            per_token = getattr(getattr(model, "head", None), "per_token", True)
+            val_ppl = math.exp(min(state.val_loss, 50.0)) \
+                if state.val_loss is not None and per_token else None  # a classifier has none
             events("eval", step=state.step, train_loss=state.train_loss, val_loss=state.val_loss,
                    val_ppl=val_ppl, tokens=state.tokens, elapsed_s=state.elapsed_s, **metrics)
             if task.sample is not None:

@@ -179,6 +179,8 @@ def _check_module(kind: str, name: str, registry: Registry, params: dict[str, An
 
     # The component inside a whole model: what every kind must preserve.
     model = _seeded(build_model_)
+    if not getattr(model.head, "per_token", True):
+        return passed + _check_sequence_head(kind, name, model, build_model_, dims)
     ids = torch.randint(0, dims.vocab_size, (2, dims.context_length))
     with torch.no_grad():
         logits = model(ids)
@@ -220,3 +222,45 @@ def _check_module(kind: str, name: str, registry: Registry, params: dict[str, An
                     f"prefill + one token at a time differs from one full pass by {diff:.2e}")
     passed.append("cache equivalence")
     return passed
+
+
+def _check_sequence_head(kind: str, name: str, model: torch.nn.Module,
+                         build: Callable[[], torch.nn.Module], dims: Dims) -> list[str]:
+    """A head with ``per_token = False``: one output ``[B, C]`` per right-padded sequence.
+
+    ``lengths`` counts each row's real tokens. A head that reads only real tokens (its
+    ``ignores_padding`` is true, the default) must give the same output whatever the padding
+    holds; one that reads the padding on purpose (the book's ``last`` pooling) sets it false.
+    """
+    ids = torch.randint(0, dims.vocab_size, (3, dims.context_length))
+    lengths = torch.tensor([dims.context_length, 5, 1])
+    with torch.no_grad():
+        out = model(ids, lengths=lengths)
+        full = model(ids)
+        stated = model(ids, lengths=torch.full((3,), dims.context_length))
+    if out.dim() != 2 or out.shape[0] != 3:
+        raise _fail(kind, name, "sequence shape", f"ids {list(ids.shape)} gave {list(out.shape)}, "
+                    "expected one vector per sequence [3, C]")
+    if not torch.allclose(full, stated, atol=1e-6):
+        raise _fail(kind, name, "lengths", "lengths=None must mean every position is real")
+    passed = ["sequence shape", "lengths"]
+    if getattr(model.head, "ignores_padding", True):
+        padded = ids.clone()
+        for row, n in enumerate(lengths.tolist()):
+            padded[row, n:] = (padded[row, n:] + 1) % dims.vocab_size
+        with torch.no_grad():
+            again = model(padded, lengths=lengths)
+        if not torch.allclose(again, out, atol=1e-5):
+            raise _fail(kind, name, "padding ignored", "changing tokens past lengths changed "
+                        "the output")
+        passed.append("padding ignored")
+    other = _seeded(build)
+    if any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                 other.state_dict().values(), strict=True)):
+        raise _fail(kind, name, "seeded determinism", "two builds with the same seed differ")
+    fresh = _seeded(build, seed=1)
+    fresh.load_state_dict(copy.deepcopy(model.state_dict()))
+    with torch.no_grad():
+        if not torch.allclose(fresh(ids, lengths=lengths), out, atol=1e-6):
+            raise _fail(kind, name, "state_dict round trip", "reloaded weights give other outputs")
+    return passed + ["seeded determinism", "state_dict round trip"]

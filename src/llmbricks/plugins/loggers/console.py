@@ -147,9 +147,22 @@ def results_line(f: dict[str, Any]) -> str:
     return " | ".join(parts)
 
 
+#: A long prompt is cut from its start down to this many characters before the continuation is.
+SAMPLE_PROMPT_TAIL = 20
+
+
 def sample_line(f: dict[str, Any], limit: int) -> str:
-    text = (str(f.get("prompt") or "") + str(f.get("text") or "")).replace("\r", "\\r")
-    text = text.replace("\n", "\\n")
+    def flat(value: Any) -> str:
+        return str(value or "").replace("\r", "\\r").replace("\n", "\\n")
+
+    prompt, text = flat(f.get("prompt")), flat(f.get("text"))
+    if len(prompt) + len(text) > limit:
+        # The continuation is what a sample shows: a long prompt (an instruction template)
+        # gives up its start first, keeping its last characters (e.g. "### Response:\n").
+        keep = max(min(len(prompt), SAMPLE_PROMPT_TAIL), limit - 3 - len(text))
+        if keep < len(prompt):
+            prompt = "..." + prompt[len(prompt) - keep:]
+    text = prompt + text
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return f"sample step {f.get('step')}: {text}"

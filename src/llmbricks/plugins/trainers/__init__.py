@@ -5,6 +5,8 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
+    from .classify import ClassifyTrainer
+    from .instruct import InstructTrainer
     from .pretrain import PretrainTrainer
 
-    return [PretrainTrainer]
+    return [PretrainTrainer, ClassifyTrainer, InstructTrainer]

@@ -1,0 +1,10 @@
+"""Built-in prompt templates: how an instruction record becomes training text."""
+
+from llmbricks.core.hookspecs import hookimpl
+
+
+@hookimpl
+def llmbricks_components():
+    from .templates import AlpacaTemplate, Phi3Template
+
+    return [AlpacaTemplate, Phi3Template]

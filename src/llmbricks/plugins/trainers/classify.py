@@ -1,0 +1,169 @@
+"""Classification finetuning (chapter 6): cross-entropy of class logits on labeled texts."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field, field_validator, model_validator
+from torch import Tensor, nn
+
+from llmbricks.core.build import build_model
+from llmbricks.core.classification import (
+    ClassifierInfo,
+    LabeledBatches,
+    check_num_classes,
+    pad_id,
+    padded_length,
+    prepare_labeled,
+)
+from llmbricks.core.classifier import classification_report, run_batches
+from llmbricks.core.component import ParamsModel
+from llmbricks.core.errors import ConfigError
+from llmbricks.core.interfaces import Trainer
+from llmbricks.core.loop import TrainTask, run_loop
+from llmbricks.core.trainable import apply_trainable
+from llmbricks.core.training import Session, initial_weights
+
+
+class ClassifyParams(ParamsModel):
+    balance: bool = Field(True, description="undersample every class to the smallest class's "
+                          "count, seeded (the book: 747 ham + 747 spam)")
+    split: tuple[float, float, float] = Field(
+        (0.7, 0.1, 0.2), description="train/val/test fractions of the (balanced) rows, after a "
+        "seeded shuffle; the test split is the rest when they sum to 1")
+    padding: Literal["longest", "fixed", "none"] = Field(
+        "longest", description="longest = pad every text to the longest training text (the "
+        "book); fixed = pad or cut to max_length; none = no padding (train.batch_size 1)")
+    max_length: int | None = Field(None, ge=1, description="fixed: the padded length; longest: "
+                                   "an optional cap; never past model.context_length")
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if value[0] <= 0 or min(value) < 0 or sum(value) > 1.0 + 1e-6:
+            raise ValueError(f"split {list(value)} must be 3 fractions >= 0 with train > 0 and a "
+                             "sum of at most 1, e.g. [0.7, 0.1, 0.2]")
+        return value
+
+    @model_validator(mode="after")
+    def _fixed_needs_length(self) -> ClassifyParams:
+        if self.padding == "fixed" and self.max_length is None:
+            raise ValueError("padding 'fixed' needs max_length (e.g. max_length: 128)")
+        return self
+
+
+def class_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+    """Mean cross-entropy of each text's class logits: ``-mean log p(y | text)``."""
+    ids, lengths, labels = batch
+    return F.cross_entropy(model(ids, lengths=lengths).float(), labels)
+
+
+def train_head(model: nn.Module, used: str, asked: str) -> None:
+    """``auto`` with adapters trains the adapters, and the new head too when no adapter wraps it.
+
+    A classification head starts from random weights: frozen and unadapted, it could not learn.
+    """
+    head = model.head
+    if asked == "auto" and used == "none" and not any(p.requires_grad for p in head.parameters()):
+        head.requires_grad_(True)
+
+
+class ClassifyTrainer(Trainer):
+    """Finetunes a classification head (and the last block, by default) on labeled texts (chapter 6)."""
+
+    name = "classify"
+    Params = ClassifyParams
+
+    def fit(self, session: Session) -> dict[str, Any]:
+        config, dist, device, registry = session.config, session.dist, session.device, session.registry
+        p, train_cfg = self.params, config.train
+        head = config.model.head
+        if registry.get("head", head.name).per_token:
+            raise ConfigError(f"train.trainer: classify needs a classification head, but "
+                              f"model.head is '{head.name}'; set --set model.head=classification")
+        if p.padding == "none" and train_cfg.batch_size != 1:
+            raise ConfigError(f"train.trainer.padding: none feeds one text per batch (no padding) "
+                              f"but train.batch_size is {train_cfg.batch_size}; set "
+                              "--set train.batch_size=1, or use padding longest or fixed")
+        tokenizer = session.tokenizer
+        if tokenizer is None:
+            raise ConfigError("model.tokenizer: the classify trainer needs a tokenizer; set one")
+        context = config.model.context_length
+        source = registry.build("datasource", config.data.source)
+        data = prepare_labeled(source, tokenizer, context=context, balance=p.balance,
+                               fractions=p.split, seed=config.seed)
+        check_num_classes(data.labels, head.params.get("num_classes"))
+        train_ids, train_labels = data.splits["train"]
+        length = padded_length(p.padding, train_ids, p.max_length, context)
+        pad = pad_id(tokenizer)
+        if dist.is_main:
+            ClassifierInfo(labels=data.labels, pad_id=pad, padding=p.padding, length=length,
+                           balance=p.balance, split=list(p.split), seed=config.seed,
+                           splits={s: data.size(s) for s in data.splits}).save(session.run.directory)
+        batches = LabeledBatches(train_ids, train_labels, train_cfg.batch_size, length, pad,
+                                 shuffle=config.data.shuffle, drop_last=config.data.drop_last,
+                                 seed=config.seed, rank=dist.rank, world_size=dist.world_size)
+        # Rank 0 evaluates alone, on batches of the global size: the same numbers as one process.
+        global_batch = train_cfg.batch_size * dist.world_size if length is not None else 1
+
+        def split_batches(split: str, shuffle: bool = False) -> LabeledBatches:
+            ids, labels = data.splits[split]
+            return LabeledBatches(ids, labels, global_batch, length, pad, shuffle=shuffle,
+                                  drop_last=False, seed=config.seed)
+
+        # The book's eval_iter: the first eval_batches batches (train: a fixed shuffled order).
+        train_eval = split_batches("train", shuffle=True).first(train_cfg.eval_batches)
+        val_eval = split_batches("val").first(train_cfg.eval_batches)
+
+        torch.manual_seed(config.seed)
+        model = build_model(config, registry, tokenizer=tokenizer, device=device)
+        if session.resume is None:
+            initial_weights(model, config, registry)
+        train_head(model, apply_trainable(model, train_cfg.trainable, "last_block"),
+                   train_cfg.trainable)
+
+        def evaluate(net: nn.Module) -> dict[str, float | None]:
+            out: dict[str, float | None] = {}
+            for split, fixed in (("train", train_eval), ("val", val_eval)):
+                loss, predicted, actual = run_batches(net, fixed, device)
+                out[f"{split}_loss"] = loss
+                if actual:
+                    out[f"{split}_accuracy"] = sum(map(int.__eq__, predicted, actual)) / len(actual)
+            return out
+
+        def finish(net: nn.Module) -> dict[str, Any]:
+            """Whole-split accuracy, then the test split's P/R/F1 and confusion matrix."""
+            results: dict[str, Any] = {}
+            reports = {}
+            for split in ("train", "val", "test"):
+                if not data.size(split):
+                    continue
+                loss, predicted, actual = run_batches(net, split_batches(split).first(), device)
+                reports[split] = classification_report(predicted, actual, data.labels)
+                results[f"{split}_accuracy"] = reports[split]["accuracy"]
+                results[f"{split}_loss"] = loss
+            if "test" in reports:
+                results["test_macro_f1"] = reports["test"]["macro_f1"]
+                results["test"] = {k: v for k, v in reports["test"].items() if k != "accuracy"}
+            results["labels"] = data.labels
+            results["examples"] = {s: data.size(s) for s in data.splits}
+            return results
+
+        task = TrainTask(
+            model=model,
+            train_batches=batches.epoch,
+            batches_per_epoch=len(batches),
+            tokens_per_batch=train_cfg.batch_size * batches.mean_length(),
+            loss=class_loss,
+            evaluate=evaluate,
+            finish=finish,
+            to_device=lambda batch, dev: tuple(t.to(dev, non_blocking=True) for t in batch),
+        )
+        result = run_loop(task, session.run, config, loggers=session.loggers, dist=dist,
+                          device=device, resume=session.resume, history=session.history)
+        state = result.state
+        return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
+                "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,
+                "elapsed_s": state.elapsed_s, **result.results}

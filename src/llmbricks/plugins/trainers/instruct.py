@@ -1,0 +1,167 @@
+"""Instruction finetuning (chapter 7): next-token loss on templated records, then test responses."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import torch
+from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+from torch import nn
+
+from llmbricks.core.build import build_model
+from llmbricks.core.component import ParamsModel
+from llmbricks.core.errors import ConfigError, DataError
+from llmbricks.core.generation import generate
+from llmbricks.core.instruction import (
+    InstructionBatches,
+    SplitOrder,
+    encode_example,
+    end_of_text_id,
+    generate_responses,
+    instruction_loss,
+    mean_loss,
+    prompt_template,
+    split_records,
+)
+from llmbricks.core.interfaces import PromptTemplate, Trainer
+from llmbricks.core.loop import TrainTask, run_loop
+from llmbricks.core.runs import write_atomic
+from llmbricks.core.trainable import apply_trainable
+from llmbricks.core.training import Session, initial_weights
+
+#: The test split's records with the model's answers, as the book's
+#: ``instruction-data-with-response.json``.
+RESPONSES_FILE = "responses.json"
+
+
+class InstructParams(ParamsModel):
+    allowed_max_length: PositiveInt | None = Field(
+        None, description="truncate inputs and targets to this many tokens; null = "
+        "model.context_length (never more)")
+    mask_prompt: bool = Field(False, description="ignore the prompt's targets too, so only the "
+                              "response and its end-of-text are learned (the book's exercise 7.2)")
+    split: tuple[float, float, float] = Field(
+        (0.85, 0.10, 0.05), description="train/val/test fractions of the records, cut in file "
+        "order; the test split is the rest when they sum to 1 (1,100 records: 935/110/55)")
+    shuffle_records: bool = Field(False, description="shuffle the records (seeded by `seed`) "
+                                  "before splitting; false = split in file order, as the book")
+    split_order: SplitOrder = Field("train-val-test", description="the order the splits are "
+                                    "sliced in; train-test-val is the book's (with split "
+                                    "[0.85, 0.05, 0.1])")
+    response_tokens: NonNegativeInt = Field(256, description="new tokens per test response "
+                                            "(greedy, stops at end-of-text); 0 = no responses")
+
+    @field_validator("split")
+    @classmethod
+    def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if value[0] <= 0 or min(value) < 0 or sum(value) > 1.0 + 1e-6:
+            raise ValueError(f"split {list(value)} must be 3 fractions >= 0 (train, val, test) "
+                             "with train > 0 and a sum of at most 1, e.g. [0.85, 0.1, 0.05]")
+        return value
+
+
+class InstructTrainer(Trainer):
+    """Instruction finetuning (chapter 7): prompt templates, padded and masked batches, responses.
+
+    Reads instruction records from ``data.source``, formats them with ``data.prompt`` (alpaca
+    when null) and cuts them in file order by ``split`` (train/val/test; 1,100 records at the
+    default 0.85/0.10/0.05: 935 / 110 / 55).
+    Batches are padded with ``<|endoftext|>`` and their padding targets ignored, as the book's
+    ``custom_collate_fn``. After training it writes ``results.json`` (test loss) and
+    ``responses.json``: each test record with the model's greedy ``model_response``.
+    The tokenizer must have ``<|endoftext|>`` (e.g. tiktoken's gpt2).
+    """
+
+    name = "instruct"
+    Params = InstructParams
+    params: InstructParams
+
+    def fit(self, session: Session) -> dict[str, Any]:
+        config, dist, device, registry = session.config, session.dist, session.device, session.registry
+        train_cfg, data_cfg, params = config.train, config.data, self.params
+        context = config.model.context_length
+        max_length = params.allowed_max_length or context
+        if max_length > context:
+            raise ConfigError(f"train.trainer.allowed_max_length: {max_length} is above "
+                              f"model.context_length {context}; lower it or leave it null")
+        tokenizer = session.tokenizer
+        eot = end_of_text_id(tokenizer)
+        template: PromptTemplate = prompt_template(config, registry)
+        source = registry.build("datasource", data_cfg.source)
+        if source.records != "instruction":
+            raise ConfigError(f"data.source: '{source.name}' yields {source.records} records, not "
+                              "instruction records; use instruction_data or instruction_json")
+        records = list(source)
+        train_records, val_records, test_records = split_records(
+            records, params.split, shuffle=params.shuffle_records, seed=config.seed,
+            order=params.split_order)
+        if not train_records:
+            raise DataError(f"{source.describe()}: no training records")
+
+        def batches(split: list[dict[str, Any]], size: int, **options: Any) -> InstructionBatches:
+            examples = [encode_example(tokenizer, template, record) for record in split]
+            return InstructionBatches(examples, size, eot, allowed_max_length=max_length,
+                                      mask_prompt=params.mask_prompt, seed=config.seed, **options)
+
+        train_batches = batches(train_records, train_cfg.batch_size, shuffle=data_cfg.shuffle,
+                                drop_last=data_cfg.drop_last, rank=dist.rank,
+                                world_size=dist.world_size)
+        # Rank 0 evaluates alone, on batches of the global size: the same numbers as one process.
+        global_batch = train_cfg.batch_size * dist.world_size
+        train_eval = batches(train_records, global_batch, drop_last=False).spread(train_cfg.eval_batches)
+        val_eval = batches(val_records, global_batch, drop_last=False).spread(
+            train_cfg.eval_batches) if val_records else []
+        torch.manual_seed(config.seed)
+        model = build_model(config, registry, tokenizer=tokenizer, device=device)
+        if session.resume is None:
+            initial_weights(model, config, registry)
+        apply_trainable(model, train_cfg.trainable, "all")
+
+        def evaluate(net: nn.Module) -> dict[str, float | None]:
+            return {"train_loss": mean_loss(net, train_eval, device),
+                    "val_loss": mean_loss(net, val_eval, device)}
+
+        # Samples: sample_prompt is an instruction; unset, the first validation record's.
+        sample_record = ({"instruction": train_cfg.sample_prompt, "input": "", "output": ""}
+                         if train_cfg.sample_prompt else (val_records or train_records)[0])
+        sample_prompt = template.prompt(sample_record)
+
+        def sample(net: nn.Module) -> tuple[str, str]:
+            text = generate(net, tokenizer, sample_prompt, max_new_tokens=train_cfg.sample_tokens,
+                            max_context=context)
+            return sample_prompt, text
+
+        def finish(net: nn.Module) -> dict[str, Any]:
+            test = batches(test_records, global_batch, drop_last=False).all() if test_records else []
+            results: dict[str, Any] = {"test_loss": mean_loss(net, test, device),
+                                       "test_records": len(test_records)}
+            if params.response_tokens:
+                answers = generate_responses(net, tokenizer, template, test_records,
+                                             max_new_tokens=params.response_tokens,
+                                             max_context=context)
+                entries = [{**record, "model_response": answer}
+                           for record, answer in zip(test_records, answers, strict=True)]
+                write_atomic(session.run.directory / RESPONSES_FILE,
+                             json.dumps(entries, indent=4, ensure_ascii=False) + "\n")
+                results.update(responses=RESPONSES_FILE, responses_count=len(entries))
+            return results
+
+        task = TrainTask(
+            model=model,
+            train_batches=train_batches.epoch,
+            batches_per_epoch=len(train_batches),
+            tokens_per_batch=max(1, round(train_cfg.batch_size * train_batches.mean_tokens())),
+            loss=instruction_loss,
+            evaluate=evaluate,
+            sample=sample,
+            to_device=lambda batch, dev: (batch[0].to(dev, non_blocking=True),
+                                          batch[1].to(dev, non_blocking=True)),
+            finish=finish,
+        )
+        result = run_loop(task, session.run, config, loggers=session.loggers, dist=dist,
+                          device=device, resume=session.resume, history=session.history)
+        state = result.state
+        return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
+                "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,
+                "elapsed_s": state.elapsed_s, **result.results}
