@@ -84,7 +84,7 @@ def test_documented_to_extrapolate(name):
 @pytest.mark.parametrize("emb_dim", [6, 7])
 def test_sinusoidal_matches_closed_form(emb_dim):
     base = 10000.0
-    module = positional("sinusoidal", dims(emb_dim=emb_dim, n_heads=1, n_kv_heads=1))
+    module = positional("sinusoidal", dims(emb_dim=emb_dim, n_heads=1, n_kv_heads=1), scale=1.0)
     positions = [0, 1, 2, 5, 40]
     x = torch.zeros(1, len(positions), emb_dim)
     got = module.embed(x, torch.tensor(positions))[0]
@@ -97,10 +97,20 @@ def test_sinusoidal_matches_closed_form(emb_dim):
 
 
 def test_sinusoidal_base_is_a_param():
-    module = positional("sinusoidal", dims(emb_dim=4, n_heads=1, n_kv_heads=1), base=100.0)
+    module = positional("sinusoidal", dims(emb_dim=4, n_heads=1, n_kv_heads=1), base=100.0,
+                        scale=1.0)
     got = module.embed(torch.zeros(1, 1, 4), torch.tensor([3]))[0, 0]
     want = [math.sin(3), math.cos(3), math.sin(3 / 10), math.cos(3 / 10)]
     assert got.tolist() == pytest.approx(want, abs=1e-6)
+
+
+def test_sinusoidal_is_scaled_by_one_over_sqrt_dim_by_default():
+    # The paper adds PE to sqrt(D) * x; x + PE / sqrt(D) keeps that ratio at the embeddings' scale.
+    positions = torch.arange(5)
+    x = torch.zeros(1, 5, 16)
+    raw = positional("sinusoidal", dims(emb_dim=16, n_heads=1, n_kv_heads=1), scale=1.0)
+    default = positional("sinusoidal", dims(emb_dim=16, n_heads=1, n_kv_heads=1))
+    assert torch.allclose(default.embed(x, positions), raw.embed(x, positions) / 4.0, atol=1e-7)
 
 
 def test_sinusoidal_adds_to_embeddings_and_keeps_dtype():
