@@ -39,12 +39,29 @@ def test_grid_values_are_parsed_like_set_values():
 
 @pytest.mark.parametrize("option, message", [
     ("model.positional", "expected PATH=V1,V2"),
-    ("model.positionl=rope", "unknown config path 'model.positionl'"),
+    ("model.positionl=rope", "^--grid model.positionl: unknown config path 'model.positionl'"),
     ("train.lr=1,1", "a value is listed twice"),
 ])
 def test_bad_grid_options_are_named(option, message):
     with pytest.raises(ConfigError, match=message):
         parse_grid(option)
+
+
+def test_a_bad_path_in_the_config_section_is_named_there(config_file):
+    with pytest.raises(ConfigError, match="^ablation.grid: model.n_layer: unknown config path"):
+        make_plan(config_file(ablation={"grid": {"model.n_layer": [1, 2]}}))
+
+
+def test_a_directory_planned_with_another_base_config_is_refused(config_file, tmp_path):
+    from llmbricks.core.ablation.execute import prepare
+
+    prepare(make_plan(config_file(), grid=["train.lr=1e-3,3e-3"]), tmp_path / "abl")
+    again = make_plan(config_file(), grid=["train.lr=1e-3,3e-3"])
+    assert len(prepare(again, tmp_path / "abl")[0]) == 2  # the same plan: nothing refused
+    edited = make_plan(config_file(train={"max_steps": 20, "batch_size": 2}),
+                       grid=["train.lr=1e-3,3e-3"])
+    with pytest.raises(ConfigError, match="the config of lr=0.001, lr=0.003 changed since"):
+        prepare(edited, tmp_path / "abl")
 
 
 def test_two_grids_multiply_in_order_with_readable_names(config_file):

@@ -79,7 +79,8 @@ def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
     table = Table(title=f"{len(plan.variants)} variants x {len(plan.seeds)} seeds -> {directory}")
     for column, justify in (("variant", "left"), ("changes", "left"), ("params", "right"),
                             ("s/step", "right"), ("steps", "right"), ("est. per run", "right")):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify,  # type: ignore[arg-type]
+                         no_wrap=column == "variant")
     total = 0.0
     unknown = False
     for variant in plan.variants:
@@ -107,9 +108,10 @@ def _run(plan: Any, directory: Path, executor: str, jobs: int, address: str | No
     from llmbricks.core.ablation.report import rich_table
 
     total = len(plan.jobs())
-    finished = [0]
+    finished, to_train = [0], [total]
 
     def on_start(todo: list[Any], done: list[Any]) -> None:
+        to_train[0] = len(todo)
         skipped = f", {len(done)} already done" if done else ""
         click.echo(f"ablation {directory}: {total} runs ({len(plan.variants)} variants x "
                    f"{len(plan.seeds)} seeds), {len(todo)} to train{skipped}; {jobs} at a time")
@@ -117,7 +119,7 @@ def _run(plan: Any, directory: Path, executor: str, jobs: int, address: str | No
     def on_done(job: Any, record: dict[str, Any]) -> None:
         finished[0] += 1
         tail = f": {record['error']}" if record.get("error") else ""
-        click.echo(f"[{finished[0]}/{total}] {job.variant} seed-{job.seed_index} "
+        click.echo(f"[{finished[0]}/{to_train[0]}] {job.variant} seed-{job.seed_index} "
                    f"{record['status']} in {_duration(record['wall_s'])}{tail}")
 
     result = run_ablation(plan, directory, executor=executor, jobs=jobs, address=address,

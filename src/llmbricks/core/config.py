@@ -243,17 +243,20 @@ def _is_component(section: str, key: str) -> bool:
     return (section, key) in COMPONENT_FIELDS
 
 
-def check_path(path: str) -> list[str]:
-    """Split a dotted override path and check it names a config field (or a component param)."""
+def check_path(path: str, option: str = "--set") -> list[str]:
+    """Split a dotted override path and check it names a config field (or a component param).
+
+    ``option`` is where the path came from, for the error (``--set``, ``--grid``).
+    """
     parts = path.split(".")
     top = list(Config.model_fields)
     head = parts[0]
     if head not in top:
-        raise ConfigError(f"--set {path}: unknown config path '{head}'{did_you_mean(head, top)} "
+        raise ConfigError(f"{option} {path}: unknown config path '{head}'{did_you_mean(head, top)} "
                           f"(top-level fields: {', '.join(top)})")
     if head not in SECTIONS:
         if len(parts) > 1:
-            raise ConfigError(f"--set {path}: '{head}' is a single value and has no field '{parts[1]}'")
+            raise ConfigError(f"{option} {path}: '{head}' is a single value and has no field '{parts[1]}'")
         return parts
     if len(parts) == 1:
         return parts
@@ -262,10 +265,10 @@ def check_path(path: str) -> list[str]:
     if key not in fields:
         hint = did_you_mean(key, fields)
         hint = hint.replace("'", f"'{head}.", 1) if hint else ""
-        raise ConfigError(f"--set {path}: unknown config path '{head}.{key}'{hint} "
+        raise ConfigError(f"{option} {path}: unknown config path '{head}.{key}'{hint} "
                           f"(fields of {head}: {', '.join(fields)})")
     if len(parts) > 2 and not _is_component(head, key):
-        raise ConfigError(f"--set {path}: '{head}.{key}' is a single value and has no field "
+        raise ConfigError(f"{option} {path}: '{head}.{key}' is a single value and has no field "
                           f"'{parts[2]}'")
     return parts
 

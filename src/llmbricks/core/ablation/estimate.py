@@ -8,6 +8,7 @@ evaluations, checkpoints and data preparation come on top.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -45,8 +46,11 @@ def planned_steps(config: Config) -> int | None:
 
 
 def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_steps: int = 3,
-                     time_it: bool = True) -> VariantEstimate:
-    """Count the parameters on the meta device; time ``timed_steps`` steps after one warmup.
+                     time_it: bool = True, warmup_steps: int = 2) -> VariantEstimate:
+    """Count the parameters on the meta device; time ``timed_steps`` steps after the warmup.
+
+    The median step is the estimate: a step that the machine's other work slowed down (or the
+    process's first use of a kernel) does not skew it.
 
     With ``vocab_size: auto`` the tokenizer is readied (trained once and cached, as the run
     itself would), so the count is exact.
@@ -69,8 +73,8 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
         optimizer = build_optimizer(model, lr=config.train.lr, weight_decay=config.train.weight_decay)
         shape = (config.train.batch_size, config.model.context_length + 1)
         ids = torch.randint(0, vocab, shape)
-        elapsed = 0.0
-        for i in range(timed_steps + 1):
+        times = []
+        for i in range(warmup_steps + timed_steps):
             start = time.perf_counter()
             for _ in range(config.train.grad_accum):
                 out = model(ids[:, :-1])
@@ -81,8 +85,8 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
                 loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
-            if i:  # the first step warms up allocators and kernels
-                elapsed += time.perf_counter() - start
+            if i >= warmup_steps:  # the first steps warm up allocators and kernels
+                times.append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
-    return VariantEstimate(params, elapsed / timed_steps, planned_steps(config))
+    return VariantEstimate(params, statistics.median(times), planned_steps(config))

@@ -27,7 +27,14 @@ from typing import Any
 
 from ..errors import ConfigError, LlmbricksError
 from ..runs import write_atomic
-from .plan import PLAN_FILE, RUNS_DIR, AblationPlan, load_plan_data, write_variant_configs
+from .plan import (
+    CONFIGS_DIR,
+    PLAN_FILE,
+    RUNS_DIR,
+    AblationPlan,
+    load_plan_data,
+    write_variant_configs,
+)
 
 EXECUTORS = ("local", "ray")
 
@@ -69,6 +76,11 @@ def prepare(plan: AblationPlan, directory: str | Path) -> tuple[list[Job], list[
         if not plan.same_experiment(stored):
             raise ConfigError(f"{directory} holds another ablation (a different grid, seeds or "
                               "config); choose another --out or delete it")
+        changed = plan.changed_configs(directory)
+        if changed:
+            raise ConfigError(f"{directory}: the config of {', '.join(changed)} changed since its "
+                              f"runs were planned (compare {CONFIGS_DIR}/{changed[0]}.yaml); "
+                              "undo the change, or choose another --out")
         plan.created_at = stored.get("created_at", plan.created_at)
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(directory / PLAN_FILE, json.dumps(plan.to_data(), indent=2) + "\n")
@@ -148,6 +160,8 @@ def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
         from .ray_executor import run_on_ray
 
         run_on_ray(jobs, workers=workers, threads=threads, address=address, finished=finished)
+        if any(record["status"] == "interrupted" for record in records.values()):
+            raise AblationInterrupted()  # a run was stopped by a signal: rerun to resume it
     else:
         _run_local(jobs, workers, threads, finished)
     return [records[i] for i in sorted(records)]

@@ -67,6 +67,18 @@ class AblationPlan:
         mine = self.to_data()
         return all(stored.get(key) == mine[key] for key in ("grid", "seeds", "variants"))
 
+    def changed_configs(self, directory: Path) -> list[str]:
+        """The variants whose resolved config differs from the one their runs were trained with.
+
+        The base config file may have been edited since: its runs would mix two experiments.
+        """
+        changed = []
+        for variant in self.variants:
+            path = directory / CONFIGS_DIR / f"{variant.name}.yaml"
+            if path.is_file() and path.read_text(encoding="utf-8") != variant_yaml(variant):
+                changed.append(variant.name)
+        return changed
+
 
 def split_values(text: str) -> list[str]:
     """``a,{name: b, x: 1},[1, 2]`` -> three values: commas inside brackets or quotes stay."""
@@ -94,7 +106,7 @@ def parse_grid(option: str) -> tuple[str, list[Any]]:
     if not sep or not path or not text.strip():
         raise ConfigError(f"--grid {option}: expected PATH=V1,V2,... "
                           "(e.g. --grid model.positional=rope,alibi)")
-    check_path(path)
+    check_path(path, "--grid")
     values = [parse_yaml(v, f"--grid {path}") if v else None for v in split_values(text)]
     if len(values) != len({json.dumps(v, sort_keys=True, default=str) for v in values}):
         raise ConfigError(f"--grid {path}: a value is listed twice")
@@ -147,7 +159,7 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
     assert section is not None
     merged: dict[str, list[Any]] = {}
     for path, values in section.grid.items():
-        check_path(path)
+        check_path(path, "ablation.grid:")
         merged[path] = list(values)
     for option in grid:
         path, values = parse_grid(option)
@@ -195,6 +207,11 @@ def _pick_baseline(wanted: str | None, variants: list[Variant], grid: Mapping[st
                       f"{', '.join(names)})")
 
 
+def variant_yaml(variant: Variant) -> str:
+    """The text of ``ABL/configs/VARIANT.yaml``."""
+    return dump_yaml(variant.config.to_data())
+
+
 def write_variant_configs(plan: AblationPlan, directory: Path) -> dict[str, Path]:
     """``ABL/configs/VARIANT.yaml``: the resolved config each of the variant's runs trains."""
     from ..runs import write_atomic
@@ -204,7 +221,7 @@ def write_variant_configs(plan: AblationPlan, directory: Path) -> dict[str, Path
     paths = {}
     for variant in plan.variants:
         path = out / f"{variant.name}.yaml"
-        write_atomic(path, dump_yaml(variant.config.to_data()))
+        write_atomic(path, variant_yaml(variant))
         paths[variant.name] = path
     return paths
 

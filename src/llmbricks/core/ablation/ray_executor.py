@@ -24,7 +24,7 @@ def run_on_ray(jobs: list[Job], *, workers: int, threads: int, address: str | No
         import ray
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'llmbricks[ray]'") from None
-    from .execute import run_job
+    from .execute import AblationInterrupted, run_job
 
     started_here = not ray.is_initialized()
     if started_here:
@@ -43,6 +43,9 @@ def run_on_ray(jobs: list[Job], *, workers: int, threads: int, address: str | No
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
                 finished(running.pop(ref), ray.get(ref))
+    except KeyboardInterrupt:
+        # Ctrl-C: the tasks end with Ray; their runs keep their checkpoints and resume on a rerun.
+        raise AblationInterrupted() from None
     finally:
         if started_here:
             ray.shutdown()

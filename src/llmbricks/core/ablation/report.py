@@ -325,7 +325,9 @@ def rich_table(summary: Sequence[dict[str, Any]]) -> Table:
     table = Table(title="final validation loss (lower is better)",
                   caption="* baseline; diff = mean - baseline mean, 95% Welch CI over seeds")
     for name in ("variant", "val loss (mean ± std)", "n", "diff", "95% CI", "params", "tok/s"):
-        table.add_column(name, justify="left" if name == "variant" else "right")
+        # The variant's name is what the reader looks for: never cut or folded.
+        table.add_column(name, justify="left" if name == "variant" else "right",
+                         no_wrap=name == "variant")
     for s in sort_by_loss(summary):
         style = {"better": "green", "worse": "red"}.get(verdict(s), "")
         n = str(s["n"]) + (f" (+{s['failed']} not counted)" if s["failed"] else "")
