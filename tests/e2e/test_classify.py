@@ -196,6 +196,16 @@ def test_lora_classify_from_a_pretrained_base(tmp_path):
     out = cli("classify", str(tmp_path / "lora"), "sea birds", "--json", tmp=tmp_path)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)[0]["label"] in ("land", "sea")
+    # Merged, the classifier keeps its labels and padding: the same predictions, no adapter.
+    merged = cli("model", "merge", str(tmp_path / "lora"), str(tmp_path / "merged"), tmp=tmp_path)
+    assert merged.returncode == 0, merged.stderr
+    assert (tmp_path / "merged/classifier.json").read_text() == \
+        (tmp_path / "lora/classifier.json").read_text()
+    again = cli("classify", str(tmp_path / "merged"), "sea birds", "--json", tmp=tmp_path)
+    assert again.returncode == 0, again.stderr
+    before, after = json.loads(out.stdout)[0], json.loads(again.stdout)[0]
+    assert after["label"] == before["label"]
+    assert after["probability"] == pytest.approx(before["probability"], abs=1e-5)
 
 
 @pytest.mark.slow

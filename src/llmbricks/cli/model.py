@@ -50,7 +50,7 @@ def summary(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None
 @model.command("merge")
 @click.argument("run", type=click.Path(exists=True, file_okay=False))
 @click.argument("out", type=click.Path(file_okay=False))
-@click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is a non-empty directory.")
 def merge(run: str, out: str, overwrite: bool) -> None:
     """Fold RUN's adapters (LoRA) into its base weights and write the model directory OUT.
 

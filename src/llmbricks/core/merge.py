@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .classification import CLASSIFIER_FILE
 from .errors import ConfigError
-from .model_dir import save_model_dir
+from .model_dir import check_output_dir, save_model_dir
 from .registry import Registry
 from .runs import load_run
 
@@ -17,8 +18,10 @@ def merge_adapters(source: str | Path, out: str | Path, *, registry: Registry | 
     Each adapter folds its update into the weights it wraps (LoRA: ``W <- W + (alpha/r) B A``),
     so the written model gives the same outputs with the plain layers. Its config lists no
     adapters; ``generate``, ``eval``, ``export`` and ``init_from`` read it like any model
-    directory. Returns the directory and how many adapters were merged.
+    directory; a classifier's ``classifier.json`` is copied along. Returns the directory and how
+    many adapters were merged.
     """
+    check_output_dir(out, overwrite=overwrite)  # before the slow load
     config, model, tokenizer = load_run(source, "cpu", registry)
     if not model.adapters:
         raise ConfigError(f"{source} has no adapters to merge (its model.adapters is empty)")
@@ -29,4 +32,7 @@ def merge_adapters(source: str | Path, out: str | Path, *, registry: Registry | 
     merged = config.model_copy(deep=True)
     merged.model.adapters = []
     model.requires_grad_(True)
-    return save_model_dir(out, merged, model, tokenizer, overwrite=overwrite), count
+    # What a classifier needs beyond its weights (labels, padding, split) travels with them.
+    extras = [path for path in (Path(source) / CLASSIFIER_FILE,) if path.is_file()]
+    return save_model_dir(out, merged, model, tokenizer, overwrite=overwrite,
+                          extra_files=extras), count

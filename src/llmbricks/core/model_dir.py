@@ -18,7 +18,7 @@ import contextlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -108,11 +108,13 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
 
 
 def save_model_dir(directory: str | Path, config: Config, model: Model,
-                   tokenizer: Tokenizer | None = None, *, overwrite: bool = False) -> Path:
+                   tokenizer: Tokenizer | None = None, *, overwrite: bool = False,
+                   extra_files: Sequence[Path] = ()) -> Path:
     """Write ``config.yaml``, ``model.safetensors`` and ``tokenizer/`` into ``directory``.
 
     The config is written with ``model.vocab_size`` set to the model's, so the directory builds
-    without its tokenizer. Returns the directory.
+    without its tokenizer. ``extra_files`` are copied in beside them (a classifier's
+    ``classifier.json``), inside the same atomic write. Returns the directory.
     """
     config = config.model_copy(deep=True)
     config.model.vocab_size = model.dims.vocab_size
@@ -122,6 +124,8 @@ def save_model_dir(directory: str | Path, config: Config, model: Model,
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER_DIR)
+        for extra in extra_files:
+            shutil.copyfile(extra, tmp / Path(extra).name)
     return Path(directory)
 
 
