@@ -198,6 +198,9 @@ def test_usage_errors_are_one_line(tmp_path, cli):
     assert again.returncode == 1 and "already exists and is not empty: pass --resume" in again.stderr
     changed = train(config, "--out", "run", "--resume", "--set", "model.emb_dim=64", tmp_path=tmp_path)
     assert changed.returncode == 2 and "model.emb_dim changed" in changed.stderr
+    planned = train(config, "--out", "run", "--resume", "--set", "ablation.seeds=5",
+                    tmp_path=tmp_path)  # an ablation section does not change how a run trains
+    assert planned.returncode == 0, planned.stderr
     nothing = train(config, "--out", "nothing-here", "--resume", tmp_path=tmp_path)
     assert nothing.returncode == 1 and "is not a run directory" in nothing.stderr
     no_budget = train(config, "--set", "train.max_steps=null", tmp_path=tmp_path)

@@ -179,7 +179,9 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
     run = Run.open(directory, registry)
     stored, given = run.config.to_data(), config.to_data()
     changed = _differences(stored, given)
+    # The ablation section plans other runs; it never changes how this one trains.
     blocked = [path for path in changed if path != "name" and not path.startswith("train.loggers")
+               and path.split(".")[0] != "ablation"
                and not (path.startswith("train.") and path.split(".")[1] in RESUMABLE_CHANGES)]
     if blocked:
         raise ConfigError(f"cannot resume {directory} with a different config: {', '.join(blocked[:4])} "
