@@ -317,3 +317,12 @@ def test_tensorboard_resumed_run_hides_points_after_its_checkpoint(tmp_path):
     second.close()
     assert load_scalars(tmp_path / "tensorboard")["train/loss"] == [(10, 10.0), (20, 20.0),
                                                                     (30, -30.0)]
+
+
+def test_the_results_line_puts_accuracies_first_and_losses_as_eval_lines_do():
+    from llmbricks.plugins.loggers.console import results_line
+
+    line = results_line({"step": 650, "time": 1.0, "test_loss": 0.0008963, "test_accuracy": 0.96,
+                         "test_macro_f1": 0.96, "labels": ["ham", "spam"], "responses": "r.json"})
+    assert line == ("results | test acc 96.0% | test loss 0.0009 | test macro f1 0.96 | "
+                    "responses r.json")

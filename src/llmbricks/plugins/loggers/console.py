@@ -140,8 +140,9 @@ def results_line(f: dict[str, Any]) -> str:
     for key, value in f.items():
         if key in ("step", "time") or key.endswith("_accuracy"):
             continue
-        if _number(value):
-            parts.append(f"{key.replace('_', ' ')} {value:.4g}")
+        if _number(value):  # losses as the eval lines print them; other numbers 4 digits
+            shown = f"{value:.4f}" if key.endswith("_loss") else f"{value:.4g}"
+            parts.append(f"{key.replace('_', ' ')} {shown}")
         elif isinstance(value, str):
             parts.append(f"{key.replace('_', ' ')} {value}")
     return " | ".join(parts)
