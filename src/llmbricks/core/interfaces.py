@@ -339,7 +339,12 @@ class Trainer(Component, ABC):
         self.params = params
 
     @abstractmethod
-    def fit(self, run: Any) -> Mapping[str, float]: ...
+    def fit(self, session: Any) -> Mapping[str, Any]:
+        """Train in ``session`` (a ``core.training.Session``: run, config, tokenizer, device...).
+
+        Returns the run's summary: step, tokens, losses, and the trainer's own results (the
+        classify trainer's accuracies and test report, the instruct trainer's test loss).
+        """
 
 
 class DataSource(Component, ABC):
