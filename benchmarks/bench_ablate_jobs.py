@@ -6,7 +6,8 @@ The grid is the quickstart's baby GPT (4 layers, 128 dims, context 64, char leve
 shakespeare) with two norms over ``--seeds`` seeds. Each setting trains the whole grid into a
 fresh directory with ``llmbricks ablate``; throughput is runs per minute of wall time (process
 start, data, evaluations and the report included). ``--jobs 2`` gives each run one torch thread
-(``cores // jobs``), ``--jobs 1`` gives it both.
+(``cores // jobs``), ``--jobs 1`` gives it both. Last, the same run with one thread is timed
+alone and two at once: the most that two processes can gain on this machine.
 """
 
 from __future__ import annotations
@@ -40,6 +41,28 @@ def ablate(out: Path, jobs: int, steps: int, seeds: int) -> float:
     return time.perf_counter() - start
 
 
+def lone_and_paired(tmp: Path, steps: int) -> tuple[float, float]:
+    """Wall seconds of one single-thread run alone, and of two started together.
+
+    The machine's own parallel efficiency, whatever llmbricks does: two processes on two cores
+    reach 2x only if they do not share the cores' caches, memory bandwidth or host.
+    """
+    def start(out: Path) -> subprocess.Popen:
+        argv = [sys.executable, "-m", "llmbricks", "train", str(CONFIG), "--out", str(out),
+                "--set", f"train.max_steps={steps}", "--set", f"train.eval_every={steps}",
+                "--set", "train.sample_prompt=null", "--set", "train.loggers=[jsonl]"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+
+    begin = time.perf_counter()
+    start(tmp / "alone").wait()
+    alone = time.perf_counter() - begin
+    begin = time.perf_counter()
+    for process in [start(tmp / "pair-a"), start(tmp / "pair-b")]:
+        process.wait()
+    return alone, time.perf_counter() - begin
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
@@ -57,6 +80,10 @@ def main() -> None:
           f"{args.steps} steps per run")
     print(table(["jobs", "threads/run", "runs", "wall s", "runs/min"], rows))
     print(f"throughput jobs 2 / jobs 1: {seconds[1] / seconds[2]:.2f}x")
+    with tempfile.TemporaryDirectory() as tmp:
+        alone, paired = lone_and_paired(Path(tmp), args.steps)
+    print(f"the machine: one 1-thread run alone {alone:.1f} s, two at once {paired:.1f} s: "
+          f"{2 * alone / paired:.2f}x the throughput of one")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Each variant prints its test accuracy, macro F1 and wall time, and the numbers g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
@@ -95,10 +96,13 @@ def main() -> None:
     parser.add_argument("--base-steps", type=int, default=1500,
                         help="pretraining steps of the LoRA variant's base")
     parser.add_argument("--json", type=Path, help="write the numbers here")
+    parser.add_argument("--keep", type=Path, help="train the runs in this directory and keep "
+                        "them (default: a temporary one)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows, numbers = [], {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with (contextlib.nullcontext(str(args.keep)) if args.keep else
+          tempfile.TemporaryDirectory()) as tmp:
         for variant in ("scratch", "lora"):
             if args.variant not in (variant, "both"):
                 continue
