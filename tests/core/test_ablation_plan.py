@@ -48,7 +48,7 @@ def test_bad_grid_options_are_named(option, message):
 
 
 def test_a_bad_path_in_the_config_section_is_named_there(config_file):
-    with pytest.raises(ConfigError, match="^ablation.grid: model.n_layer: unknown config path"):
+    with pytest.raises(ConfigError, match="^ablation.grid: path model.n_layer: unknown config path"):
         make_plan(config_file(ablation={"grid": {"model.n_layer": [1, 2]}}))
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     PlainSerializer,
     PositiveInt,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -163,6 +164,17 @@ class AblationConfig(Section):
     seeds: PositiveInt = Field(1, description="runs per variant, with seeds seed, seed+1, ...")
     baseline: str | None = Field(None, description="the variant the others are compared with "
                                  "(its name or its value); null = the first variant")
+
+    @field_validator("grid")
+    @classmethod
+    def _known_paths(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        """A grid path must name a config field, as a --set path must (``config validate``)."""
+        for path in grid:
+            try:
+                check_path(path, "path")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return grid
 
 
 class Config(Section):
