@@ -96,6 +96,10 @@ def test_generate_with_an_instruction_answers_as_responses_json(instruct_run, cl
     result = cli(*args)
     assert result.returncode == 0, result.stderr
     assert result.stdout == entry["model_response"] + "\n"
+    streamed = cli(*args, "--stream")  # the same response, from its first visible character
+    assert streamed.returncode == 0, streamed.stderr
+    assert streamed.stdout.strip() == entry["model_response"]
+    assert streamed.stdout.lstrip() == streamed.stdout or not entry["model_response"]
     both = cli("generate", str(run), "--instruction", "x", "--prompt", "y")
     assert both.returncode == 2 and "one of the two" in both.stderr
 
@@ -177,3 +181,29 @@ def test_the_example_config_splits_the_books_records_935_110_55():
     assert config.train.trainer.name == "instruct" and config.data.source.name == "instruction_data"
     assert config.train.trainer.params["split"] == [0.85, 0.1, 0.05]
     assert config.data.prompt.name == "alpaca" and config.model.tokenizer.name == "tiktoken"
+
+
+def test_a_streamed_response_starts_at_its_first_visible_character(monkeypatch):
+    from click.testing import CliRunner
+
+    from llmbricks.cli import generate as generate_cli
+    from llmbricks.core import generation
+    from llmbricks.core.config import load_config
+
+    pieces = [" ", "\n  ", "The", " answer.", " \n"]
+
+    def fake_generate(model, tokenizer, prompt, *, on_text=None, **kwargs):
+        assert prompt.endswith("### Response:\n")  # the run's template made the prompt
+        for piece in pieces:
+            if on_text is not None:
+                on_text(0, piece)
+        return "".join(pieces)
+
+    monkeypatch.setattr(generation, "generate", fake_generate)
+    monkeypatch.setattr(generate_cli, "_load", lambda *args: (load_config({}), None, None))
+    runner = CliRunner()
+    streamed = runner.invoke(generate_cli.generate, ["run", "--instruction", "Q?", "--stream"])
+    plain = runner.invoke(generate_cli.generate, ["run", "--instruction", "Q?"])
+    assert streamed.exit_code == 0 and plain.exit_code == 0, streamed.output + plain.output
+    assert streamed.output == "The answer. \n\n"
+    assert plain.output == "The answer.\n"

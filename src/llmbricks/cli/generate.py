@@ -63,7 +63,12 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
 
         prompt, shown = instruction_prompt(config, instruction, input_text), ""
 
+    started = [instruction is None]  # a response is printed from its first visible character
+
     def echo(row: int, text: str) -> None:
+        if not started[0]:
+            text = text.lstrip()
+            started[0] = bool(text)
         click.echo(text, nl=False)
 
     if stream:
