@@ -120,3 +120,13 @@ def test_component_values_with_params_get_distinct_names(config_file):
                                           "{name: rope, theta: 10000}"])
     assert [v.name for v in plan.variants] == ["positional=rope-theta=100",
                                                "positional=rope-theta=10000"]
+
+
+def test_a_baseline_value_shared_by_several_variants_asks_for_a_full_name(config_file):
+    with pytest.raises(ConfigError, match=r"baseline 'rope' matches 2 variants "
+                                          r"\(positional=rope,lr=0.001, positional=rope,lr=0.003\)"):
+        make_plan(config_file(), grid=["model.positional=rope,alibi", "train.lr=1e-3,3e-3"],
+                  baseline="rope")
+    plan = make_plan(config_file(), grid=["model.positional=rope,alibi", "train.lr=1e-3,3e-3"],
+                     baseline="positional=rope,lr=0.003")
+    assert plan.baseline == "positional=rope,lr=0.003"

@@ -202,6 +202,9 @@ def _pick_baseline(wanted: str | None, variants: list[Variant], grid: Mapping[st
                 if any(value_label(val) == wanted for val in v.overrides.values())]
     if len(by_value) == 1:
         return by_value[0]
+    if by_value:
+        raise ConfigError(f"baseline {wanted!r} matches {len(by_value)} variants "
+                          f"({', '.join(by_value)}); give one variant's full name")
     raise ConfigError(f"baseline {wanted!r} is not one variant of the grid (variants: "
                       f"{', '.join(names)})")
 
