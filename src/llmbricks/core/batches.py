@@ -1,8 +1,9 @@
-"""Training batches of token windows that can restart mid-epoch and split across ranks.
+"""Training batches that can restart mid-epoch and split across ranks.
 
-An epoch is an order of window start offsets, a pure function of ``(seed, epoch)``. The order is
-cut into global batches of ``batch_size x world_size`` windows; rank ``r`` takes the ``r``-th
-slice of each. So a resumed run asks for ``(epoch, batch)`` and gets exactly the batches the
+An epoch is an order of items (window start offsets, labeled texts, instruction examples), a
+pure function of ``(seed, epoch)``. The order is cut into global batches of
+``batch_size x world_size`` items; rank ``r`` takes the ``r``-th slice of each (``ShardedEpochs``,
+which every trainer's batches share). So a resumed run asks for ``(epoch, batch)`` and gets exactly the batches the
 uninterrupted run would have seen, and two ranks see the same windows one process would.
 
 - ``sliding``: windows every ``stride`` tokens (the book's ``GPTDatasetV1``), shuffled per epoch
@@ -13,9 +14,9 @@ uninterrupted run would have seen, and two ranks see the same windows one proces
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -23,8 +24,60 @@ import torch
 from .errors import DataError
 
 
+class ShardedEpochs:
+    """Epochs as a function of ``(seed, epoch)``, cut into global batches, one slice per rank.
+
+    A subclass (a dataclass with these fields) says how many items an epoch has (``size``) and
+    how a batch is made from some of them (``gather``); ``order`` may be overridden.
+    """
+
+    batch_size: int
+    shuffle: bool
+    drop_last: bool
+    seed: int
+    rank: int
+    world_size: int
+
+    def size(self) -> int:
+        """Items per epoch."""
+        raise NotImplementedError
+
+    def gather(self, picked: Any) -> Any:
+        """One batch from the items ``picked`` (a slice of ``order``)."""
+        raise NotImplementedError
+
+    def _require_batches(self, empty: str | None) -> None:
+        """Several ranks drop a last partial batch, or DDP would wait forever on the short rank;
+        then an epoch without a batch is a ``DataError`` saying ``empty`` (``None``: allowed)."""
+        if self.world_size > 1:
+            self.drop_last = True
+        if empty is not None and len(self) == 0:
+            raise DataError(empty)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        full, rest = divmod(self.size(), self.batch_size * self.world_size)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def generator(self, epoch: int) -> torch.Generator:
+        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+
+    def order(self, epoch: int) -> Sequence[int] | np.ndarray:
+        """The items of ``epoch`` in the order batches take them."""
+        if not self.shuffle:
+            return list(range(self.size()))
+        return torch.randperm(self.size(), generator=self.generator(epoch)).tolist()
+
+    def epoch(self, epoch: int, start: int = 0) -> Iterator[Any]:
+        """This rank's batches of ``epoch``, from batch number ``start``."""
+        order, per_step = self.order(epoch), self.batch_size * self.world_size
+        for index in range(start, len(self)):
+            shard = order[index * per_step:(index + 1) * per_step]
+            yield self.gather(shard[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])
+
+
 @dataclass
-class WindowBatches:
+class WindowBatches(ShardedEpochs):
     """Batches of ``(inputs, targets)`` ``[batch_size, length]`` int64 from one token array."""
 
     tokens: np.ndarray
@@ -46,12 +99,9 @@ class WindowBatches:
                             f"{self.length} tokens plus its target; use more data or a shorter "
                             "context")
         self._starts = np.arange(0, available, self.stride, dtype=np.int64)
-        if self.world_size > 1:
-            self.drop_last = True  # every rank must get a full shard, or DDP would wait forever
-        if len(self) == 0:
-            raise DataError(f"{self.windows} windows of {self.length} tokens make no batch of "
-                            f"{self.batch_size * self.world_size}; use a smaller batch_size "
-                            "or more data")
+        self._require_batches(f"{self.windows} windows of {self.length} tokens make no batch of "
+                              f"{self.batch_size * self.world_size}; use a smaller batch_size "
+                              "or more data")
 
     @property
     def windows(self) -> int:
@@ -60,28 +110,18 @@ class WindowBatches:
             return max(1, (len(self.tokens) - self.length) // self.length)
         return len(self._starts)
 
-    def __len__(self) -> int:
-        """Batches per epoch on this rank."""
-        full, rest = divmod(self.windows, self.batch_size * self.world_size)
-        return full + (1 if rest and not self.drop_last else 0)
+    def size(self) -> int:
+        return self.windows
 
     def order(self, epoch: int) -> np.ndarray:
         """Window start offsets of ``epoch``, in the order batches take them."""
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        generator = self.generator(epoch)
         if self.sampler == "random":
             high = len(self.tokens) - self.length
             return torch.randint(0, high, (self.windows,), generator=generator).numpy()
         if not self.shuffle:
             return self._starts
         return self._starts[torch.randperm(len(self._starts), generator=generator).numpy()]
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """This rank's batches of ``epoch``, from batch number ``start``."""
-        order, per_step = self.order(epoch), self.batch_size * self.world_size
-        for index in range(start, len(self)):
-            shard = order[index * per_step:(index + 1) * per_step]
-            mine = shard[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
-            yield self.gather(mine)
 
     def gather(self, starts: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """``x = t[s : s + L]``, ``y = t[s + 1 : s + L + 1]`` for each start ``s``."""

@@ -24,15 +24,17 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .batches import ShardedEpochs
 from .errors import ConfigError, DataError
 from .interfaces import DataSource, Tokenizer
+from .splits import split_sizes
 
 #: What a classification run records beside its checkpoints: label names and the padding used.
 CLASSIFIER_FILE = "classifier.json"
@@ -100,11 +102,9 @@ def split_rows(rows: Sequence[tuple[str, str]], fractions: Sequence[float],
     """
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    n = len(order)
-    train_end = int(n * fractions[0])
-    val_end = train_end + int(n * fractions[1])
-    test_end = n if abs(sum(fractions) - 1.0) < 1e-6 else val_end + int(n * fractions[2])
-    cuts = {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, test_end)}
+    train, val, test = split_sizes(len(order), fractions)
+    cuts = {"train": (0, train), "val": (train, train + val),
+            "test": (train + val, train + val + test)}
     return {name: [rows[i] for i in order[a:b]] for name, (a, b) in cuts.items()}
 
 
@@ -218,7 +218,7 @@ def prepare_labeled(source: DataSource, tokenizer: Tokenizer, *, context: int, b
 
 
 @dataclass
-class LabeledBatches:
+class LabeledBatches(ShardedEpochs):
     """Batches ``(ids, lengths, labels)`` of one split; an epoch is a function of ``(seed, epoch)``.
 
     The order is cut into global batches of ``batch_size x world_size`` examples; rank ``r`` takes
@@ -237,30 +237,12 @@ class LabeledBatches:
     world_size: int = 1
 
     def __post_init__(self) -> None:
-        if self.world_size > 1:
-            self.drop_last = True  # every rank must get a full shard
-        if self.ids and len(self) == 0:
-            raise DataError(f"{len(self.ids)} training examples make no batch of "
-                            f"{self.batch_size * self.world_size}; use a smaller "
-                            "train.batch_size or more rows")
+        self._require_batches(f"{len(self.ids)} training examples make no batch of "
+                              f"{self.batch_size * self.world_size}; use a smaller "
+                              "train.batch_size or more rows" if self.ids else None)
 
-    def __len__(self) -> int:
-        """Batches per epoch on this rank."""
-        full, rest = divmod(len(self.ids), self.batch_size * self.world_size)
-        return full + (1 if rest and not self.drop_last else 0)
-
-    def order(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(len(self.ids)))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.ids), generator=generator).tolist()
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, ...]]:
-        """This rank's batches of ``epoch``, from batch number ``start``."""
-        order, per_step = self.order(epoch), self.batch_size * self.world_size
-        for index in range(start, len(self)):
-            shard = order[index * per_step:(index + 1) * per_step]
-            yield self.gather(shard[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])
+    def size(self) -> int:
+        return len(self.ids)
 
     def gather(self, picked: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return collate([self.ids[i] for i in picked], [self.labels[i] for i in picked],

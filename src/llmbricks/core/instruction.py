@@ -15,7 +15,7 @@ that are not ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,8 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import ConfigError, DataError
+from .batches import ShardedEpochs
+from .errors import ConfigError
 from .interfaces import PromptTemplate, Tokenizer
+from .splits import check_fractions, split_sizes
 
 #: The template used when ``data.prompt`` is null.
 DEFAULT_TEMPLATE = "alpaca"
@@ -56,21 +58,19 @@ def split_records(records: Sequence[Any], fractions: Sequence[float], *, shuffle
     the test records before the validation ones, as the book: (0.85, 0.05, 0.10) then gives its
     test records 935-1044 (those of its instruction-data-with-response.json) and val 1045-1099.
     """
-    if len(fractions) != 3 or fractions[0] <= 0 or min(fractions) < 0 or sum(fractions) > 1 + 1e-6:
-        raise ConfigError(f"split {list(fractions)} must be 3 fractions >= 0 (train, val, test) "
-                          "with train > 0 and a sum of at most 1, e.g. [0.85, 0.1, 0.05]")
+    try:
+        check_fractions(fractions)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     items = list(records)
     if shuffle:
         generator = torch.Generator().manual_seed(seed)
         items = [items[i] for i in torch.randperm(len(items), generator=generator).tolist()]
-    n = len(items)
-    sizes = [int(n * fractions[0]), int(n * fractions[1]), int(n * fractions[2])]
-    whole = abs(sum(fractions) - 1.0) < 1e-6
+    sizes = split_sizes(len(items), fractions)
     middle, last = (1, 2) if order == "train-val-test" else (2, 1)
     a = sizes[0]
     b = a + sizes[middle]
-    c = n if whole else b + sizes[last]
-    parts = {"train": items[:a], middle: items[a:b], last: items[b:c]}
+    parts = {"train": items[:a], middle: items[a:b], last: items[b:b + sizes[last]]}
     return parts["train"], parts[1], parts[2]
 
 
@@ -149,12 +149,12 @@ def instruction_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
 
 
 @dataclass
-class InstructionBatches:
+class InstructionBatches(ShardedEpochs):
     """Padded batches of examples that can restart mid-epoch and split across ranks.
 
     An epoch's order is a pure function of ``(seed, epoch)`` (or the examples' order without
     ``shuffle``); it is cut into global batches of ``batch_size x world_size`` examples, and rank
-    ``r`` collates the ``r``-th slice of each, as ``core.batches.WindowBatches`` does for windows.
+    ``r`` collates the ``r``-th slice of each (``core.batches.ShardedEpochs``).
     """
 
     examples: list[Example]
@@ -169,34 +169,16 @@ class InstructionBatches:
     world_size: int = 1
 
     def __post_init__(self) -> None:
-        if self.world_size > 1:
-            self.drop_last = True  # every rank must get a full shard, or DDP would wait forever
-        if len(self) == 0:
-            raise DataError(f"{len(self.examples)} examples make no batch of "
-                            f"{self.batch_size * self.world_size}; use a smaller batch_size or "
-                            "more records")
+        self._require_batches(f"{len(self.examples)} examples make no batch of "
+                              f"{self.batch_size * self.world_size}; use a smaller batch_size "
+                              "or more records")
 
-    def __len__(self) -> int:
-        """Batches per epoch on this rank."""
-        full, rest = divmod(len(self.examples), self.batch_size * self.world_size)
-        return full + (1 if rest and not self.drop_last else 0)
-
-    def order(self, epoch: int) -> list[int]:
-        if not self.shuffle:
-            return list(range(len(self.examples)))
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        return torch.randperm(len(self.examples), generator=generator).tolist()
+    def size(self) -> int:
+        return len(self.examples)
 
     def gather(self, indices: Sequence[int]) -> tuple[Tensor, Tensor]:
         return collate([self.examples[i] for i in indices], self.pad_id,
                        allowed_max_length=self.allowed_max_length, mask_prompt=self.mask_prompt)
-
-    def epoch(self, epoch: int, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
-        """This rank's batches of ``epoch``, from batch number ``start``."""
-        order, per_step = self.order(epoch), self.batch_size * self.world_size
-        for index in range(start, len(self)):
-            shard = order[index * per_step:(index + 1) * per_step]
-            yield self.gather(shard[self.rank * self.batch_size:(self.rank + 1) * self.batch_size])
 
     def all(self) -> list[tuple[Tensor, Tensor]]:
         """Every example once, in order, in batches (the last one may be smaller)."""

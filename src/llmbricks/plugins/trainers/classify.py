@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from llmbricks.core.build import build_model
@@ -23,6 +23,7 @@ from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import ConfigError
 from llmbricks.core.interfaces import Trainer
 from llmbricks.core.loop import TrainTask, run_loop
+from llmbricks.core.splits import SplitFractions
 from llmbricks.core.trainable import apply_trainable
 from llmbricks.core.training import Session, initial_weights
 
@@ -30,7 +31,7 @@ from llmbricks.core.training import Session, initial_weights
 class ClassifyParams(ParamsModel):
     balance: bool = Field(True, description="undersample every class to the smallest class's "
                           "count, seeded (the book: 747 ham + 747 spam)")
-    split: tuple[float, float, float] = Field(
+    split: SplitFractions = Field(
         (0.7, 0.1, 0.2), description="train/val/test fractions of the (balanced) rows, after a "
         "seeded shuffle; the test split is the rest when they sum to 1")
     padding: Literal["longest", "fixed", "none"] = Field(
@@ -38,14 +39,6 @@ class ClassifyParams(ParamsModel):
         "book); fixed = pad or cut to max_length; none = no padding (train.batch_size 1)")
     max_length: int | None = Field(None, ge=1, description="fixed: the padded length; longest: "
                                    "an optional cap; never past model.context_length")
-
-    @field_validator("split")
-    @classmethod
-    def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if value[0] <= 0 or min(value) < 0 or sum(value) > 1.0 + 1e-6:
-            raise ValueError(f"split {list(value)} must be 3 fractions >= 0 with train > 0 and a "
-                             "sum of at most 1, e.g. [0.7, 0.1, 0.2]")
-        return value
 
     @model_validator(mode="after")
     def _fixed_needs_length(self) -> ClassifyParams:

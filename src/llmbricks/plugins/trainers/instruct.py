@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveInt, field_validator
+from pydantic import Field, NonNegativeInt, PositiveInt
 from torch import nn
 
 from llmbricks.core.build import build_model
@@ -27,6 +27,7 @@ from llmbricks.core.instruction import (
 from llmbricks.core.interfaces import PromptTemplate, Trainer
 from llmbricks.core.loop import TrainTask, run_loop
 from llmbricks.core.runs import write_atomic
+from llmbricks.core.splits import SplitFractions
 from llmbricks.core.trainable import apply_trainable
 from llmbricks.core.training import Session, initial_weights
 
@@ -41,7 +42,7 @@ class InstructParams(ParamsModel):
         "model.context_length (never more)")
     mask_prompt: bool = Field(False, description="ignore the prompt's targets too, so only the "
                               "response and its end-of-text are learned (the book's exercise 7.2)")
-    split: tuple[float, float, float] = Field(
+    split: SplitFractions = Field(
         (0.85, 0.10, 0.05), description="train/val/test fractions of the records, cut in file "
         "order; the test split is the rest when they sum to 1 (1,100 records: 935/110/55)")
     shuffle_records: bool = Field(False, description="shuffle the records (seeded by `seed`) "
@@ -51,14 +52,6 @@ class InstructParams(ParamsModel):
                                     "[0.85, 0.05, 0.1])")
     response_tokens: NonNegativeInt = Field(256, description="new tokens per test response "
                                             "(greedy, stops at end-of-text); 0 = no responses")
-
-    @field_validator("split")
-    @classmethod
-    def _fractions(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
-        if value[0] <= 0 or min(value) < 0 or sum(value) > 1.0 + 1e-6:
-            raise ValueError(f"split {list(value)} must be 3 fractions >= 0 (train, val, test) "
-                             "with train > 0 and a sum of at most 1, e.g. [0.85, 0.1, 0.05]")
-        return value
 
 
 class InstructTrainer(Trainer):
