@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -71,35 +70,26 @@ def run(config_file: str, grids: tuple[str, ...], seeds: int | None, baseline: s
 def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
     from rich.table import Table
 
-    from llmbricks.core.ablation.estimate import estimate_variant
-    from llmbricks.core.registry import get_registry
+    from llmbricks.core.ablation.estimate import estimate_plan
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    estimate = estimate_plan(plan, jobs)
     out = console()
     table = Table(title=f"{len(plan.variants)} variants x {len(plan.seeds)} seeds -> {directory}")
     for column, justify in (("variant", "left"), ("changes", "left"), ("params", "right"),
                             ("s/step", "right"), ("steps", "right"), ("est. per run", "right")):
         table.add_column(column, justify=justify,  # type: ignore[arg-type]
                          no_wrap=column == "variant")
-    total = 0.0
-    unknown = False
-    for variant in plan.variants:
-        guess = estimate_variant(variant.config, get_registry(), threads=threads)
+    for variant, guess in zip(plan.variants, estimate.variants, strict=True):
         changes = ", ".join(f"{k}={v}" for k, v in variant.overrides.items()) or "(none)"
         name = variant.name + (" *" if variant.name == plan.baseline else "")
-        per_run = guess.run_s
-        if per_run is None:
-            unknown = True
-        else:
-            total += per_run * len(plan.seeds)
         table.add_row(name, changes, f"{guess.params:,}", f"{guess.step_s:.3f}",
                       "?" if guess.steps is None else f"{guess.steps:,}",
-                      "?" if per_run is None else _duration(per_run))
+                      "?" if guess.run_s is None else _duration(guess.run_s))
     out.print(table)
-    note = " (plus variants whose budget is in epochs)" if unknown else ""
+    note = " (plus variants whose budget is in epochs)" if estimate.unknown else ""
     out.print(f"* baseline. seeds: {', '.join(map(str, plan.seeds))}; {len(plan.jobs())} runs, "
-              f"{jobs} at a time with {threads} thread(s) each")
-    out.print(f"estimated training time: {_duration(total / jobs)}{note}; evaluations and "
+              f"{jobs} at a time with {estimate.threads} thread(s) each")
+    out.print(f"estimated training time: {_duration(estimate.total_s)}{note}; evaluations and "
               "checkpoints come on top. Every variant is valid; nothing was trained.")
 
 

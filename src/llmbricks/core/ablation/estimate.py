@@ -8,9 +8,11 @@ evaluations, checkpoints and data preparation come on top.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -90,3 +92,28 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
     finally:
         torch.set_num_threads(previous)
     return VariantEstimate(params, statistics.median(times), planned_steps(config))
+
+
+def threads_per_run(jobs: int) -> int:
+    """Torch threads each of ``jobs`` concurrent runs gets: the cores shared out, at least 1."""
+    return max(1, (os.cpu_count() or 1) // jobs)
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    variants: list[VariantEstimate]   # in plan order
+    threads: int                      # per run
+    total_s: float                    # training time of the whole ablation, ``jobs`` at a time
+    unknown: bool                     # some variant's budget is in epochs: not in ``total_s``
+
+
+def estimate_plan(plan: Any, jobs: int, registry: Registry | None = None) -> PlanEstimate:
+    """The dry run: every variant counted and timed with the threads one of ``jobs`` runs gets."""
+    from ..registry import get_registry
+
+    registry = registry or get_registry()
+    threads = threads_per_run(jobs)
+    guesses = [estimate_variant(v.config, registry, threads=threads) for v in plan.variants]
+    known = [g.run_s for g in guesses if g.run_s is not None]
+    total = sum(known) * len(plan.seeds) / jobs
+    return PlanEstimate(guesses, threads, total, unknown=len(known) < len(guesses))

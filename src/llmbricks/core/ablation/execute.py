@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError, LlmbricksError
 from ..runs import write_atomic
+from .estimate import threads_per_run
 from .plan import (
     CONFIGS_DIR,
     PLAN_FILE,
@@ -146,7 +147,7 @@ def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
         raise ConfigError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise ConfigError(f"--jobs {workers}: give at least 1")
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_run(workers)
     records: dict[int, dict[str, Any]] = {}
 
     def finished(index: int, record: dict[str, Any]) -> None:
