@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from llmbricks.core.config import load_config
-from llmbricks.core.training import train
+from llmbricks.core.train.session import train
 
 try:
     from benchmarks.common import machine, table

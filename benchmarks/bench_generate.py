@@ -23,7 +23,7 @@ import torch
 
 from llmbricks.core.build import build_model
 from llmbricks.core.config import load_config
-from llmbricks.core.generation import generate_ids
+from llmbricks.core.tasks.generation import generate_ids
 
 try:
     from benchmarks.common import machine, table

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import torch
 
-from llmbricks.core.classification import balance_rows, labeled_rows, split_rows
 from llmbricks.core.config import load_config
 from llmbricks.core.registry import get_registry
-from llmbricks.core.training import train
+from llmbricks.core.tasks.classification import balance_rows, labeled_rows, split_rows
+from llmbricks.core.train.session import train
 
 try:
     from benchmarks.common import machine, table

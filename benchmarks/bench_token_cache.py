@@ -22,7 +22,7 @@ from pathlib import Path
 
 CHILD = """
 import json, resource, sys, time
-from llmbricks.core.data import build_token_cache
+from llmbricks.core.store.token_cache import build_token_cache
 from llmbricks.core.registry import get_registry
 registry = get_registry()
 source = registry.build("datasource", {"name": "text", "path": sys.argv[1]})

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from llmbricks.core.batches import WindowBatches
 from llmbricks.core.errors import DataError
+from llmbricks.core.train.batches import WindowBatches
 
 TOKENS = np.arange(1000, dtype=np.uint16)
 

@@ -7,7 +7,7 @@ import torch
 
 from llmbricks.core.build import build_model, build_tokenizer, summarize_config
 from llmbricks.core.config import load_config
-from llmbricks.core.smoke import smoke_test
+from llmbricks.core.tasks.smoke import smoke_test
 
 TINY = {"vocab_size": 50, "context_length": 16, "emb_dim": 32, "n_layers": 2, "n_heads": 4,
         "dropout": 0.0}

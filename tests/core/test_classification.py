@@ -7,7 +7,9 @@ from collections import Counter
 import pytest
 import torch
 
-from llmbricks.core.classification import (
+from llmbricks.core.errors import ConfigError, DataError
+from llmbricks.core.registry import get_registry
+from llmbricks.core.tasks.classification import (
     LabeledBatches,
     balance_rows,
     check_num_classes,
@@ -17,9 +19,7 @@ from llmbricks.core.classification import (
     prepare_labeled,
     split_rows,
 )
-from llmbricks.core.classifier import classification_report
-from llmbricks.core.errors import ConfigError, DataError
-from llmbricks.core.registry import get_registry
+from llmbricks.core.tasks.classifier import classification_report
 
 BOOK = {"balance": True, "fractions": (0.7, 0.1, 0.2), "seed": 123}
 

@@ -12,18 +12,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.data import (
-    SlidingWindowDataset,
+from llmbricks.core.errors import DataError
+from llmbricks.core.interfaces import DataSource
+from llmbricks.core.registry import get_registry
+from llmbricks.core.store.token_cache import (
     TokenCache,
     build_token_cache,
-    make_loader,
     split_tokens,
     text_chunks,
     token_dtype,
 )
-from llmbricks.core.errors import DataError
-from llmbricks.core.interfaces import DataSource
-from llmbricks.core.registry import get_registry
+from llmbricks.core.train.windows import (
+    SlidingWindowDataset,
+    make_loader,
+)
 
 DATA = Path(os.environ.get("LLMBRICKS_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from llmbricks.core import datafiles
-from llmbricks.core.datafiles import RemoteFile, fetch, resolve_file, sha256_file
 from llmbricks.core.errors import DataError
+from llmbricks.core.store import datafiles
+from llmbricks.core.store.datafiles import RemoteFile, fetch, resolve_file, sha256_file
 
 CONTENT = b"First Citizen:\nBefore we proceed any further, hear me speak.\n" * 50
 SHA = hashlib.sha256(CONTENT).hexdigest()

@@ -7,8 +7,8 @@ import torch
 
 from llmbricks.core.build import build_model, build_tokenizer
 from llmbricks.core.config import load_config
-from llmbricks.core.generation import filter_logits, generate, generate_ids, next_token
 from llmbricks.core.registry import Registry
+from llmbricks.core.tasks.generation import filter_logits, generate, generate_ids, next_token
 
 REGISTRY = Registry()
 SHAPE = {"vocab_size": 61, "context_length": 24, "emb_dim": 32, "n_layers": 2, "n_heads": 4,

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from llmbricks.core.build import build_model
 from llmbricks.core.config import load_config
 from llmbricks.core.errors import ConfigError, DataError
-from llmbricks.core.instruction import (
+from llmbricks.core.registry import get_registry
+from llmbricks.core.tasks.instruction import (
     IGNORE_INDEX,
     Example,
     InstructionBatches,
@@ -24,7 +25,6 @@ from llmbricks.core.instruction import (
     instruction_loss,
     split_records,
 )
-from llmbricks.core.registry import get_registry
 
 EOT = 50256
 

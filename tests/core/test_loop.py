@@ -10,10 +10,10 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from llmbricks.core.config import load_config
-from llmbricks.core.distributed import Distributed
-from llmbricks.core.loop import TrainTask, run_loop, total_steps
-from llmbricks.core.optim import learning_rate
-from llmbricks.core.runs import Run
+from llmbricks.core.store.runs import Run
+from llmbricks.core.train.distributed import Distributed
+from llmbricks.core.train.loop import TrainTask, run_loop, total_steps
+from llmbricks.core.train.optim import learning_rate
 
 
 def task(scale: float = 1000.0, batches: int = 4) -> TrainTask:

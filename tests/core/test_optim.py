@@ -7,7 +7,7 @@ import math
 import pytest
 from torch import nn
 
-from llmbricks.core.optim import build_optimizer, learning_rate, param_groups
+from llmbricks.core.train.optim import build_optimizer, learning_rate, param_groups
 
 
 def test_warmup_reaches_the_peak_then_cosine_ends_at_min_lr():

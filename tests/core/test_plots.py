@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from llmbricks.core.errors import DataError
-from llmbricks.core.plots import _Curves, plot_losses, read_events
+from llmbricks.core.train.plots import _Curves, plot_losses, read_events
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -118,7 +118,7 @@ def test_read_events_rejects_damage_before_the_last_line(tmp_path):
 def test_plots_module_imports_no_plugin():
     import ast
 
-    import llmbricks.core.plots as plots
+    import llmbricks.core.train.plots as plots
 
     tree = ast.parse(Path(plots.__file__).read_text())
     imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from llmbricks.core import generation
-from llmbricks.core.generation import generate_ids, lookup_drafts
 from llmbricks.core.kv_cache import KVCache
+from llmbricks.core.tasks import generation
+from llmbricks.core.tasks.generation import generate_ids, lookup_drafts
 from tests.core.test_generation import KINDS, REGISTRY, tiny
 
 VOCAB = 61

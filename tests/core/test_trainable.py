@@ -7,7 +7,7 @@ import pytest
 from llmbricks.core.build import adapter_state_names, build_model
 from llmbricks.core.config import load_config
 from llmbricks.core.errors import ConfigError
-from llmbricks.core.trainable import apply_trainable
+from llmbricks.core.train.trainable import apply_trainable
 
 TINY = {"vocab_size": 50, "context_length": 8, "emb_dim": 16, "n_layers": 3, "n_heads": 2,
         "head": {"name": "lm", "tie_weights": False}}

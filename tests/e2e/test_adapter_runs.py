@@ -9,7 +9,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from llmbricks.core.runs import load_run
+from llmbricks.core.store.runs import load_run
 from tests.e2e.train_fixtures import tiny_config, train
 
 LORA = {"name": "lora", "r": 4, "alpha": 8}

@@ -102,7 +102,7 @@ def test_classify_texts_stdin_and_json(run):
 
 
 def test_the_python_api_matches_the_cli(run):
-    from llmbricks.core.classifier import classify
+    from llmbricks.core.tasks.classifier import classify
 
     predictions = classify(run, [" ".join(SEA[:4]), " ".join(LAND[:4])])
     assert [p.label for p in predictions] == ["sea", "land"]

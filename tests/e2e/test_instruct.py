@@ -187,8 +187,8 @@ def test_a_streamed_response_starts_at_its_first_visible_character(monkeypatch):
     from click.testing import CliRunner
 
     from llmbricks.cli import generate as generate_cli
-    from llmbricks.core import generation
     from llmbricks.core.config import load_config
+    from llmbricks.core.tasks import generation
 
     pieces = [" ", "\n  ", "The", " answer.", " \n"]
 

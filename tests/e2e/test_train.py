@@ -12,7 +12,7 @@ import yaml
 from safetensors.torch import load_file
 
 from llmbricks.core.errors import CheckpointError
-from llmbricks.core.runs import Run, load_run, verify_checkpoint
+from llmbricks.core.store.runs import Run, load_run, verify_checkpoint
 from tests.e2e.train_fixtures import (
     events,
     kill,

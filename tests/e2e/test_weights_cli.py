@@ -11,7 +11,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from llmbricks.core.build import build_model
 from llmbricks.core.config import load_config
-from llmbricks.core.model_dir import save_model_dir
+from llmbricks.core.store.model_dir import save_model_dir
 from tests.conftest import run_cli
 
 SHAPE = {"n_layer": 2, "n_embd": 64, "n_head": 4, "n_positions": 128, "vocab_size": 50257}

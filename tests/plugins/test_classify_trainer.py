@@ -8,8 +8,8 @@ import torch
 from llmbricks.core.build import adapter_state_names, build_model
 from llmbricks.core.config import load_config
 from llmbricks.core.errors import ConfigError
-from llmbricks.core.optim import build_optimizer
-from llmbricks.core.trainable import apply_trainable
+from llmbricks.core.train.optim import build_optimizer
+from llmbricks.core.train.trainable import apply_trainable
 from llmbricks.plugins.trainers.classify import class_loss, train_head
 
 MODEL = {"vocab_size": 30, "context_length": 8, "emb_dim": 16, "n_layers": 3, "n_heads": 2,

@@ -15,9 +15,9 @@ import pytest
 from pydantic import ValidationError
 
 import llmbricks.plugins.data
-from llmbricks.core import datafiles
 from llmbricks.core.errors import ComponentError, DataError
 from llmbricks.core.registry import Registry
+from llmbricks.core.store import datafiles
 from llmbricks.plugins.data import corpora, textio
 from llmbricks.plugins.data.instruction import InstructionDataSource, InstructionJsonSource
 from llmbricks.plugins.data.labeled import LabeledTextSource

@@ -13,8 +13,8 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from llmbricks.core.build import build_model, build_tokenizer
 from llmbricks.core.config import load_config
 from llmbricks.core.errors import CheckpointError, ComponentError, ConfigError
-from llmbricks.core.generation import generate_ids
-from llmbricks.core.model_dir import load_model_dir, save_model_dir
+from llmbricks.core.store.model_dir import load_model_dir, save_model_dir
+from llmbricks.core.tasks.generation import generate_ids
 from llmbricks.plugins.weights.gpt2_hf import (
     check_exportable,
     config_from_hf,

@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from .options import console, set_option
+from llmbricks.cli.options import console, set_option
 
 
 class _RunByDefault(click.Group):

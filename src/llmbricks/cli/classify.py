@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .options import echo_json, json_option
+from llmbricks.cli.options import echo_json, json_option
 
 
 @click.command()
@@ -21,7 +21,7 @@ def classify(source: str, texts: tuple[str, ...], batch_size: int, device: str,
              as_json: bool) -> None:
     """Print the label and its probability for each TEXT, classified by RUN (a run trained with
     the classify trainer). With no TEXT, classify each non-empty line of stdin."""
-    from llmbricks.core.classifier import load_classifier
+    from llmbricks.core.tasks.classifier import load_classifier
 
     if not Path(source).is_dir():
         raise click.UsageError(f"RUN '{source}' is not a directory")

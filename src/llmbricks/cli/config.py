@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import command_with_config, load
+from llmbricks.cli.options import command_with_config, load
 
 
 @click.group()
@@ -44,7 +44,7 @@ def validate(config_file: str, overrides: tuple[str, ...], smoke: bool) -> None:
             f"tokenizer '{m.tokenizer.name}' sets it once trained on the data" if m.tokenizer
             else "set model.tokenizer or model.vocab_size before building the model"))
     if smoke:
-        from llmbricks.core.smoke import PLACEHOLDER_VOCAB, smoke_test
+        from llmbricks.core.tasks.smoke import PLACEHOLDER_VOCAB, smoke_test
 
         result = smoke_test(cfg)
         note = (f" (vocab_size auto: a placeholder vocabulary of {PLACEHOLDER_VOCAB})"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import command_with_config, echo_json, json_option, load
+from llmbricks.cli.options import command_with_config, echo_json, json_option, load
 
 
 @click.group()
@@ -17,7 +17,7 @@ def data() -> None:
 @json_option
 def prepare(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Tokenize CONFIG's data.source with its model.tokenizer into a token cache (reused after)."""
-    from llmbricks.core.data import prepare_data
+    from llmbricks.core.store.token_cache import prepare_data
 
     cfg = load(config_file, overrides)
     prepared = prepare_data(cfg)
@@ -47,7 +47,8 @@ def prepare(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None
 @json_option
 def stats(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
     """Tokens, split sizes and windows per epoch for CONFIG (prepares the cache if needed)."""
-    from llmbricks.core.data import SlidingWindowDataset, prepare_data
+    from llmbricks.core.store.token_cache import prepare_data
+    from llmbricks.core.train.windows import SlidingWindowDataset
 
     cfg = load(config_file, overrides)
     prepared = prepare_data(cfg)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import echo_json, json_option
+from llmbricks.cli.options import echo_json, json_option
 
 
 @click.command("eval")
@@ -21,7 +21,7 @@ def evaluate(source: str, data_spec: str | None, batches: int | None, batch_size
              as_json: bool) -> None:
     """Cross-entropy loss and perplexity of RUN (a run or model directory) on held-out text; for
     a classifier, accuracy, precision, recall and F1 on its test split or a labeled --data."""
-    from llmbricks.core.evaluation import evaluate_run
+    from llmbricks.core.tasks.evaluation import evaluate_run
 
     report = evaluate_run(source, data=data_spec, batch_size=batch_size, max_batches=batches)
     if as_json:

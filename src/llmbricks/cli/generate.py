@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .options import set_option
+from llmbricks.cli.options import set_option
 
 
 @click.command()
@@ -40,7 +40,7 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
 
     With --instruction (and --input), the run's prompt template makes the prompt, as instruction
     finetuning did, and the response alone is printed."""
-    from llmbricks.core.generation import generate as run
+    from llmbricks.core.tasks.generation import generate as run
 
     if (prompt is None) == (instruction is None):
         raise click.UsageError("give --prompt TEXT to continue, or --instruction TEXT to answer "
@@ -59,7 +59,7 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
     config, model, tokenizer = _load(source, config_file, overrides)
     shown = prompt
     if instruction is not None:
-        from llmbricks.core.instruction import instruction_prompt
+        from llmbricks.core.tasks.instruction import instruction_prompt
 
         prompt, shown = instruction_prompt(config, instruction, input_text), ""
 
@@ -86,12 +86,12 @@ def _load(source: str | None, config_file: str | None, overrides: tuple[str, ...
 
     from llmbricks.core.build import build_model
     from llmbricks.core.config import load_config
-    from llmbricks.core.data import ready_tokenizer
+    from llmbricks.core.store.token_cache import ready_tokenizer
 
     if (source is None) == (config_file is None):
         raise click.UsageError("give a RUN (run or model directory) or --config CONFIG (one of the two)")
     if source is not None:
-        from llmbricks.core.runs import load_run
+        from llmbricks.core.store.runs import load_run
 
         if not Path(source).is_dir():
             raise click.UsageError(f"RUN '{source}' is not a directory")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import command_with_config, console, echo_json, json_option, load
+from llmbricks.cli.options import command_with_config, console, echo_json, json_option, load
 
 
 @click.group()
@@ -56,7 +56,7 @@ def merge(run: str, out: str, overwrite: bool) -> None:
 
     OUT is a plain model: generate, eval, export and train.init_from read it, with no adapter.
     """
-    from llmbricks.core.merge import merge_adapters
+    from llmbricks.core.tasks.merge import merge_adapters
 
     directory, count = merge_adapters(run, out, overwrite=overwrite)
     click.echo(f"merged {count} adapter{'s' if count != 1 else ''} of {run} into {directory}")

@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import click
 
-from .options import console, echo_json, json_option
+from llmbricks.cli.options import console, echo_json, json_option
 
 
 @click.command()

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from .options import console, echo_json, load, set_option
+from llmbricks.cli.options import console, echo_json, load, set_option
 
 TOKENIZER_HELP = ("A saved tokenizer directory, or a component spec in YAML "
                   "(e.g. tiktoken, '{name: tiktoken, encoding: cl100k_base}').")
@@ -53,8 +53,8 @@ def train(config_file: str, overrides: tuple[str, ...], out: str) -> None:
     import time
 
     from llmbricks.core.build import build_tokenizer
-    from llmbricks.core.data import iter_texts, text_source
     from llmbricks.core.errors import ConfigError
+    from llmbricks.core.store.token_cache import iter_texts, text_source
 
     cfg = load(config_file, overrides)
     tok = build_tokenizer(cfg)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .options import set_option
+from llmbricks.cli.options import set_option
 
 
 @click.command()
@@ -28,9 +28,9 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
     Ctrl-C finishes the current step, writes a checkpoint and exits 130; --resume continues it.
     Under `torchrun --nproc_per_node N -m llmbricks train CONFIG` the ranks train data-parallel.
     """
-    from llmbricks.core.loop import TrainingInterrupted
-    from llmbricks.core.training import default_run_dir, training_config
-    from llmbricks.core.training import train as run_training
+    from llmbricks.core.train.loop import TrainingInterrupted
+    from llmbricks.core.train.session import default_run_dir, training_config
+    from llmbricks.core.train.session import train as run_training
 
     config = training_config(config_file, overrides)
     directory = Path(out) if out else default_run_dir(config, resume=resume)

@@ -16,6 +16,6 @@ The pytest fixtures (``isolated_registry``, ``registry_with``) come with the pac
 
 from __future__ import annotations
 
-from .conformance import ConformanceError, check_component
+from llmbricks.testing.conformance import ConformanceError, check_component
 
 __all__ = ["ConformanceError", "check_component"]

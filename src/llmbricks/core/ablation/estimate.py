@@ -18,8 +18,8 @@ import torch
 
 from ..build import build_model, summarize
 from ..config import Config
-from ..optim import build_optimizer
 from ..registry import Registry
+from ..train.optim import build_optimizer
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
     """
     vocab = config.model.vocab_size
     if vocab == "auto" and config.model.tokenizer is not None:
-        from ..data import ready_tokenizer
+        from ..store.token_cache import ready_tokenizer
 
         vocab = ready_tokenizer(config, registry)[0].vocab_size
     model_config = config.model.model_copy(update={"vocab_size": vocab})

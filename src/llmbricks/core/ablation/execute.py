@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, LlmbricksError
-from ..runs import write_atomic
+from ..store.runs import write_atomic
 from .estimate import threads_per_run
 from .plan import (
     CONFIGS_DIR,

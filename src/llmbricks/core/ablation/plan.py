@@ -216,7 +216,7 @@ def variant_yaml(variant: Variant) -> str:
 
 def write_variant_configs(plan: AblationPlan, directory: Path) -> dict[str, Path]:
     """``ABL/configs/VARIANT.yaml``: the resolved config each of the variant's runs trains."""
-    from ..runs import write_atomic
+    from ..store.runs import write_atomic
 
     out = directory / CONFIGS_DIR
     out.mkdir(parents=True, exist_ok=True)

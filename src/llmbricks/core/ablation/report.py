@@ -23,7 +23,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ..plots import save_figure_atomically
+from ..train.plots import save_figure_atomically
 from .plan import load_plan_data
 from .results import Curve, curves_from, finite, read_runs, write_results, write_text
 from .stats import sort_by_loss, summarize, write_summary

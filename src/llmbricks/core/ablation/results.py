@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LlmbricksError
-from ..plots import read_events
+from ..train.plots import read_events
 from .plan import RUNS_DIR, load_plan_data
 
 RESULTS_CSV = "results.csv"
@@ -234,7 +234,7 @@ def csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
 def write_text(path: Path, text: str) -> Path:
     """Write atomically, so a reader never sees half a file (core.runs' writer, imported when
     needed because core.runs imports torch)."""
-    from ..runs import write_atomic
+    from ..store.runs import write_atomic
 
     write_atomic(path, text)
     return path

@@ -5,6 +5,6 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .lora import LoRA
+    from llmbricks.plugins.adapters.lora import LoRA
 
     return [LoRA]

@@ -5,7 +5,7 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .mha import MultiHeadAttention
-    from .sdpa import SDPAttention
+    from llmbricks.plugins.attention.mha import MultiHeadAttention
+    from llmbricks.plugins.attention.sdpa import SDPAttention
 
     return [MultiHeadAttention, SDPAttention]

@@ -14,8 +14,7 @@ from torch import Tensor, nn
 from llmbricks.core.component import Dims
 from llmbricks.core.interfaces import PositionContext
 from llmbricks.core.masks import causal_mask
-
-from .base import AttentionParams, ProjectedAttention
+from llmbricks.plugins.attention.base import AttentionParams, ProjectedAttention
 
 
 class MultiHeadAttention(ProjectedAttention):

@@ -11,8 +11,7 @@ from torch import Tensor
 
 from llmbricks.core.interfaces import PositionContext
 from llmbricks.core.masks import causal_mask
-
-from .base import ProjectedAttention
+from llmbricks.plugins.attention.base import ProjectedAttention
 
 _HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
 

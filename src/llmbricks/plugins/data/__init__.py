@@ -6,12 +6,12 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .instruction import InstructionDataSource, InstructionJsonSource
-    from .labeled import LabeledTextSource
-    from .named_text import TheVerdictSource, TinyShakespeareSource
-    from .python_docs import PythonDocsSource
-    from .sms_spam import SmsSpamSource
-    from .text import TextSource
+    from llmbricks.plugins.data.instruction import InstructionDataSource, InstructionJsonSource
+    from llmbricks.plugins.data.labeled import LabeledTextSource
+    from llmbricks.plugins.data.named_text import TheVerdictSource, TinyShakespeareSource
+    from llmbricks.plugins.data.python_docs import PythonDocsSource
+    from llmbricks.plugins.data.sms_spam import SmsSpamSource
+    from llmbricks.plugins.data.text import TextSource
 
     return [
         TextSource,

@@ -5,7 +5,7 @@ Kept as data so a new corpus is one entry here plus a small source class.
 
 from __future__ import annotations
 
-from llmbricks.core.datafiles import RemoteFile
+from llmbricks.core.store.datafiles import RemoteFile
 
 _BOOK = ("https://raw.githubusercontent.com/rasbt/LLMs-from-scratch/main")
 

@@ -12,9 +12,8 @@ from pydantic import Field
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError
 from llmbricks.core.interfaces import DataSource
-
-from . import corpora, textio
-from .named import NamedFileParams, NamedFileSource
+from llmbricks.plugins.data import corpora, textio
+from llmbricks.plugins.data.named import NamedFileParams, NamedFileSource
 
 #: The string fields every record must have (``input`` may be empty).
 FIELDS = ("instruction", "input", "output")

@@ -13,8 +13,7 @@ from pydantic import Field, field_validator
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError, did_you_mean
 from llmbricks.core.interfaces import DataSource
-
-from . import textio
+from llmbricks.plugins.data import textio
 
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 Column = str | int

@@ -12,8 +12,8 @@ from typing import ClassVar
 from pydantic import Field
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.datafiles import RemoteFile, candidates, resolve_file
 from llmbricks.core.interfaces import DataSource
+from llmbricks.core.store.datafiles import RemoteFile, candidates, resolve_file
 
 
 class NamedFileParams(ParamsModel):

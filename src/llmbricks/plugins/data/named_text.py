@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from . import corpora, textio
-from .named import NamedFileParams, NamedFileSource
+from llmbricks.plugins.data import corpora, textio
+from llmbricks.plugins.data.named import NamedFileParams, NamedFileSource
 
 _HINT = "the file is not UTF-8 text; check the `path` param"
 

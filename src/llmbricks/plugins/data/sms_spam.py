@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 from llmbricks.core.errors import DataError
-
-from . import corpora, textio
-from .named import NamedFileParams, NamedFileSource
+from llmbricks.plugins.data import corpora, textio
+from llmbricks.plugins.data.named import NamedFileParams, NamedFileSource
 
 _HINT = "the file is not UTF-8 text; check the `path` param"
 

@@ -5,7 +5,7 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .classification import ClassificationHead
-    from .lm import LMHead
+    from llmbricks.plugins.heads.classification import ClassificationHead
+    from llmbricks.plugins.heads.lm import LMHead
 
     return [LMHead, ClassificationHead]

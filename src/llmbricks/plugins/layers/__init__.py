@@ -5,9 +5,9 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .blocks import GPTBlock
-    from .embeddings import TokenEmbedding
-    from .feedforward import GELUFeedForward, SwiGLUFeedForward
-    from .norms import LayerNorm, RMSNorm
+    from llmbricks.plugins.layers.blocks import GPTBlock
+    from llmbricks.plugins.layers.embeddings import TokenEmbedding
+    from llmbricks.plugins.layers.feedforward import GELUFeedForward, SwiGLUFeedForward
+    from llmbricks.plugins.layers.norms import LayerNorm, RMSNorm
 
     return [TokenEmbedding, LayerNorm, RMSNorm, GELUFeedForward, SwiGLUFeedForward, GPTBlock]

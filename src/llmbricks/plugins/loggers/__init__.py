@@ -5,8 +5,8 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .console import ConsoleLogger
-    from .jsonl import JsonlLogger
-    from .tensorboard import TensorBoardLogger
+    from llmbricks.plugins.loggers.console import ConsoleLogger
+    from llmbricks.plugins.loggers.jsonl import JsonlLogger
+    from llmbricks.plugins.loggers.tensorboard import TensorBoardLogger
 
     return [ConsoleLogger, JsonlLogger, TensorBoardLogger]

@@ -1,13 +1,12 @@
 """Built-in model assemblies and presets."""
 
 from llmbricks.core.hookspecs import hookimpl
-
-from .presets import PRESETS
+from llmbricks.plugins.models.presets import PRESETS
 
 
 @hookimpl
 def llmbricks_components():
-    from .gpt import GPT
+    from llmbricks.plugins.models.gpt import GPT
 
     return [GPT]
 

@@ -5,12 +5,12 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .absolute import AbsolutePositional
-    from .alibi import ALiBiPositional
-    from .none import NoPositional
-    from .rope import RotaryPositional
-    from .sinusoidal import SinusoidalPositional
-    from .t5_bias import T5RelativeBias
+    from llmbricks.plugins.positional.absolute import AbsolutePositional
+    from llmbricks.plugins.positional.alibi import ALiBiPositional
+    from llmbricks.plugins.positional.none import NoPositional
+    from llmbricks.plugins.positional.rope import RotaryPositional
+    from llmbricks.plugins.positional.sinusoidal import SinusoidalPositional
+    from llmbricks.plugins.positional.t5_bias import T5RelativeBias
 
     return [AbsolutePositional, SinusoidalPositional, RotaryPositional, ALiBiPositional,
             T5RelativeBias, NoPositional]

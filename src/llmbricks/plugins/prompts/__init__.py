@@ -5,6 +5,6 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .templates import AlpacaTemplate, Phi3Template
+    from llmbricks.plugins.prompts.templates import AlpacaTemplate, Phi3Template
 
     return [AlpacaTemplate, Phi3Template]

@@ -5,9 +5,9 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
-    from .bpe import BPETokenizer
-    from .char import CharTokenizer
-    from .regex import RegexTokenizer
-    from .tiktoken import TiktokenTokenizer
+    from llmbricks.plugins.tokenizers.bpe import BPETokenizer
+    from llmbricks.plugins.tokenizers.char import CharTokenizer
+    from llmbricks.plugins.tokenizers.regex import RegexTokenizer
+    from llmbricks.plugins.tokenizers.tiktoken import TiktokenTokenizer
 
     return [CharTokenizer, RegexTokenizer, BPETokenizer, TiktokenTokenizer]

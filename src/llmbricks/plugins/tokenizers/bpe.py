@@ -49,8 +49,7 @@ from pydantic import Field, field_validator, model_validator
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError
 from llmbricks.core.interfaces import Tokenizer
-
-from .gpt2_files import (
+from llmbricks.plugins.tokenizers.gpt2_files import (
     atomic_write_bytes,
     dump_tiktoken_ranks,
     load_gpt2_ranks,

@@ -18,8 +18,7 @@ from pydantic import Field
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError
 from llmbricks.core.interfaces import Tokenizer
-
-from .state import read_state, write_state
+from llmbricks.plugins.tokenizers.state import read_state, write_state
 
 ENDOFTEXT, UNK = "<|endoftext|>", "<|unk|>"
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmbricks.core.errors import DataError
-
-from .gpt2_files import atomic_write_bytes
+from llmbricks.plugins.tokenizers.gpt2_files import atomic_write_bytes
 
 STATE_FILE = "tokenizer.json"
 

@@ -18,7 +18,9 @@ import tiktoken as tk
 from pydantic import Field
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.datafiles import (
+from llmbricks.core.errors import DataError
+from llmbricks.core.interfaces import Tokenizer
+from llmbricks.core.store.datafiles import (
     DATA_DIR_ENV,
     OFFLINE_ENV,
     RemoteFile,
@@ -26,12 +28,9 @@ from llmbricks.core.datafiles import (
     offline,
     resolve_file,
 )
-from llmbricks.core.errors import DataError
-from llmbricks.core.interfaces import Tokenizer
-
-from .bpe import GPT2_PATTERN
-from .gpt2_files import load_gpt2_ranks, load_tiktoken_ranks
-from .state import read_state, write_state
+from llmbricks.plugins.tokenizers.bpe import GPT2_PATTERN
+from llmbricks.plugins.tokenizers.gpt2_files import load_gpt2_ranks, load_tiktoken_ranks
+from llmbricks.plugins.tokenizers.state import read_state, write_state
 
 ENDOFTEXT = "<|endoftext|>"
 BLOB = "https://openaipublic.blob.core.windows.net"

@@ -10,7 +10,10 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from llmbricks.core.build import build_model
-from llmbricks.core.classification import (
+from llmbricks.core.component import ParamsModel
+from llmbricks.core.errors import ConfigError
+from llmbricks.core.interfaces import Trainer
+from llmbricks.core.tasks.classification import (
     ClassifierInfo,
     LabeledBatches,
     check_num_classes,
@@ -18,14 +21,11 @@ from llmbricks.core.classification import (
     padded_length,
     prepare_labeled,
 )
-from llmbricks.core.classifier import classification_report, run_batches
-from llmbricks.core.component import ParamsModel
-from llmbricks.core.errors import ConfigError
-from llmbricks.core.interfaces import Trainer
-from llmbricks.core.loop import TrainTask, run_loop
-from llmbricks.core.splits import SplitFractions
-from llmbricks.core.trainable import apply_trainable
-from llmbricks.core.training import Session, initial_weights
+from llmbricks.core.tasks.classifier import classification_report, run_batches
+from llmbricks.core.train.loop import TrainTask, run_loop
+from llmbricks.core.train.session import Session, initial_weights
+from llmbricks.core.train.splits import SplitFractions
+from llmbricks.core.train.trainable import apply_trainable
 
 
 class ClassifyParams(ParamsModel):

@@ -12,8 +12,10 @@ from torch import nn
 from llmbricks.core.build import build_model
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import ConfigError, DataError
-from llmbricks.core.generation import generate
-from llmbricks.core.instruction import (
+from llmbricks.core.interfaces import PromptTemplate, Trainer
+from llmbricks.core.store.runs import write_atomic
+from llmbricks.core.tasks.generation import generate
+from llmbricks.core.tasks.instruction import (
     InstructionBatches,
     SplitOrder,
     encode_example,
@@ -24,12 +26,10 @@ from llmbricks.core.instruction import (
     prompt_template,
     split_records,
 )
-from llmbricks.core.interfaces import PromptTemplate, Trainer
-from llmbricks.core.loop import TrainTask, run_loop
-from llmbricks.core.runs import write_atomic
-from llmbricks.core.splits import SplitFractions
-from llmbricks.core.trainable import apply_trainable
-from llmbricks.core.training import Session, initial_weights
+from llmbricks.core.train.loop import TrainTask, run_loop
+from llmbricks.core.train.session import Session, initial_weights
+from llmbricks.core.train.splits import SplitFractions
+from llmbricks.core.train.trainable import apply_trainable
 
 #: The test split's records with the model's answers, as the book's
 #: ``instruction-data-with-response.json``.

@@ -8,16 +8,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmbricks.core.batches import WindowBatches
 from llmbricks.core.build import build_model
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.data import prepare_data
 from llmbricks.core.errors import DataError
-from llmbricks.core.generation import generate
 from llmbricks.core.interfaces import Trainer
-from llmbricks.core.loop import TrainTask, run_loop
-from llmbricks.core.trainable import apply_trainable
-from llmbricks.core.training import Session, initial_weights
+from llmbricks.core.store.token_cache import prepare_data
+from llmbricks.core.tasks.generation import generate
+from llmbricks.core.train.batches import WindowBatches
+from llmbricks.core.train.loop import TrainTask, run_loop
+from llmbricks.core.train.session import Session, initial_weights
+from llmbricks.core.train.trainable import apply_trainable
 
 
 class PretrainParams(ParamsModel):

@@ -8,7 +8,7 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_commands(cli):
-    from .cli import export_group, import_group
+    from llmbricks.plugins.weights.cli import export_group, import_group
 
     cli.add_command(import_group, "import")
     cli.add_command(export_group, "export")

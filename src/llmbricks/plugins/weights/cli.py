@@ -25,7 +25,7 @@ def import_gpt2_command(hf_dir: str, out: str, attention: str, overwrite: bool) 
     OUT becomes a model directory: config.yaml, model.safetensors, tokenizer/. Nothing is
     downloaded; bring the folder (e.g. from GPT2LMHeadModel.save_pretrained).
     """
-    from .gpt2_hf import import_gpt2
+    from llmbricks.plugins.weights.gpt2_hf import import_gpt2
 
     result = import_gpt2(hf_dir, out, overwrite=overwrite, attention=attention)
     m = result.config.model
@@ -51,7 +51,7 @@ def export_hf_command(model_dir: str, out: str, overwrite: bool) -> None:
     Only GPT-2-shaped models export: absolute positions, layernorm, gelu, full multi-head
     attention, an lm head. transformers.GPT2LMHeadModel.from_pretrained(OUT) loads the result.
     """
-    from .gpt2_hf import export_hf
+    from llmbricks.plugins.weights.gpt2_hf import export_hf
 
     result = export_hf(model_dir, out, overwrite=overwrite)
     c = result.hf_config

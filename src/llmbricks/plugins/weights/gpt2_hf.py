@@ -40,7 +40,8 @@ from torch import Tensor
 from llmbricks.core.build import build_model, build_tokenizer, load_tokenizer
 from llmbricks.core.config import Config, load_config
 from llmbricks.core.errors import CheckpointError, ConfigError, LlmbricksError
-from llmbricks.core.model_dir import (
+from llmbricks.core.registry import Registry, get_registry
+from llmbricks.core.store.model_dir import (
     CONFIG_FILE,
     TOKENIZER_DIR,
     atomic_directory,
@@ -48,7 +49,6 @@ from llmbricks.core.model_dir import (
     load_model_dir,
     save_model_dir,
 )
-from llmbricks.core.registry import Registry, get_registry
 
 __all__ = [
     "ExportResult",

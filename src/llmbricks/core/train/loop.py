@@ -27,12 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .config import Config, TrainConfig
+from ..config import Config, TrainConfig
+from ..errors import LlmbricksError
+from ..interfaces import Logger
+from ..store.runs import Checkpoint, Run, load_checkpoint, write_atomic
 from .distributed import Distributed
-from .errors import LlmbricksError
-from .interfaces import Logger
 from .optim import build_optimizer, learning_rate, set_learning_rate
-from .runs import Checkpoint, Run, load_checkpoint, write_atomic
 
 #: Final results of a completed run (``TrainTask.finish``): test metrics, files written.
 RESULTS_FILE = "results.json"

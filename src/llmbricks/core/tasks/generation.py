@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .errors import ConfigError
-from .interfaces import Model, Tokenizer
-from .kv_cache import KVCache
+from ..errors import ConfigError
+from ..interfaces import Model, Tokenizer
+from ..kv_cache import KVCache
 
 
 @dataclass(frozen=True)

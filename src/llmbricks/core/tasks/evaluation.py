@@ -15,14 +15,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batches import WindowBatches
-from .config import resolve_config
-from .config_io import parse_yaml
-from .data import prepare_data, ready_tokenizer
-from .errors import ConfigError, DataError
-from .interfaces import Model
-from .registry import Registry, get_registry
-from .runs import load_run
+from ..config import resolve_config
+from ..config_io import parse_yaml
+from ..errors import ConfigError, DataError
+from ..interfaces import Model
+from ..registry import Registry, get_registry
+from ..store.runs import load_run
+from ..store.token_cache import prepare_data, ready_tokenizer
+from ..train.batches import WindowBatches
 
 
 @torch.inference_mode()
@@ -87,8 +87,8 @@ def evaluate_run(path: str | Path, *, data: str | dict | None = None, batch_size
 
 def _is_classifier(path: str | Path, registry: Registry) -> bool:
     """Whether the directory's config names a head with one output per sequence."""
-    from .config import load_config
-    from .model_dir import CONFIG_FILE
+    from ..config import load_config
+    from ..store.model_dir import CONFIG_FILE
 
     config_file = Path(path) / CONFIG_FILE
     if not config_file.is_file():

@@ -1,34 +1,30 @@
-"""The token pipeline: a source tokenized once into a memmapped cache, split, then windowed.
+"""The token cache: a source tokenized once into a memmapped file, then split.
+
+Windowing the cached tokens into training batches is ``core.train.windows``.
 
 - ``TokenCache``: a flat file of uint16 ids (uint32 when the vocabulary needs it), keyed by the
   source's content hash and the tokenizer's fingerprint, built by streaming the source in chunks
   so peak memory does not grow with the corpus.
 - ``split_tokens``: a contiguous train/val split (the book's 90/10).
-- ``SlidingWindowDataset``: inputs and targets shifted by one, windows computed on access from
-  the one token array (O(N) memory, never a tensor per window).
-- ``make_loader``: sliding windows in order or shuffled, or nanoGPT-style random windows, seeded.
+- ``prepare_data``: a config's tokenizer made ready (trained if it learns) and its corpus cached.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
+from ..errors import ConfigError, DataError
+from ..interfaces import DataSource, Tokenizer
 from .datafiles import cache_dir as default_cache_dir
-from .errors import ConfigError, DataError
-from .interfaces import DataSource, Tokenizer
 
 #: Characters handed to the tokenizer at a time when building a cache.
 CHUNK_CHARS = 1 << 20
@@ -199,62 +195,6 @@ def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, n
     return tokens[:cut], tokens[cut:]
 
 
-class SlidingWindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """Windows of ``max_length`` tokens every ``stride`` tokens; targets shifted by one.
-
-    Window ``i`` starts at ``i * stride``: ``x = t[s : s + L]``, ``y = t[s + 1 : s + L + 1]``.
-    There are ``ceil((N - L) / stride)`` windows, as in the book's ``GPTDatasetV1``. The token
-    array is stored once; windows are sliced on access.
-    """
-
-    def __init__(self, tokens: np.ndarray, max_length: int, stride: int | None = None) -> None:
-        if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
-        self.tokens = tokens
-        self.max_length = max_length
-        self.stride = stride or max_length
-        if self.stride < 1:
-            raise ValueError(f"stride must be >= 1, got {self.stride}")
-
-    def __len__(self) -> int:
-        return max(0, math.ceil((len(self.tokens) - self.max_length) / self.stride))
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not 0 <= index < len(self):
-            raise IndexError(f"window {index} out of range ({len(self)} windows)")
-        start = index * self.stride
-        window = torch.from_numpy(np.array(self.tokens[start:start + self.max_length + 1],
-                                           dtype=np.int64))
-        return window[:-1], window[1:]
-
-
-def make_loader(tokens: np.ndarray, *, max_length: int, batch_size: int,
-                stride: int | None = None, sampler: Literal["sliding", "random"] = "sliding",
-                shuffle: bool = True, drop_last: bool = True, seed: int = 123,
-                num_samples: int | None = None) -> DataLoader:
-    """Batches of ``(inputs, targets)``, each ``[batch_size, max_length]`` int64.
-
-    ``sliding``: the windows of ``SlidingWindowDataset``, shuffled or in order. ``random``:
-    nanoGPT's ``get_batch``: windows at uniformly random offsets (stride 1, with replacement),
-    ``num_samples`` per epoch (default: about as many as non-overlapping windows fit).
-    The same seed gives the same batches.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    if sampler == "random":
-        dataset = SlidingWindowDataset(tokens, max_length, stride=1)
-        if len(dataset) == 0:
-            raise DataError(f"{len(tokens)} tokens are too few for windows of {max_length}")
-        count = num_samples or max(1, (len(tokens) - max_length) // max_length)
-        order = RandomSampler(dataset, replacement=True, num_samples=count, generator=generator)
-    else:
-        dataset = SlidingWindowDataset(tokens, max_length, stride)
-        if len(dataset) == 0:
-            raise DataError(f"{len(tokens)} tokens are too few for one window of {max_length} "
-                            f"tokens plus its target; use more data or a shorter context")
-        order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
-    return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last)
-
-
 @dataclass
 class PreparedData:
     """A config's corpus, tokenized: the tokenizer used and the token cache."""
@@ -273,7 +213,7 @@ def _cache_root(config: object) -> Path:
 
 def text_source(config: object, registry: object | None = None) -> DataSource:
     """The config's ``data.source``, which must yield text (a config error otherwise)."""
-    from .registry import get_registry
+    from ..registry import get_registry
 
     registry = registry or get_registry()
     source = registry.build("datasource", config.data.source)
@@ -294,8 +234,8 @@ def ready_tokenizer(config: object, registry: object | None = None,
     the source's content and the tokenizer's params, so asking again reuses it. Returns
     ``(tokenizer, trained_now)``.
     """
-    from .build import build_tokenizer, load_tokenizer
-    from .registry import get_registry
+    from ..build import build_tokenizer, load_tokenizer
+    from ..registry import get_registry
 
     registry = registry or get_registry()
     if config.model.tokenizer is None:
@@ -349,7 +289,7 @@ def prepare_data(config: object, registry: object | None = None,
     A trainable tokenizer that is not trained yet is trained on the same source first
     (``ready_tokenizer``). A given ``tokenizer`` (e.g. a run's own) is used as it is.
     """
-    from .registry import get_registry
+    from ..registry import get_registry
 
     registry = registry or get_registry()
     source = text_source(config, registry)

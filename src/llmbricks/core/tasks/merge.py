@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import ConfigError
+from ..registry import Registry
+from ..store.model_dir import check_output_dir, save_model_dir
+from ..store.runs import load_run
 from .classification import CLASSIFIER_FILE
-from .errors import ConfigError
-from .model_dir import check_output_dir, save_model_dir
-from .registry import Registry
-from .runs import load_run
 
 
 def merge_adapters(source: str | Path, out: str | Path, *, registry: Registry | None = None,

@@ -18,13 +18,13 @@ from typing import Any
 
 import torch
 
-from .config import Config, load_config
+from ..config import Config, load_config
+from ..errors import CheckpointError, ConfigError, DataError
+from ..interfaces import Logger, Tokenizer
+from ..registry import Registry, get_registry
+from ..store.model_dir import CONFIG_FILE
+from ..store.runs import Checkpoint, Run, write_atomic
 from .distributed import Distributed, from_environment, pick_device, shutdown
-from .errors import CheckpointError, ConfigError, DataError
-from .interfaces import Logger, Tokenizer
-from .model_dir import CONFIG_FILE
-from .registry import Registry, get_registry
-from .runs import Checkpoint, Run, write_atomic
 
 RUNS_ROOT = Path("runs")
 #: Fields a resumed run may change: its budget and how it reports. Anything else would make the
@@ -148,7 +148,7 @@ def _check_init_from(config: Config) -> None:
 
 def _create(directory: Path, config: Config, dist: Distributed, device: torch.device,
             registry: Registry) -> Session:
-    from .data import ready_tokenizer
+    from ..store.token_cache import ready_tokenizer
 
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise CheckpointError(f"run directory {directory} already exists and is not empty: "
@@ -213,8 +213,8 @@ def initial_weights(model: torch.nn.Module, config: Config, registry: Registry) 
     source = config.train.init_from
     if not source:
         return
-    from .build import adapter_state_names
-    from .runs import load_run
+    from ..build import adapter_state_names
+    from ..store.runs import load_run
 
     source_config, start, _ = load_run(source, "cpu", registry)
     state = start.state_dict()

@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 DATA_DIR_ENV = "LLMBRICKS_DATA_DIR"
 CACHE_DIR_ENV = "LLMBRICKS_CACHE_DIR"

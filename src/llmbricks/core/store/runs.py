@@ -37,13 +37,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
-from .build import adapter_state_names, build_model, load_tokenizer
-from .config import COMPONENT_FIELDS, COMPONENT_LIST_FIELDS, Config, load_config
+from ..build import adapter_state_names, build_model, load_tokenizer
+from ..config import COMPONENT_FIELDS, COMPONENT_LIST_FIELDS, Config, load_config
+from ..errors import CheckpointError, LlmbricksError
+from ..interfaces import Model, Tokenizer
+from ..registry import Registry, get_registry
 from .datafiles import sha256_file
-from .errors import CheckpointError, LlmbricksError
-from .interfaces import Model, Tokenizer
 from .model_dir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, _fresh_dir, load_model_dir
-from .registry import Registry, get_registry
 
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.jsonl"

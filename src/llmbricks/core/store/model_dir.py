@@ -25,11 +25,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 
-from .build import build_model, load_tokenizer
-from .config import Config, load_config
-from .errors import CheckpointError, LlmbricksError
-from .interfaces import Model, Tokenizer
-from .registry import Registry
+from ..build import build_model, load_tokenizer
+from ..config import Config, load_config
+from ..errors import CheckpointError, LlmbricksError
+from ..interfaces import Model, Tokenizer
+from ..registry import Registry
 
 __all__ = [
     "CONFIG_FILE",

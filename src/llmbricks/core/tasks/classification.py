@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
-from .batches import ShardedEpochs
-from .errors import ConfigError, DataError
-from .interfaces import DataSource, Tokenizer
-from .splits import split_sizes
+from ..errors import ConfigError, DataError
+from ..interfaces import DataSource, Tokenizer
+from ..train.batches import ShardedEpochs
+from ..train.splits import split_sizes
 
 #: What a classification run records beside its checkpoints: label names and the padding used.
 CLASSIFIER_FILE = "classifier.json"
@@ -278,7 +278,7 @@ class ClassifierInfo:
     splits: dict[str, int] = field(default_factory=dict)  # examples per split
 
     def save(self, directory: str | Path) -> None:
-        from .runs import write_atomic
+        from ..store.runs import write_atomic
 
         write_atomic(Path(directory) / CLASSIFIER_FILE, json.dumps(asdict(self), indent=2) + "\n")
 

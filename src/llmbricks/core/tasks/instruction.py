@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .batches import ShardedEpochs
-from .errors import ConfigError
-from .interfaces import PromptTemplate, Tokenizer
-from .splits import check_fractions, split_sizes
+from ..errors import ConfigError
+from ..interfaces import PromptTemplate, Tokenizer
+from ..train.batches import ShardedEpochs
+from ..train.splits import check_fractions, split_sizes
 
 #: The template used when ``data.prompt`` is null.
 DEFAULT_TEMPLATE = "alpaca"
@@ -76,7 +76,7 @@ def split_records(records: Sequence[Any], fractions: Sequence[float], *, shuffle
 
 def prompt_template(config: Any, registry: Any = None) -> PromptTemplate:
     """The config's ``data.prompt`` template (``DEFAULT_TEMPLATE`` when it is null)."""
-    from .registry import get_registry
+    from ..registry import get_registry
 
     registry = registry or get_registry()
     return registry.build("prompt", config.data.prompt or DEFAULT_TEMPLATE)

@@ -15,8 +15,8 @@ from typing import Literal
 
 from torch import nn
 
-from .build import adapter_state_names
-from .errors import ConfigError
+from ..build import adapter_state_names
+from ..errors import ConfigError
 
 Policy = Literal["auto", "all", "last_block", "head", "none"]
 

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .build import build_model, summarize
-from .config import Config
-from .registry import Registry
+from ..build import build_model, summarize
+from ..config import Config
+from ..registry import Registry
 
 #: Vocabulary used when ``vocab_size: auto`` is only known once a tokenizer is trained.
 PLACEHOLDER_VOCAB = 256

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 
 class ShardedEpochs:

@@ -1,0 +1,73 @@
+"""Sliding windows over a token array: the pretraining dataset and its loader.
+
+- ``SlidingWindowDataset``: inputs and targets shifted by one, windows computed on access from
+  the one token array (O(N) memory, never a tensor per window).
+- ``make_loader``: sliding windows in order or shuffled, or nanoGPT-style random windows, seeded.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from ..errors import DataError
+
+
+class SlidingWindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Windows of ``max_length`` tokens every ``stride`` tokens; targets shifted by one.
+
+    Window ``i`` starts at ``i * stride``: ``x = t[s : s + L]``, ``y = t[s + 1 : s + L + 1]``.
+    There are ``ceil((N - L) / stride)`` windows, as in the book's ``GPTDatasetV1``. The token
+    array is stored once; windows are sliced on access.
+    """
+
+    def __init__(self, tokens: np.ndarray, max_length: int, stride: int | None = None) -> None:
+        if max_length < 1:
+            raise ValueError(f"max_length must be >= 1, got {max_length}")
+        self.tokens = tokens
+        self.max_length = max_length
+        self.stride = stride or max_length
+        if self.stride < 1:
+            raise ValueError(f"stride must be >= 1, got {self.stride}")
+
+    def __len__(self) -> int:
+        return max(0, math.ceil((len(self.tokens) - self.max_length) / self.stride))
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"window {index} out of range ({len(self)} windows)")
+        start = index * self.stride
+        window = torch.from_numpy(np.array(self.tokens[start:start + self.max_length + 1],
+                                           dtype=np.int64))
+        return window[:-1], window[1:]
+
+
+def make_loader(tokens: np.ndarray, *, max_length: int, batch_size: int,
+                stride: int | None = None, sampler: Literal["sliding", "random"] = "sliding",
+                shuffle: bool = True, drop_last: bool = True, seed: int = 123,
+                num_samples: int | None = None) -> DataLoader:
+    """Batches of ``(inputs, targets)``, each ``[batch_size, max_length]`` int64.
+
+    ``sliding``: the windows of ``SlidingWindowDataset``, shuffled or in order. ``random``:
+    nanoGPT's ``get_batch``: windows at uniformly random offsets (stride 1, with replacement),
+    ``num_samples`` per epoch (default: about as many as non-overlapping windows fit).
+    The same seed gives the same batches.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    if sampler == "random":
+        dataset = SlidingWindowDataset(tokens, max_length, stride=1)
+        if len(dataset) == 0:
+            raise DataError(f"{len(tokens)} tokens are too few for windows of {max_length}")
+        count = num_samples or max(1, (len(tokens) - max_length) // max_length)
+        order = RandomSampler(dataset, replacement=True, num_samples=count, generator=generator)
+    else:
+        dataset = SlidingWindowDataset(tokens, max_length, stride)
+        if len(dataset) == 0:
+            raise DataError(f"{len(tokens)} tokens are too few for one window of {max_length} "
+                            f"tokens plus its target; use more data or a shorter context")
+        order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last)
