@@ -35,6 +35,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests examples docs
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 BENCH_STAMP := $(VENV)/.llmbricks-bench-installed

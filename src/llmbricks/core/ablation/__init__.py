@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .execute import AblationInterrupted, Job, execute, prepare
+from .execute import execute, prepare
+from .jobs import AblationInterrupted, Job
 from .plan import AblationPlan, Variant, make_plan
 
 __all__ = ["AblationInterrupted", "AblationPlan", "AblationResult", "Job", "Variant",

@@ -13,21 +13,16 @@ Executors: ``local`` runs J children at a time with ``cores // J`` torch threads
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, LlmbricksError
+from ..errors import ConfigError
 from ..store.runs import write_atomic
 from .estimate import threads_per_run
+from .jobs import AblationInterrupted, Job, run_job
 from .plan import (
     CONFIGS_DIR,
     PLAN_FILE,
@@ -36,23 +31,9 @@ from .plan import (
     load_plan_data,
     write_variant_configs,
 )
+from .ray_executor import run_on_ray
 
 EXECUTORS = ("local", "ray")
-
-
-@dataclass(frozen=True)
-class Job:
-    """One run of the plan, and the command that trains (or resumes) it."""
-
-    variant: str
-    seed_index: int
-    seed: int
-    run_dir: Path
-    record: Path
-    argv: list[str]
-
-    def to_data(self) -> dict[str, Any]:
-        return {"variant": self.variant, "seed_index": self.seed_index, "seed": self.seed}
 
 
 def run_dir(directory: Path, variant: str, seed_index: int) -> Path:
@@ -102,43 +83,6 @@ def prepare(plan: AblationPlan, directory: str | Path) -> tuple[list[Job], list[
     return todo, done
 
 
-def run_job(job: Job, threads: int) -> dict[str, Any]:
-    """Train one run in a child process; return its record (never raises for a failed run)."""
-    job.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    log = job.run_dir.with_suffix(".log")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "PYTHONUNBUFFERED": "1"}
-    started = time.perf_counter()
-    with open(log, "a", encoding="utf-8") as out:
-        out.write(f"$ {shlex.join(job.argv)}\n")
-        out.flush()
-        process = subprocess.Popen(job.argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                   preexec_fn=_die_with_parent)
-        code = process.wait()
-    status = "completed" if code == 0 else "interrupted" if code in (130, -signal.SIGINT) else "failed"
-    return {**job.to_data(), "status": status, "error": _last_error(log) if status == "failed" else None,
-            "wall_s": round(time.perf_counter() - started, 3), "returncode": code,
-            "log": str(log.name)}
-
-
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGKILL when the ablation process dies (no orphan keeps writing)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _last_error(log: Path) -> str:
-    """The child's last ``error:`` line (the CLI prints exactly one), else its last line."""
-    lines = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
-             if line.strip()]
-    errors = [line for line in lines if line.startswith("error:")]
-    return (errors or lines or ["(no output)"])[-1][:500]
-
-
 def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
             address: str | None = None,
             on_done: Callable[[Job, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
@@ -158,8 +102,6 @@ def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
             on_done(job, record)
 
     if executor == "ray":
-        from .ray_executor import run_on_ray
-
         run_on_ray(jobs, workers=workers, threads=threads, address=address, finished=finished)
         if any(record["status"] == "interrupted" for record in records.values()):
             raise AblationInterrupted()  # a run was stopped by a signal: rerun to resume it
@@ -193,12 +135,3 @@ def _run_local(jobs: list[Job], workers: int, threads: int,
                 finished(index, future.result())
     if interrupted:
         raise AblationInterrupted()
-
-
-class AblationInterrupted(LlmbricksError):
-    """Ctrl-C: the running runs checkpointed; the same command resumes the ablation."""
-
-    exit_code = 130
-
-    def __init__(self) -> None:
-        super().__init__("ablation interrupted; run the same command again to resume it")

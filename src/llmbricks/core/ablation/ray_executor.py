@@ -9,12 +9,10 @@ task reserves ``threads`` CPUs, so Ray places as many runs per node as its cores
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import ConfigError
-
-if TYPE_CHECKING:
-    from .execute import Job
+from .jobs import AblationInterrupted, Job, run_job
 
 
 def run_on_ray(jobs: list[Job], *, workers: int, threads: int, address: str | None,
@@ -24,7 +22,6 @@ def run_on_ray(jobs: list[Job], *, workers: int, threads: int, address: str | No
         import ray
     except ImportError:
         raise ConfigError("--executor ray needs Ray: pip install 'llmbricks[ray]'") from None
-    from .execute import AblationInterrupted, run_job
 
     started_here = not ray.is_initialized()
     if started_here:
