@@ -77,7 +77,7 @@ def build_model(config: Config | ModelConfig, registry: Registry | None = None, 
 def adapter_state_names(model: nn.Module) -> set[str]:
     """State-dict names of every adapter tensor in ``model`` (empty without adapters)."""
     names: set[str] = set()
-    for adapter in getattr(model, "adapters", []):
+    for adapter in model.adapters if isinstance(model, Model) else []:
         names.update(adapter.state_dict(model))
     return names
 
@@ -104,7 +104,11 @@ class ModelSummary:
 
 
 def summarize(model: nn.Module) -> ModelSummary:
-    """Count parameters; shared tensors count once. Works on meta-device models."""
+    """Count parameters; shared tensors count once. Works on meta-device models.
+
+    For a ``Model``, ``tied``/``untied`` compare its head's output weight with the embedding
+    table (the parts its ``layout()`` names); any other module counts as it is.
+    """
     seen: set[int] = set()
     parts: dict[str, int] = {}
     for name, child in model.named_children():
@@ -118,10 +122,10 @@ def summarize(model: nn.Module) -> ModelSummary:
     if own:
         parts["(own)"] = own
     total = sum(parts.values())
-    head = getattr(model, "head", None)
-    embedding = getattr(model, "embedding", None)
-    head_weight = getattr(getattr(head, "proj", None), "weight", None)
-    emb_weight = getattr(embedding, "weight", None)
+    layout = model.layout() if isinstance(model, Model) else None
+    head_weight = layout.head.output_weight() if layout is not None else None
+    emb_weight = layout.embedding.weight if layout is not None and layout.embedding is not None \
+        else None
     head_tied = head_weight is not None and head_weight is emb_weight
     if head_tied:
         tied, untied = total, total + head_weight.numel()
@@ -129,9 +133,9 @@ def summarize(model: nn.Module) -> ModelSummary:
         tied, untied = total - head_weight.numel(), total
     else:
         tied = untied = total
-    dims = getattr(model, "dims", None)
+    dims = dict(vars(model.dims)) if isinstance(model, Model) else {}
     return ModelSummary(parts=parts, total=total, tied=tied, untied=untied, head_tied=head_tied,
-                        dims=dict(vars(dims)) if dims is not None else {})
+                        dims=dims)
 
 
 def summarize_config(config: Config | ModelConfig, registry: Registry | None = None) -> ModelSummary:

@@ -6,8 +6,12 @@ class docstring. Modules (everything that holds weights) are ``torch.nn.Module``
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -29,6 +33,7 @@ __all__ = [
     "Head",
     "Logger",
     "Model",
+    "ModelLayout",
     "ModelParts",
     "ModuleComponent",
     "Norm",
@@ -47,6 +52,42 @@ class ModuleComponent(Component, nn.Module):
         nn.Module.__init__(self)
         self.params = params
         self.dims = dims
+
+    def residual_projections(self) -> list[nn.Module]:
+        """This component's own layers whose output is added to the residual stream.
+
+        GPT-2's init scales their weights by ``1/sqrt(2 n_layers)`` so the residual stream's
+        variance does not grow with depth; the model asks each component rather than guessing
+        from layer names. Attention returns its output projection, a feed-forward its last
+        layer; most kinds have none.
+        """
+        return []
+
+
+def residual_projections(root: nn.Module) -> set[nn.Module]:
+    """Every layer under ``root`` that a component declares as a residual projection.
+
+    Attention and feed-forward components written before ``residual_projections`` existed are
+    read by the built-in names (``out_proj``, ``down``), with a warning.
+    """
+    found: set[nn.Module] = set()
+    for module in root.modules():
+        if not isinstance(module, ModuleComponent):
+            continue
+        declared = module.residual_projections()
+        legacy = (isinstance(module, (Attention, FeedForward))
+                  and type(module).residual_projections is ModuleComponent.residual_projections)
+        if legacy:
+            declared = [m for n, m in module.named_children() if n in ("out_proj", "down")]
+            warn_deprecated(f"{module.kind} '{module.name}' does not define "
+                            "residual_projections(); using its layers named out_proj/down")
+        found.update(declared)
+    return found
+
+
+def warn_deprecated(message: str) -> None:
+    """One line for a plugin written against an older contract: it still works, for now."""
+    warnings.warn(message, DeprecationWarning, stacklevel=3)
 
 
 # --- text -------------------------------------------------------------------------------------
@@ -144,6 +185,14 @@ class PositionContext:
     k: Tensor  # [Tk] positions of every key: the cached ones, then the new ones
     rotation: Any = None  # component-specific tables for ``rotate`` (e.g. cos and sin)
     bias: Tensor | None = None  # additive score bias [H, Tq, Tk], or None
+    #: The component that made this context: attention asks it to rotate through ``rotate``.
+    positional: PositionalEncoding | None = None
+
+    def rotate(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Queries and keys ``[B, H, T, hd]`` rotated to their positions (rotary kinds only)."""
+        if self.positional is None:
+            return q, k
+        return self.positional.rotate(q, k, self)
 
 
 class PositionalEncoding(ModuleComponent):
@@ -156,14 +205,22 @@ class PositionalEncoding(ModuleComponent):
 
     kind: ClassVar[str] = "positional"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        context = cls.__dict__.get("context")
+        if context is not None:
+            cls.context = _context_knowing_its_maker(context)
+
     def positions_limit(self) -> int | None:
         """Longest sequence this instance can encode (a learned table's size), or ``None``."""
         return None
 
     def context(self, q_positions: Tensor, k_positions: Tensor) -> PositionContext:
         """Everything layers need about these positions, computed once."""
+        rotates = type(self).rotate is not PositionalEncoding.rotate
         return PositionContext(q=q_positions, k=k_positions, rotation=self.rotation(q_positions),
-                               bias=self.bias(q_positions, k_positions))
+                               bias=self.bias(q_positions, k_positions),
+                               positional=self if rotates else None)
 
     def embed(self, x: Tensor, positions: Tensor) -> Tensor:
         return x
@@ -181,18 +238,70 @@ class PositionalEncoding(ModuleComponent):
         return None
 
 
-class Attention(ModuleComponent):
+class _TakesPositionContext(ModuleComponent):
+    """``forward(x, pos, cache=None)``: what attention and blocks share about positions.
+
+    Before ``PositionContext`` carried the rotation, these kinds were called as
+    ``forward(x, positional, pos, cache)``. A subclass written that way still works: its
+    ``forward`` is wrapped when the class is defined (with one deprecation warning), and a
+    caller that still passes the positional module has it dropped.
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        forward = cls.__dict__.get("forward")
+        if forward is not None and "positional" in inspect.signature(forward).parameters:
+            warn_deprecated(f"{cls.__module__}.{cls.__qualname__}.forward takes (x, positional, "
+                            "pos, cache): take (x, pos, cache); pos.rotate(q, k) rotates")
+            cls.forward = _legacy_forward(forward)
+
+    def __call__(self, x: Tensor, *args: Any, **kwargs: Any) -> Any:
+        if args and isinstance(args[0], PositionalEncoding):  # the old calling convention
+            warn_deprecated(f"{self.kind} '{self.name}' called as (x, positional, pos, cache): "
+                            "call it as (x, pos, cache)")
+            args = args[1:]
+        return super().__call__(x, *args, **kwargs)
+
+
+def _context_knowing_its_maker(context: Callable[..., PositionContext]
+                                ) -> Callable[..., PositionContext]:
+    """An overridden ``context`` that forgot ``positional=self`` still rotates (with a warning)."""
+
+    @functools.wraps(context)
+    def made(self: PositionalEncoding, q_positions: Tensor, k_positions: Tensor) -> PositionContext:
+        pos = context(self, q_positions, k_positions)
+        if pos.positional is None and type(self).rotate is not PositionalEncoding.rotate:
+            warn_deprecated(f"positional '{self.name}' overrides context() without "
+                            "positional=self: rotations would be lost; pass positional=self")
+            pos = dataclasses.replace(pos, positional=self)
+        return pos
+
+    return made
+
+
+def _legacy_forward(forward: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    @functools.wraps(forward)
+    def adapted(self: nn.Module, x: Tensor, pos: PositionContext,
+                cache: LayerKVCache | None = None) -> Tensor:
+        positional = pos.positional if pos.positional is not None else _NO_POSITIONAL
+        return forward(self, x, positional, pos, cache)
+
+    return adapted
+
+
+class Attention(_TakesPositionContext):
     """Causal self-attention ``[B, T, D] -> [B, T, D]``. Built with ``(params, dims)``.
 
-    ``forward(x, positional, pos, cache=None)``: ``pos`` holds the positions of the ``T`` new
-    tokens and of every key, with the rotation tables and score bias computed once for the
-    pass; with a cache, keys and values of earlier tokens come from it.
+    ``forward(x, pos, cache=None)``: ``pos`` holds the positions of the ``T`` new tokens and of
+    every key, with the score bias computed once for the pass; ``pos.rotate(q, k)`` rotates
+    queries and keys (a no-op unless the positional kind is rotary); with a cache, keys and
+    values of earlier tokens come from it. ``residual_projections`` names the output projection.
     """
 
     kind: ClassVar[str] = "attention"
 
     @abstractmethod
-    def forward(self, x: Tensor, positional: PositionalEncoding, pos: PositionContext,
+    def forward(self, x: Tensor, pos: PositionContext,
                 cache: LayerKVCache | None = None) -> Tensor: ...
 
 
@@ -203,13 +312,16 @@ class Norm(ModuleComponent):
 
 
 class FeedForward(ModuleComponent):
-    """Position-wise MLP ``[B, T, D] -> [B, T, D]``. Built with ``(params, dims)``."""
+    """Position-wise MLP ``[B, T, D] -> [B, T, D]``. Built with ``(params, dims)``.
+
+    ``residual_projections`` names its last layer (the one whose output joins the residual).
+    """
 
     kind: ClassVar[str] = "feedforward"
 
 
-class Block(ModuleComponent):
-    """One transformer block.
+class Block(_TakesPositionContext):
+    """One transformer block: ``forward(x, pos, cache=None)``, ``pos`` as attention takes it.
 
     Built with ``(params, dims, attention=..., norm=..., feedforward=...)``: each a zero-argument
     factory returning a fresh module, so the block decides how many it needs.
@@ -218,7 +330,7 @@ class Block(ModuleComponent):
     kind: ClassVar[str] = "block"
 
     @abstractmethod
-    def forward(self, x: Tensor, positional: PositionalEncoding, pos: PositionContext,
+    def forward(self, x: Tensor, pos: PositionContext,
                 cache: LayerKVCache | None = None) -> Tensor: ...
 
 
@@ -238,6 +350,47 @@ class Head(ModuleComponent):
     def tie(self, weight: nn.Parameter) -> None:
         """Share the embedding table if the head wants to; the default keeps its own weights."""
 
+    def output_weight(self) -> Tensor | None:
+        """The ``[C, D]`` matrix that maps hidden states to outputs, or ``None`` if there is none.
+
+        Tying shares it with the embedding (``tie``); parameter counts use it to report a model
+        with and without that sharing. A head written before this method existed is read
+        through a Linear layer named ``proj`` (as the built-in heads call theirs), with a warning.
+        """
+        proj = self._modules.get("proj")
+        if isinstance(proj, nn.Linear):
+            warn_deprecated(f"head '{self.name}' does not define output_weight(); using its "
+                            "proj layer's weight")
+            return proj.weight
+        return None
+
+    @property
+    def num_classes(self) -> int | None:
+        """How many classes a sequence head tells apart (``None`` for per-token heads).
+
+        A sequence head written before this property existed is read through its
+        ``params.num_classes``, with a warning. Subclasses override it or assign it.
+        """
+        if "_num_classes" in self.__dict__:
+            return self.__dict__["_num_classes"]
+        declared = getattr(self.params, "num_classes", None)
+        if self.per_token or declared is None:
+            return None
+        warn_deprecated(f"head '{self.name}' does not define num_classes; using its "
+                        "params.num_classes")
+        return int(declared)
+
+    @num_classes.setter
+    def num_classes(self, value: int | None) -> None:
+        self.__dict__["_num_classes"] = value
+    #: Whether outputs for a right-padded row are unchanged by what the padding holds. Per-token
+    #: heads: always (position ``t`` sees only tokens ``<= t``). A pooling head that reads the
+    #: last position even when it is padding (the book's choice) says ``False``.
+    ignores_padding: bool = True
+
+
+_NO_POSITIONAL: PositionalEncoding  # set below, once the no-op class exists
+
 
 @dataclass(frozen=True)
 class ModelParts:
@@ -250,8 +403,27 @@ class ModelParts:
     head: Callable[[], Head]
 
 
+@dataclass(frozen=True)
+class ModelLayout:
+    """The parts of a built model that training and inference address by role, not by name.
+
+    Freeze policies train ``head``, or the last of ``blocks`` with ``norm`` and ``head``; LoRA's
+    default targets are the Linear layers inside ``blocks``; parameter counts compare the
+    ``head``'s output weight with the ``embedding``'s table. ``norm`` is the final norm.
+    """
+
+    embedding: Embedding | None
+    blocks: Sequence[nn.Module]
+    norm: nn.Module | None
+    head: Head
+
+
 class Model(ModuleComponent):
-    """The assembled network. Built with ``(params, dims, parts: ModelParts)``."""
+    """The assembled network. Built with ``(params, dims, parts: ModelParts)``.
+
+    ``layout()`` names its parts by role; ``positions_limit()`` is the longest sequence it can
+    take. Nothing outside the model reads its attributes, so their names are the model's own.
+    """
 
     kind: ClassVar[str] = "model"
 
@@ -266,11 +438,40 @@ class Model(ModuleComponent):
                cache: KVCache | None = None) -> Tensor:
         """Final hidden states ``[B, T, D]`` (after the last norm, before the head)."""
 
+    def layout(self) -> ModelLayout:
+        """This model's embedding, blocks, final norm and head.
+
+        A model written before this contract existed is read through the attribute names of
+        the GPT assembly (``embedding``, ``blocks``, ``norm``, ``head``), with a warning.
+        """
+        warn_deprecated(f"model '{self.name}' does not define layout(); reading its embedding, "
+                        "blocks, norm and head attributes (define layout() to name its parts)")
+        missing = [a for a in ("blocks", "head") if not isinstance(getattr(self, a, None), nn.Module)]
+        if missing:
+            raise TypeError(f"model '{self.name}' must define layout() (it has no "
+                            f"{' or '.join(missing)} attribute to fall back on)")
+        return ModelLayout(embedding=getattr(self, "embedding", None), blocks=list(self.blocks),
+                           norm=getattr(self, "norm", None), head=self.head)
+
+    def positions_limit(self) -> int | None:
+        """The longest sequence this model can encode (a learned position table), or ``None``.
+
+        A model written before this method existed is asked through its ``positional``
+        attribute (as the GPT assembly names it), with a warning.
+        """
+        positional = self._modules.get("positional")
+        if isinstance(positional, PositionalEncoding):
+            warn_deprecated(f"model '{self.name}' does not define positions_limit(); asking its "
+                            "positional attribute")
+            return positional.positions_limit()
+        return None
+
     def forward(self, ids: Tensor, positions: Tensor | None = None,
                 cache: KVCache | None = None, *, lengths: Tensor | None = None) -> Tensor:
         """The head's outputs; ``lengths`` ``[B]`` (real tokens per right-padded row) reaches it."""
         hidden = self.hidden(ids, positions, cache)
-        return self.head(hidden) if lengths is None else self.head(hidden, lengths=lengths)
+        head = self.layout().head
+        return head(hidden) if lengths is None else head(hidden, lengths=lengths)
 
     @abstractmethod
     def replace_head(self, head: Head) -> None: ...
@@ -358,6 +559,8 @@ class DataSource(Component, ABC):
 
     kind: ClassVar[str] = "datasource"
     records: ClassVar[Literal["text", "labeled", "instruction"]] = "text"
+    #: A labeled source's classes in their order (class ``i`` is ``labels[i]``), if it knows them.
+    labels: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, params: ParamsModel) -> None:
         self.params = params
@@ -384,3 +587,12 @@ class Logger(Component, ABC):
     def close(self) -> None:
         """Flush and release resources at the end of a run."""
 
+
+class _NoPositional(PositionalEncoding):
+    """What a legacy ``forward(x, positional, pos, cache)`` gets when nothing rotates."""
+
+    name = "(none)"
+
+
+_NO_POSITIONAL = _NoPositional.__new__(_NoPositional)
+nn.Module.__init__(_NO_POSITIONAL)

@@ -179,7 +179,7 @@ def _check_module(kind: str, name: str, registry: Registry, params: dict[str, An
 
     # The component inside a whole model: what every kind must preserve.
     model = _seeded(build_model_)
-    if not getattr(model.head, "per_token", True):
+    if not model.layout().head.per_token:
         return passed + _check_sequence_head(kind, name, model, build_model_, dims)
     ids = torch.randint(0, dims.vocab_size, (2, dims.context_length))
     with torch.no_grad():
@@ -244,7 +244,7 @@ def _check_sequence_head(kind: str, name: str, model: torch.nn.Module,
     if not torch.allclose(full, stated, atol=1e-6):
         raise _fail(kind, name, "lengths", "lengths=None must mean every position is real")
     passed = ["sequence shape", "lengths"]
-    if getattr(model.head, "ignores_padding", True):
+    if model.layout().head.ignores_padding:
         padded = ids.clone()
         for row, n in enumerate(lengths.tolist()):
             padded[row, n:] = (padded[row, n:] + 1) % dims.vocab_size

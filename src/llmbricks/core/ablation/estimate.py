@@ -72,6 +72,7 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
         torch.manual_seed(config.seed)
         model = build_model(model_config, registry)
         model.train()
+        per_token = model.layout().head.per_token
         optimizer = build_optimizer(model, lr=config.train.lr, weight_decay=config.train.weight_decay)
         shape = (config.train.batch_size, config.model.context_length + 1)
         ids = torch.randint(0, vocab, shape)
@@ -80,7 +81,7 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
             start = time.perf_counter()
             for _ in range(config.train.grad_accum):
                 out = model(ids[:, :-1])
-                if getattr(model.head, "per_token", True):  # next-token logits
+                if per_token:  # next-token logits
                     loss = torch.nn.functional.cross_entropy(out.flatten(0, 1), ids[:, 1:].flatten())
                 else:  # a classifier: one output per sequence
                     loss = out.float().logsumexp(-1).mean()

@@ -147,7 +147,8 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu",
 
     registry = registry or get_registry()
     config, model, tokenizer = load_run(path, device, registry)
-    if getattr(model.head, "per_token", True):
+    head = model.layout().head
+    if head.per_token:
         raise ConfigError(f"{path} is not a classifier (its head is '{config.model.head.name}'); "
                           "train one with train.trainer: classify and model.head: classification")
     if tokenizer is None:
@@ -155,8 +156,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu",
                               "it was trained with")
     info = ClassifierInfo.load(path)
     if info is None:
-        classes = int(model.head.params.num_classes) if hasattr(model.head.params, "num_classes") \
-            else 0
+        classes = head.num_classes or 0
         info = ClassifierInfo(labels=[str(i) for i in range(classes)], pad_id=pad_id(tokenizer),
                               padding="none", length=None)
     return Classifier(model, tokenizer, info, config)

@@ -130,8 +130,8 @@ def _check_prompt_lookup(prompt_lookup: int, lookup_ngram: int, temperature: flo
 
 def _check_generates(model: Model) -> None:
     """A classifier (a head with ``per_token = False``) has no next-token logits to sample."""
-    head = getattr(model, "head", None)
-    if not getattr(head, "per_token", True):
+    head = model.layout().head
+    if not head.per_token:
         raise ConfigError(f"this model's head ('{head.name}') gives one output per text, not "
                           "next-token logits: it cannot generate; use `llmbricks classify`")
 
@@ -166,7 +166,7 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
     was_training = model.training
     model.eval()
     generator = torch.Generator(device=device).manual_seed(seed) if seed is not None else None
-    limit = model.positional.positions_limit() if hasattr(model, "positional") else None
+    limit = model.positions_limit()
     window = min(x for x in (limit, max_context) if x is not None) if (limit or max_context) else None
     batch = ids.shape[0]
     finished = torch.zeros(batch, dtype=torch.bool, device=device)

@@ -40,7 +40,7 @@ def smoke_test(config: Config, registry: Registry | None = None, *, batch_size: 
     vocab = model.dims.vocab_size
     ids = torch.randint(0, vocab, (batch_size, t + 1), generator=generator)
     logits = model(ids[:, :-1])
-    if getattr(model.head, "per_token", True):  # next-token logits [B, T, V]
+    if model.layout().head.per_token:  # next-token logits [B, T, V]
         loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), ids[:, 1:].reshape(-1))
     else:  # one output per sequence [B, C] (a classifier): random labels
         labels = torch.randint(0, logits.shape[-1], (batch_size,), generator=generator)

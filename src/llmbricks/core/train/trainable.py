@@ -5,8 +5,8 @@ appendix E freezes the whole base and trains only LoRA's A and B. A policy names
 weights that train; adapter tensors always train. Frozen weights get no gradient, so AdamW
 never sees them (``core.optim`` leaves them out) and they stay bit for bit unchanged.
 
-``last_block`` and ``head`` rely on the GPT assembly's attribute names: ``blocks`` (a list),
-``norm`` (the final norm) and ``head``.
+``last_block`` and ``head`` find their parts through the model's ``layout()`` (its blocks, final
+norm and head by role), so they work for any model that declares one.
 """
 
 from __future__ import annotations
@@ -17,35 +17,34 @@ from torch import nn
 
 from ..build import adapter_state_names
 from ..errors import ConfigError
+from ..interfaces import Model
 
 Policy = Literal["auto", "all", "last_block", "head", "none"]
 
 
-def resolve_policy(policy: Policy, model: nn.Module, trainer_default: Policy) -> Policy:
+def resolve_policy(policy: Policy, model: Model, trainer_default: Policy) -> Policy:
     """``auto``: adapters only when the model has adapters, else the trainer's default."""
     if policy != "auto":
         return policy
-    return "none" if getattr(model, "adapters", None) else trainer_default
+    return "none" if model.adapters else trainer_default
 
 
-def trainable_modules(model: nn.Module, policy: Policy) -> list[nn.Module]:
+def trainable_modules(model: Model, policy: Policy) -> list[nn.Module]:
     """The modules whose base weights train under ``policy`` (not ``auto``)."""
     if policy == "all":
         return [model]
     if policy == "none":
         return []
-    parts = ["head"] if policy == "head" else ["blocks", "norm", "head"]
-    missing = [name for name in parts if not isinstance(getattr(model, name, None), nn.Module)]
-    if missing:
-        raise ConfigError(f"train.trainable: {policy} needs a model with {', '.join(parts)} "
-                          f"(this one has no {', '.join(missing)}); use all or none")
+    layout = model.layout()
     if policy == "head":
-        return [model.head]
-    blocks = model.blocks
-    return [blocks[len(blocks) - 1], model.norm, model.head]
+        return [layout.head]
+    if not layout.blocks:
+        raise ConfigError(f"train.trainable: last_block needs a model with blocks (model "
+                          f"'{model.name}' declares none); use all, head or none")
+    return [m for m in (layout.blocks[-1], layout.norm, layout.head) if m is not None]
 
 
-def apply_trainable(model: nn.Module, policy: Policy, trainer_default: Policy = "all") -> Policy:
+def apply_trainable(model: Model, policy: Policy, trainer_default: Policy = "all") -> Policy:
     """Set ``requires_grad`` by ``policy``; adapter tensors always train. Returns the policy used.
 
     ``head`` with a head tied to the token embedding trains that one shared table.

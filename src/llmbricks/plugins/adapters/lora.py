@@ -43,9 +43,14 @@ __all__ = [
     "trainable_parameters",
 ]
 
-#: The attention and feed-forward projections of the built-in blocks:
-#: ``blocks.{i}.attn.{q,k,v,out}_proj`` and ``blocks.{i}.ff.{up,down}`` (plus ``gate`` for SwiGLU).
+#: The default: every Linear layer inside the model's blocks (its ``layout().blocks``), written
+#: as the built-in blocks name them: ``blocks.{i}.attn.{q,k,v,out}_proj`` and
+#: ``blocks.{i}.ff.{up,down}`` (plus ``gate`` for SwiGLU). A model with other names gets the same
+#: choice, found by role, so the default never depends on a plugin's attribute names.
 DEFAULT_TARGETS: tuple[str, ...] = ("*.attn.*_proj", "*.ff.*")
+
+#: Targets that name a part by its role in ``Model.layout()`` rather than by a glob.
+ROLE_TARGETS: tuple[str, ...] = ("@blocks", "@head")
 
 #: The suffixes of the adapter's own tensors in a state dict.
 LORA_SUFFIXES: tuple[str, ...] = ("lora_A", "lora_B")
@@ -132,7 +137,8 @@ class LoRA(Adapter):
         targets: list[str] = Field(
             default_factory=lambda: list(DEFAULT_TARGETS), min_length=1,
             description="globs (fnmatch) over module names of the Linear layers to wrap; "
-            "'*' wraps every Linear, the head included")
+            "'*' wraps every Linear, the head included; @blocks / @head: every Linear of the "
+            "model's blocks / head, whatever their names (the default means @blocks)")
         freeze_base: bool = Field(
             True, description="freeze every non-LoRA parameter, so only A and B train")
 
@@ -148,7 +154,7 @@ class LoRA(Adapter):
         silently keeping the first ones would train something else than the config says.
         """
         p = self.params
-        matched = _matching_modules(model, p.targets)
+        matched = _matching_modules(model, _by_role(p.targets))
         linears = {name: m for name, m in matched.items() if isinstance(m, nn.Linear)}
         wrapped = {name: m for name, m in matched.items() if isinstance(m, LoRALinear)}
         if not linears and not wrapped:
@@ -229,12 +235,22 @@ def trainable_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def _matching_modules(model: nn.Module, globs: Iterable[str]) -> dict[str, nn.Module]:
-    """Modules (Linear or already wrapped) whose qualified name matches any glob."""
-    globs = list(globs)
+def _by_role(targets: list[str]) -> list[str]:
+    """The default targets mean the blocks' Linear layers, found through the model's layout."""
+    return ["@blocks"] if tuple(targets) == DEFAULT_TARGETS else targets
+
+
+def _matching_modules(model: Model, targets: Iterable[str]) -> dict[str, nn.Module]:
+    """Modules (Linear or already wrapped) named by a role target or matching a glob."""
+    targets = list(targets)
+    layout = model.layout() if any(t in ROLE_TARGETS for t in targets) else None
+    parts = [layout.blocks if role == "@blocks" else [layout.head]
+             for role in targets if role in ROLE_TARGETS] if layout is not None else []
+    in_role = {id(m) for group in parts for part in group for m in part.modules()}
+    globs = [t for t in targets if t not in ROLE_TARGETS]
     return {name: m for name, m in model.named_modules()
             if name and isinstance(m, (nn.Linear, LoRALinear))
-            and any(fnmatchcase(name, g) for g in globs)}
+            and (id(m) in in_role or any(fnmatchcase(name, g) for g in globs))}
 
 
 def _refuse_shared_weights(model: nn.Module, linears: Mapping[str, nn.Linear]) -> None:

@@ -6,7 +6,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from llmbricks.core.component import Dims, ParamsModel
-from llmbricks.core.interfaces import Attention, PositionalEncoding, PositionContext
+from llmbricks.core.interfaces import Attention, PositionContext
 from llmbricks.core.kv_cache import LayerKVCache
 
 
@@ -34,14 +34,16 @@ class ProjectedAttention(Attention):
         self.v_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
         self.out_proj = nn.Linear(dims.n_heads * hd, d)
 
-    def forward(self, x: Tensor, positional: PositionalEncoding, pos: PositionContext,
-                cache: LayerKVCache | None = None) -> Tensor:
+    def residual_projections(self) -> list[nn.Module]:
+        return [self.out_proj]
+
+    def forward(self, x: Tensor, pos: PositionContext, cache: LayerKVCache | None = None) -> Tensor:
         b, t, _ = x.shape
         h, kv, hd = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
         q = self.q_proj(x).view(b, t, h, hd).transpose(1, 2)    # [B, H, T, hd]
         k = self.k_proj(x).view(b, t, kv, hd).transpose(1, 2)   # [B, H_kv, T, hd]
         v = self.v_proj(x).view(b, t, kv, hd).transpose(1, 2)
-        q, k = positional.rotate(q, k, pos)
+        q, k = pos.rotate(q, k)
         if cache is not None:
             k, v = cache.update(k, v)                           # all keys so far: [B, H_kv, Tk, hd]
         out = self.attend(q, k, v, pos)                         # [B, H, T, hd]

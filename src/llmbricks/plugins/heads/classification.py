@@ -28,6 +28,13 @@ class ClassificationHead(Head):
         super().__init__(params, dims)
         self.proj = nn.Linear(dims.emb_dim, params.num_classes)  # the book's nn.Linear(768, 2)
 
+    def output_weight(self) -> Tensor:
+        return self.proj.weight
+
+    @property
+    def num_classes(self) -> int:
+        return self.params.num_classes
+
     @property
     def ignores_padding(self) -> bool:
         """Whether positions past ``lengths`` leave the output unchanged (the conformance kit checks it)."""

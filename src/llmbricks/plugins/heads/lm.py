@@ -26,5 +26,8 @@ class LMHead(Head):
         if self.params.tie_weights:
             self.proj.weight = weight  # one tensor, two uses: logits = h E^T
 
+    def output_weight(self) -> Tensor:
+        return self.proj.weight
+
     def forward(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
         return self.proj(hidden)  # every position's logits; padding needs no special case

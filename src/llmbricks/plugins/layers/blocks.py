@@ -7,14 +7,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from llmbricks.core.component import Dims, NoParams
-from llmbricks.core.interfaces import (
-    Attention,
-    Block,
-    FeedForward,
-    Norm,
-    PositionalEncoding,
-    PositionContext,
-)
+from llmbricks.core.interfaces import Attention, Block, FeedForward, Norm, PositionContext
 from llmbricks.core.kv_cache import LayerKVCache
 
 
@@ -32,7 +25,6 @@ class GPTBlock(Block):
         self.ff = feedforward()
         self.dropout = nn.Dropout(dims.dropout)
 
-    def forward(self, x: Tensor, positional: PositionalEncoding, pos: PositionContext,
-                cache: LayerKVCache | None = None) -> Tensor:
-        x = x + self.dropout(self.attn(self.attn_norm(x), positional, pos, cache))
+    def forward(self, x: Tensor, pos: PositionContext, cache: LayerKVCache | None = None) -> Tensor:
+        x = x + self.dropout(self.attn(self.attn_norm(x), pos, cache))
         return x + self.dropout(self.ff(self.ff_norm(x)))

@@ -40,6 +40,9 @@ class GELUFeedForward(FeedForward):
         self.up = nn.Linear(dims.emb_dim, hidden, bias=params.bias)
         self.down = nn.Linear(hidden, dims.emb_dim, bias=params.bias)
 
+    def residual_projections(self) -> list[nn.Module]:
+        return [self.down]
+
     def forward(self, x: Tensor) -> Tensor:
         # exact: GELU(x) = x * Phi(x) = 0.5 x (1 + erf(x / sqrt(2)))
         # tanh:  GELU(x) ~= 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
@@ -75,6 +78,9 @@ class SwiGLUFeedForward(FeedForward):
         self.gate = nn.Linear(dims.emb_dim, hidden, bias=False)
         self.up = nn.Linear(dims.emb_dim, hidden, bias=False)
         self.down = nn.Linear(hidden, dims.emb_dim, bias=False)
+
+    def residual_projections(self) -> list[nn.Module]:
+        return [self.down]
 
     def forward(self, x: Tensor) -> Tensor:
         # SwiGLU(x) = (silu(x W_gate) * x W_up) W_down, silu(z) = z * sigmoid(z)

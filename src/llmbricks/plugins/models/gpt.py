@@ -10,7 +10,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from llmbricks.core.component import Dims, ParamsModel
-from llmbricks.core.interfaces import Head, Model, ModelParts
+from llmbricks.core.interfaces import Head, Model, ModelLayout, ModelParts, residual_projections
 from llmbricks.core.kv_cache import KVCache
 
 
@@ -37,10 +37,12 @@ class GPT(Model):
             self._init_normal()
 
     def _init_normal(self) -> None:
+        """N(0, 0.02), and N(0, 0.02 / sqrt(2 n_layers)) for the residual projections (GPT-2)."""
         residual_std = 0.02 / math.sqrt(2 * self.dims.n_layers)
-        for name, module in self.named_modules():
+        residual = residual_projections(self)  # declared by each attention and feed-forward
+        for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
-                std = residual_std if name.endswith(("out_proj", "down")) else 0.02
+                std = residual_std if module in residual else 0.02
                 nn.init.normal_(module.weight, mean=0.0, std=std)
                 if isinstance(module, nn.Linear) and module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -62,10 +64,17 @@ class GPT(Model):
         pos = self.positional.context(positions, k_positions)  # rotations and biases, once
         x = self.dropout(self.positional.embed(self.embedding(ids), positions))
         for i, block in enumerate(self.blocks):
-            x = block(x, self.positional, pos, cache.layer(i) if cache is not None else None)
+            x = block(x, pos, cache.layer(i) if cache is not None else None)
         if cache is not None:
             cache.advance(t)
         return self.norm(x)
+
+    def layout(self) -> ModelLayout:
+        return ModelLayout(embedding=self.embedding, blocks=self.blocks, norm=self.norm,
+                           head=self.head)
+
+    def positions_limit(self) -> int | None:
+        return self.positional.positions_limit()
 
     def replace_head(self, head: Head) -> None:
         head.tie(self.embedding.weight)
