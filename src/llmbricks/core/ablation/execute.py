@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..store.runs import write_atomic
+from ..store.atomic import write_atomic
 from .estimate import threads_per_run
 from .jobs import AblationInterrupted, Job, run_job
 from .plan import (

@@ -21,6 +21,7 @@ from ..config import Config, check_path, parse_override, resolve_config, set_pat
 from ..config_io import dump_yaml, parse_yaml, read_config_file
 from ..errors import ConfigError, LlmbricksError
 from ..registry import Registry, get_registry
+from ..store.atomic import write_atomic
 
 PLAN_FILE = "plan.json"
 RUNS_DIR = "runs"
@@ -216,8 +217,6 @@ def variant_yaml(variant: Variant) -> str:
 
 def write_variant_configs(plan: AblationPlan, directory: Path) -> dict[str, Path]:
     """``ABL/configs/VARIANT.yaml``: the resolved config each of the variant's runs trains."""
-    from ..store.runs import write_atomic
-
     out = directory / CONFIGS_DIR
     out.mkdir(parents=True, exist_ok=True)
     paths = {}

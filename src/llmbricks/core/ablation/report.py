@@ -23,9 +23,10 @@ from typing import Any
 
 from rich.table import Table
 
+from ..store.atomic import write_atomic
 from ..train.plots import save_figure_atomically
 from .plan import load_plan_data
-from .results import Curve, curves_from, finite, read_runs, write_results, write_text
+from .results import Curve, curves_from, finite, read_runs, write_results
 from .stats import sort_by_loss, summarize, write_summary
 
 CURVES_PNG = "curves.png"
@@ -314,7 +315,7 @@ def report_md(abl_dir: str | Path, plan: dict[str, Any], summary: Sequence[dict[
              *runs_section(abl_dir, rows), *failures_section(abl_dir, rows),
              "Files: [results.csv](results.csv) (one row per run), [summary.csv](summary.csv) "
              "(one row per variant), [plan.json](plan.json)."]
-    return write_text(abl_dir / REPORT_MD, "\n".join(lines) + "\n")
+    return write_atomic(abl_dir / REPORT_MD, "\n".join(lines) + "\n")
 
 
 # --- terminal -----------------------------------------------------------------------------------

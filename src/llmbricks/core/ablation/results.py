@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LlmbricksError
+from ..store.atomic import write_atomic
 from ..train.plots import read_events
 from .plan import RUNS_DIR, load_plan_data
 
@@ -231,18 +232,9 @@ def csv_text(rows: Sequence[dict[str, Any]], fields: Sequence[str]) -> str:
     return out.getvalue()
 
 
-def write_text(path: Path, text: str) -> Path:
-    """Write atomically, so a reader never sees half a file (core.runs' writer, imported when
-    needed because core.runs imports torch)."""
-    from ..store.runs import write_atomic
-
-    write_atomic(path, text)
-    return path
-
-
 def write_results(abl_dir: str | Path, rows: Sequence[dict[str, Any]]) -> tuple[Path, Path]:
     """``ABL/results.csv`` and ``ABL/results.json`` (a list of the rows, nulls as null)."""
     abl_dir = Path(abl_dir)
     data = [{name: row.get(name) for name in ROW_FIELDS} for row in rows]
-    return (write_text(abl_dir / RESULTS_CSV, csv_text(rows, ROW_FIELDS)),
-            write_text(abl_dir / RESULTS_JSON, json.dumps(data, indent=2, allow_nan=False) + "\n"))
+    return (write_atomic(abl_dir / RESULTS_CSV, csv_text(rows, ROW_FIELDS)),
+            write_atomic(abl_dir / RESULTS_JSON, json.dumps(data, indent=2, allow_nan=False) + "\n"))

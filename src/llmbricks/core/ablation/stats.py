@@ -34,7 +34,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .results import csv_text, finite, write_text
+from ..store.atomic import write_atomic
+from .results import csv_text, finite
 
 SUMMARY_CSV = "summary.csv"
 CONFIDENCE = 0.95
@@ -133,4 +134,4 @@ def sort_by_loss(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def write_summary(abl_dir: str | Path, summary: Sequence[dict[str, Any]]) -> Path:
     """``ABL/summary.csv``: one line per variant, in plan order."""
-    return write_text(Path(abl_dir) / SUMMARY_CSV, csv_text(summary, SUMMARY_FIELDS))
+    return write_atomic(Path(abl_dir) / SUMMARY_CSV, csv_text(summary, SUMMARY_FIELDS))

@@ -8,11 +8,11 @@ only when complete and verified, so an interrupted transfer never leaves a parti
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import io
 import os
-import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DataError
+from .atomic import atomic_path
 
 DATA_DIR_ENV = "LLMBRICKS_DATA_DIR"
 CACHE_DIR_ENV = "LLMBRICKS_CACHE_DIR"
@@ -116,24 +117,18 @@ def resolve_file(remote: RemoteFile, explicit: str | Path | None = None, *,
 def fetch(remote: RemoteFile, target: str | Path, *, timeout: float = 60.0) -> Path:
     """Download ``remote.url`` to ``target``, verify it, and rename it into place atomically."""
     target = Path(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    except OSError as exc:
-        raise DataError(f"cannot write to {target.parent} ({exc.strerror or exc}); set "
-                        f"${CACHE_DIR_ENV} to a writable directory") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with contextlib.ExitStack() as stack:
+        try:
+            tmp = stack.enter_context(atomic_path(target))
+        except OSError as exc:
+            raise DataError(f"cannot write to {target.parent} ({exc.strerror or exc}); set "
+                            f"${CACHE_DIR_ENV} to a writable directory") from None
+        with open(tmp, "wb") as out:
             _download(remote.url, out, timeout)
         if remote.member is not None:
             _extract_member(tmp, remote.member)
         _verify_download(tmp, remote)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a shared cache must be readable
-        os.replace(tmp, target)
-        return target
-    finally:
-        tmp.unlink(missing_ok=True)
+    return target
 
 
 def _download(url: str, out: io.BufferedWriter, timeout: float) -> None:
@@ -160,4 +155,4 @@ def _extract_member(archive: Path, member: str) -> None:
             data = zf.read(member)
     except (zipfile.BadZipFile, KeyError) as exc:
         raise DataError(f"cannot extract {member} from the downloaded archive: {exc}") from None
-    archive.write_bytes(data)
+    archive.write_bytes(data)  # the download's own temporary file, not yet renamed in

@@ -8,17 +8,15 @@ DIR/tokenizer/         the tokenizer's ``save()`` output, when there is a tokeni
 
 Loading resolves ``config.yaml`` against the registry first, so a directory that names a
 component whose plugin is not installed fails there, with the usual config error. Writing is
-atomic: everything goes into a temporary directory beside the target, which is renamed into place
-only once complete, so a reader never sees half a model directory.
+atomic (``store.atomic.atomic_directory``): everything goes into a temporary directory beside the
+target, which is renamed into place only once complete, so a reader never sees half a model
+directory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -30,6 +28,7 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, LlmbricksError
 from ..interfaces import Model, Tokenizer
 from ..registry import Registry
+from .atomic import atomic_directory, atomic_path, check_output_dir, write_atomic
 
 __all__ = [
     "CONFIG_FILE",
@@ -46,67 +45,6 @@ WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
 
 
-def check_output_dir(directory: str | Path, *, overwrite: bool = False) -> Path:
-    """Refuse a file, or a non-empty directory unless ``overwrite``: check before slow work."""
-    target = Path(directory)
-    if target.exists() and not target.is_dir():
-        raise CheckpointError(f"{target} exists and is not a directory")
-    if target.is_dir() and not overwrite and any(target.iterdir()):
-        raise CheckpointError(f"{target} already exists and is not empty; choose another "
-                              "directory or overwrite it (--overwrite)")
-    return target
-
-
-@contextlib.contextmanager
-def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a fresh temporary directory beside ``directory``; on success it becomes ``directory``.
-
-    A non-empty ``directory`` is refused unless ``overwrite`` (then it is replaced whole). On
-    an exception the temporary directory is removed and ``directory`` is left as it was.
-    """
-    target = check_output_dir(directory, overwrite=overwrite)
-    parent = target.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        tmp = _fresh_dir(parent, f".{target.name}.", ".tmp")
-    except OSError as exc:
-        raise CheckpointError(f"cannot create {target}: {exc}") from None
-    try:
-        yield tmp
-        _swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _fresh_dir(parent: Path, prefix: str, suffix: str) -> Path:
-    """A new uniquely named directory with the umask's permissions (mkdtemp's are 0700)."""
-    for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(4)}{suffix}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name in {parent}")
-
-
-def _swap_into_place(tmp: Path, target: Path) -> None:
-    old = None
-    try:
-        if target.exists():  # empty, or replaced on purpose: move it aside, then drop it
-            old = _fresh_dir(target.parent, f".{target.name}.", ".old")
-            os.replace(target, old / target.name)
-        os.replace(tmp, target)
-    except OSError as exc:
-        if old is not None and (old / target.name).exists() and not target.exists():
-            os.replace(old / target.name, target)  # put the previous directory back
-        raise CheckpointError(f"cannot write {target}: {exc}") from None
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
 def save_model_dir(directory: str | Path, config: Config, model: Model,
                    tokenizer: Tokenizer | None = None, *, overwrite: bool = False,
                    extra_files: Sequence[Path] = ()) -> Path:
@@ -119,9 +57,10 @@ def save_model_dir(directory: str | Path, config: Config, model: Model,
     config = config.model_copy(deep=True)
     config.model.vocab_size = model.dims.vocab_size
     with atomic_directory(directory, overwrite=overwrite) as tmp:
-        (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+        write_atomic(tmp / CONFIG_FILE, config.to_yaml())
         # save_model drops the duplicate names of shared (tied) tensors and stores each once.
-        save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        with atomic_path(tmp / WEIGHTS_FILE) as weights:
+            save_model(model, str(weights), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER_DIR)
         for extra in extra_files:

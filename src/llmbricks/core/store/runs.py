@@ -20,7 +20,6 @@ weights are safetensors, optimizer and RNG state load with ``torch.load(weights_
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import shutil
@@ -42,8 +41,9 @@ from ..config import COMPONENT_FIELDS, COMPONENT_LIST_FIELDS, Config, load_confi
 from ..errors import CheckpointError, LlmbricksError
 from ..interfaces import Model, Tokenizer
 from ..registry import Registry, get_registry
+from .atomic import atomic_directory, atomic_file, atomic_path, write_atomic
 from .datafiles import sha256_file
-from .model_dir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, _fresh_dir, load_model_dir
+from .model_dir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_model_dir
 
 MANIFEST_FILE = "manifest.json"
 METRICS_FILE = "metrics.jsonl"
@@ -86,9 +86,8 @@ class Run:
         config = config.model_copy(deep=True)
         config.model.vocab_size = vocab_size
         if tokenizer is not None:
-            tmp = _fresh_dir(root, f".{TOKENIZER_DIR}.", ".tmp")
-            tokenizer.save(tmp)
-            os.replace(tmp, root / TOKENIZER_DIR)
+            with atomic_directory(root / TOKENIZER_DIR) as tmp:
+                tokenizer.save(tmp)
         write_atomic(root / MANIFEST_FILE, json.dumps(manifest(config, registry), indent=2) + "\n")
         write_atomic(root / CONFIG_FILE, config.to_yaml())  # last: its presence marks a run
         return cls(root, config)
@@ -129,21 +128,15 @@ class Run:
         """Write ``checkpoints/step-N`` atomically, then drop all but the newest ``keep``."""
         self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         target = self.checkpoints_dir / f"step-{step}"
-        tmp = _fresh_dir(self.checkpoints_dir, f".step-{step}.", ".tmp")
-        try:
+        # Built as checkpoints/.step-N.RANDOM.tmp (what resuming clears), then renamed in.
+        with atomic_directory(target, overwrite=True) as tmp:
             written = save_weights(model, tmp)
-            torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / OPTIMIZER_FILE)
+            with atomic_file(tmp / OPTIMIZER_FILE) as handle:
+                torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, handle)
             files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                      for name in (*written, OPTIMIZER_FILE)}
             record = {**state, "step": step, "files": files, "saved_at": time.time()}
-            (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-            _fsync_dir(tmp)
-            if target.exists():
-                shutil.rmtree(target)
-            os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            write_atomic(tmp / STATE_FILE, json.dumps(record, indent=2) + "\n")
         for old in self.checkpoint_dirs()[:-keep]:
             shutil.rmtree(old[1], ignore_errors=True)
         return target
@@ -217,10 +210,12 @@ def save_weights(model: nn.Module, directory: Path) -> list[str]:
             continue  # the same tensor under a second name (tied weights)
         seen.add(key)
         base[name] = tensor.detach().contiguous()
-    save_file(base, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    with atomic_path(directory / WEIGHTS_FILE) as path:
+        save_file(base, str(path), metadata={"format": "pt"})
     if not own:
         return [WEIGHTS_FILE]
-    save_file(own, str(directory / ADAPTER_FILE), metadata={"format": "pt"})
+    with atomic_path(directory / ADAPTER_FILE) as path:
+        save_file(own, str(path), metadata={"format": "pt"})
     return [WEIGHTS_FILE, ADAPTER_FILE]
 
 
@@ -318,23 +313,6 @@ def load_run(path: str | Path, device: torch.device | str = "cpu",
 
 
 # --- small helpers ---------------------------------------------------------------------------
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Flush the files of ``directory`` to disk before it is renamed into place."""
-    for file in directory.iterdir():
-        with open(file, "rb") as handle:
-            os.fsync(handle.fileno())
 
 
 def manifest(config: Config, registry: Registry | None = None) -> dict[str, Any]:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -24,6 +22,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError
 from ..interfaces import DataSource, Tokenizer
+from .atomic import atomic_file, write_atomic
 from .datafiles import cache_dir as default_cache_dir
 
 #: Characters handed to the tokenizer at a time when building a cache.
@@ -152,38 +151,31 @@ def build_token_cache(source: DataSource, tokenizer: Tokenizer, root: str | Path
     dtype = token_dtype(tokenizer.vocab_size)
     seen = np.zeros(tokenizer.vocab_size, dtype=bool)
     n_tokens = n_chars = 0
-    fd, tmp_name = tempfile.mkstemp(prefix=".tokens.", suffix=".part", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            pending: list[str] = []
+    with atomic_file(directory / TOKENS_FILE) as out:
+        pending: list[str] = []
 
-            def flush() -> None:
-                nonlocal n_tokens
-                for ids in tokenizer.encode_batch(pending):
-                    array = np.asarray(ids, dtype=dtype)
-                    seen[array] = True
-                    out.write(array.tobytes())
-                    n_tokens += len(array)
-                pending.clear()
+        def flush() -> None:
+            nonlocal n_tokens
+            for ids in tokenizer.encode_batch(pending):
+                array = np.asarray(ids, dtype=dtype)
+                seen[array] = True
+                out.write(array.tobytes())
+                n_tokens += len(array)
+            pending.clear()
 
-            for chunk in text_chunks(iter_texts(source), chunk_chars):
-                n_chars += len(chunk)
-                pending.append(chunk)
-                if len(pending) >= batch:
-                    flush()
-            flush()
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a shared cache must be readable
-        os.replace(tmp_name, directory / TOKENS_FILE)
-    finally:
-        Path(tmp_name).unlink(missing_ok=True)
+        for chunk in text_chunks(iter_texts(source), chunk_chars):
+            n_chars += len(chunk)
+            pending.append(chunk)
+            if len(pending) >= batch:
+                flush()
+        flush()
     info = CacheInfo(n_tokens=n_tokens, dtype=dtype.name, vocab_size=tokenizer.vocab_size,
                      distinct_ids=int(seen.sum()), n_chars=n_chars, source=source.describe(),
                      content_sha256=digest, tokenizer=tokenizer.name,
                      tokenizer_fingerprint=fingerprint,
                      seconds=round(time.perf_counter() - start, 3))
-    tmp_meta = directory / (META_FILE + ".tmp")
-    tmp_meta.write_text(json.dumps(asdict(info), indent=1), encoding="utf-8")
-    os.replace(tmp_meta, directory / META_FILE)  # the cache exists once meta.json does
+    # The cache exists once meta.json does.
+    write_atomic(directory / META_FILE, json.dumps(asdict(info), indent=1))
     return TokenCache(directory)
 
 

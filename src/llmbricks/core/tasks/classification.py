@@ -33,6 +33,7 @@ import torch
 
 from ..errors import ConfigError, DataError
 from ..interfaces import DataSource, Tokenizer
+from ..store.atomic import write_atomic
 from ..train.batches import ShardedEpochs
 from ..train.splits import split_sizes
 
@@ -58,7 +59,7 @@ def label_names(source: DataSource, rows: Sequence[tuple[str, str]]) -> list[str
 
     Integer-like labels sort as numbers (``2`` before ``10``), so class ``i`` is label ``i``.
     """
-    declared = getattr(source, "labels", None)
+    declared = source.labels
     if declared:
         names = [str(label) for label in declared]
         for index, (_, label) in enumerate(rows, start=1):
@@ -278,8 +279,6 @@ class ClassifierInfo:
     splits: dict[str, int] = field(default_factory=dict)  # examples per split
 
     def save(self, directory: str | Path) -> None:
-        from ..store.runs import write_atomic
-
         write_atomic(Path(directory) / CLASSIFIER_FILE, json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod

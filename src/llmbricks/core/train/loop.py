@@ -29,8 +29,9 @@ from torch import Tensor, nn
 
 from ..config import Config, TrainConfig
 from ..errors import LlmbricksError
-from ..interfaces import Logger
-from ..store.runs import Checkpoint, Run, load_checkpoint, write_atomic
+from ..interfaces import Logger, Model
+from ..store.atomic import write_atomic
+from ..store.runs import Checkpoint, Run, load_checkpoint
 from .distributed import Distributed
 from .optim import build_optimizer, learning_rate, set_learning_rate
 
@@ -64,6 +65,14 @@ class TrainTask:
     #: After a completed run, on rank 0: final results (test metrics, written files). They are
     #: logged as a ``results`` event and written to ``RUN/results.json``.
     finish: Callable[[nn.Module], dict[str, Any]] | None = None
+    #: Whether ``val_loss`` is a next-token cross-entropy, so ``exp(val_loss)`` is a perplexity.
+    #: ``None``: the model's head decides (per-token heads yes, a classifier's no).
+    perplexity: bool | None = None
+
+    def reports_perplexity(self) -> bool:
+        if self.perplexity is not None:
+            return self.perplexity
+        return not isinstance(self.model, Model) or self.model.layout().head.per_token
 
 
 @dataclass
@@ -151,147 +160,205 @@ def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Log
              dist: Distributed, device: torch.device, resume: Checkpoint | None = None,
              history: list[dict[str, Any]] | None = None) -> LoopResult:
     """Train ``task.model`` within ``config.train``'s budget; write checkpoints into ``run``."""
-    train = config.train
-    model = task.model
-    optimizer = build_optimizer(model, lr=train.lr, weight_decay=train.weight_decay,
-                                betas=train.betas, decay_embeddings=train.decay_embeddings,
-                                device=device)
-    state = LoopState()
-    if resume is not None:
-        load_checkpoint(resume, model, optimizer, restore_rng=True)
-        known = set(LoopState.__dataclass_fields__)
-        state = LoopState(**{k: v for k, v in resume.state.items() if k in known})
-    steps = total_steps(train, task.batches_per_epoch, task.tokens_per_batch * train.grad_accum
-                        * dist.world_size, train.grad_accum)
-    trained = _wrap(model, train, dist, device)
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                if train.precision == "bf16" else contextlib.nullcontext())
-    events = Events(loggers, dist.is_main, history)
-    plotter = _Plotter(run)
-    events("start", run_dir=str(run.directory), step=state.step, max_steps=steps,
-           tokens_per_step=task.tokens_per_batch * train.grad_accum * dist.world_size,
-           params=sum(p.numel() for p in model.parameters() if p.requires_grad),
-           total_params=sum(p.numel() for p in model.parameters()),
-           resumed=resume is not None, world_size=dist.world_size, config_name=config.name)
-    if resume is not None:
-        events("resume", step=state.step)
+    return _Loop(task, run, config, loggers=loggers, dist=dist, device=device, resume=resume,
+                 history=history).run()
 
-    def checkpoint() -> None:
-        if dist.is_main:
-            path = run.save_checkpoint(state.step, model, optimizer, asdict(state),
-                                       keep=train.keep_checkpoints)
-            events("checkpoint", step=state.step, path=str(path))
-        dist.barrier()
 
-    def evaluate() -> None:
-        if dist.is_main:
+class _Loop:
+    """One run's moving parts. ``run`` is the loop; each thing it does at a step is a method.
+
+    Per optimizer step: ``optimizer_step`` (accumulate, clip, step), then on schedule
+    ``log_step``, ``evaluate`` and ``checkpoint``; at the end ``wrap_up`` (the last evaluation
+    and checkpoint, the final plot, the trainer's ``finish``).
+    """
+
+    def __init__(self, task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Logger],
+                 dist: Distributed, device: torch.device, resume: Checkpoint | None,
+                 history: list[dict[str, Any]] | None) -> None:
+        self.task, self.config, self.dist, self.device = task, config, dist, device
+        self.store = run  # the run directory: checkpoints, samples, results
+        self.train = train = config.train
+        self.model = model = task.model
+        self.optimizer = build_optimizer(model, lr=train.lr, weight_decay=train.weight_decay,
+                                         betas=train.betas, decay_embeddings=train.decay_embeddings,
+                                         device=device)
+        self.state = _restored_state(resume, model, self.optimizer)
+        self.tokens_per_step = task.tokens_per_batch * train.grad_accum * dist.world_size
+        self.steps = total_steps(train, task.batches_per_epoch, self.tokens_per_step,
+                                 train.grad_accum)
+        self.trained = _wrap(model, train, dist, device)
+        self.autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                         if train.precision == "bf16" else contextlib.nullcontext())
+        self.events = Events(loggers, dist.is_main, history)
+        self.plotter = _Plotter(run)
+        self.resumed = resume is not None
+        self.perplexity = task.reports_perplexity()
+        self.evaluated_at = self.checkpointed_at = -1
+
+    def run(self) -> LoopResult:
+        state, events = self.state, self.events
+        self.announce()
+        self.batches = self.task.train_batches(state.epoch, state.batch)
+        status, results = "completed", {}
+        self.model.train()
+        self.started = time.perf_counter() - state.elapsed_s
+        self.window_start, self.window_tokens = time.perf_counter(), 0
+        with _Interrupt() as interrupt:
+            try:
+                while state.step < self.steps:
+                    self.one_step()
+                    if self.dist.any(interrupt.requested, self.device):
+                        status = "interrupted"
+                        break
+                results = self.wrap_up(status)
+            except KeyboardInterrupt:  # a second Ctrl-C: stop at once, no checkpoint
+                status = "interrupted"
+                raise
+            except BaseException:
+                status = "failed"
+                raise
+            finally:
+                events("end", step=state.step, status=status, elapsed_s=state.elapsed_s,
+                       tokens=state.tokens, train_loss=state.train_loss, val_loss=state.val_loss)
+                events.close()
+        if status == "interrupted":
+            raise TrainingInterrupted(str(self.store.directory), state.step)
+        return LoopResult(state=state, status=status, total_steps=self.steps,
+                          history=events.history, results=results)
+
+    def announce(self) -> None:
+        model, state = self.model, self.state
+        self.events("start", run_dir=str(self.store.directory), step=state.step,
+                    max_steps=self.steps, tokens_per_step=self.tokens_per_step,
+                    params=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                    total_params=sum(p.numel() for p in model.parameters()),
+                    resumed=self.resumed, world_size=self.dist.world_size,
+                    config_name=self.config.name)
+        if self.resumed:
+            self.events("resume", step=state.step)
+
+    def one_step(self) -> None:
+        """One optimizer step, then what the schedule asks for at the new step."""
+        train, state = self.train, self.state
+        lr, loss_sum, grad_norm = self.optimizer_step()
+        if state.step % train.log_every == 0 or state.step == self.steps:
+            self.log_step(lr, loss_sum, grad_norm)
+        if state.step % train.eval_every == 0:
+            self.evaluate()
+        every = train.checkpoint_every or train.eval_every
+        if state.step % every == 0 and state.step < self.steps:
+            self.checkpoint()
+
+    def optimizer_step(self) -> tuple[float, Tensor, Tensor | None]:
+        """``grad_accum`` micro-batches of ``(loss / grad_accum).backward()``, clip, step."""
+        train, state, task, dist = self.train, self.state, self.task, self.dist
+        lr = learning_rate(state.step, lr=train.lr, total_steps=self.steps,
+                           warmup_steps=train.warmup_steps, min_lr=train.min_lr,
+                           schedule=train.schedule)
+        set_learning_rate(self.optimizer, lr)
+        loss_sum = torch.zeros((), device=self.device)
+        for micro in range(train.grad_accum):
+            batch, self.batches = _next_batch(task, state, self.batches)
+            batch = task.to_device(batch, self.device)
+            last = micro == train.grad_accum - 1
+            # DDP: all-reduce gradients once per step, on the last micro-batch only
+            sync = contextlib.nullcontext() if last or not dist.enabled else self.trained.no_sync()
+            with sync:
+                with self.autocast:
+                    loss = task.loss(self.trained, batch)
+                (loss / train.grad_accum).backward()
+            loss_sum += loss.detach().float()
+            self.window_tokens += task.tokens_per_batch * dist.world_size
+        grad_norm = None
+        if train.grad_clip is not None:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        state.tokens += self.tokens_per_step
+        state.elapsed_s = time.perf_counter() - self.started
+        return lr, loss_sum, grad_norm
+
+    def log_step(self, lr: float, loss_sum: Tensor, grad_norm: Tensor | None) -> None:
+        state = self.state
+        loss_value = self.dist.mean(loss_sum / self.train.grad_accum).item()
+        now = time.perf_counter()
+        self.events("step", step=state.step, epoch=state.epoch + state.batch
+                    / max(1, self.task.batches_per_epoch), loss=loss_value, lr=lr,
+                    grad_norm=None if grad_norm is None else float(grad_norm),
+                    tokens=state.tokens,
+                    tokens_per_s=self.window_tokens / max(now - self.window_start, 1e-9),
+                    elapsed_s=state.elapsed_s)
+        self.window_start, self.window_tokens = now, 0
+
+    def evaluate(self) -> None:
+        """Rank 0: the task's metrics (and a sample), logged; the plot redrawn in the background."""
+        state, task, model, events = self.state, self.task, self.model, self.events
+        if self.dist.is_main:
             model.eval()
-            with torch.no_grad(), autocast:
+            with torch.no_grad(), self.autocast:
                 metrics = dict(task.evaluate(model))
             state.train_loss, state.val_loss = metrics.pop("train_loss", None), metrics.pop("val_loss", None)
             if state.val_loss is not None and (state.best_val_loss is None
                                                or state.val_loss < state.best_val_loss):
                 state.best_val_loss = state.val_loss
-            per_token = getattr(getattr(model, "head", None), "per_token", True)
             val_ppl = math.exp(min(state.val_loss, 50.0)) \
-                if state.val_loss is not None and per_token else None  # a classifier has none
+                if state.val_loss is not None and self.perplexity else None  # a classifier has none
             events("eval", step=state.step, train_loss=state.train_loss, val_loss=state.val_loss,
                    val_ppl=val_ppl, tokens=state.tokens, elapsed_s=state.elapsed_s, **metrics)
             if task.sample is not None:
                 prompt, text = task.sample(model)
                 events("sample", step=state.step, prompt=prompt, text=text)
-                with open(run.samples_file, "a", encoding="utf-8") as handle:
+                with open(self.store.samples_file, "a", encoding="utf-8") as handle:
                     handle.write(f"--- step {state.step}\n{prompt}{text}\n")
-            plotter.request(events.history)
+            self.plotter.request(events.history)
             model.train()
-        dist.barrier()
+        self.dist.barrier()
+        self.evaluated_at = state.step
 
-    def finish() -> dict[str, Any]:
+    def checkpoint(self) -> None:
+        state = self.state
+        if self.dist.is_main:
+            path = self.store.save_checkpoint(state.step, self.model, self.optimizer,
+                                                asdict(state), keep=self.train.keep_checkpoints)
+            self.events("checkpoint", step=state.step, path=str(path))
+        self.dist.barrier()
+        self.checkpointed_at = state.step
+
+    def wrap_up(self, status: str) -> dict[str, Any]:
+        """The last evaluation and checkpoint (unless this step had them), plot, results."""
+        step = self.state.step
+        if status == "completed" and self.evaluated_at != step:
+            self.evaluate()
+        if self.checkpointed_at != step:
+            self.checkpoint()
+        if self.dist.is_main:
+            self.plotter.finish(self.events.history)
+        if status == "completed" and self.task.finish is not None:
+            return self.finish()
+        return {}
+
+    def finish(self) -> dict[str, Any]:
+        """Rank 0: the trainer's final results, logged and written to ``RUN/results.json``."""
         results: dict[str, Any] = {}
-        if dist.is_main:
-            model.eval()
-            with torch.no_grad(), autocast:
-                results = dict(task.finish(model))
-            events("results", step=state.step, **results)
-            write_atomic(run.directory / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
-        dist.barrier()
+        if self.dist.is_main:
+            self.model.eval()
+            with torch.no_grad(), self.autocast:
+                results = dict(self.task.finish(self.model))
+            self.events("results", step=self.state.step, **results)
+            write_atomic(self.store.directory / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+        self.dist.barrier()
         return results
 
-    results: dict[str, Any] = {}
-    batches = task.train_batches(state.epoch, state.batch)
-    status = "completed"
-    model.train()
-    started = time.perf_counter() - state.elapsed_s
-    window_start, window_tokens = time.perf_counter(), 0
-    evaluated_at = checkpointed_at = -1
-    with _Interrupt() as interrupt:
-        try:
-            while state.step < steps:
-                lr = learning_rate(state.step, lr=train.lr, total_steps=steps,
-                                   warmup_steps=train.warmup_steps, min_lr=train.min_lr,
-                                   schedule=train.schedule)
-                set_learning_rate(optimizer, lr)
-                loss_sum = torch.zeros((), device=device)
-                for micro in range(train.grad_accum):
-                    batch, batches = _next_batch(task, state, batches)
-                    batch = task.to_device(batch, device)
-                    last = micro == train.grad_accum - 1
-                    sync = contextlib.nullcontext() if last or not dist.enabled else trained.no_sync()
-                    with sync:
-                        with autocast:
-                            loss = task.loss(trained, batch)
-                        (loss / train.grad_accum).backward()
-                    loss_sum += loss.detach().float()
-                    window_tokens += task.tokens_per_batch * dist.world_size
-                grad_norm = None
-                if train.grad_clip is not None:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                state.tokens += task.tokens_per_batch * train.grad_accum * dist.world_size
-                state.elapsed_s = time.perf_counter() - started
-                if state.step % train.log_every == 0 or state.step == steps:
-                    loss_value = dist.mean(loss_sum / train.grad_accum).item()
-                    now = time.perf_counter()
-                    events("step", step=state.step, epoch=state.epoch + state.batch
-                           / max(1, task.batches_per_epoch), loss=loss_value, lr=lr,
-                           grad_norm=None if grad_norm is None else float(grad_norm),
-                           tokens=state.tokens, tokens_per_s=window_tokens / max(now - window_start, 1e-9),
-                           elapsed_s=state.elapsed_s)
-                    window_start, window_tokens = now, 0
-                if state.step % train.eval_every == 0:
-                    evaluate()
-                    evaluated_at = state.step
-                every = train.checkpoint_every or train.eval_every
-                if state.step % every == 0 and state.step < steps:
-                    checkpoint()
-                    checkpointed_at = state.step
-                if dist.any(interrupt.requested, device):
-                    status = "interrupted"
-                    break
-            if status == "completed" and evaluated_at != state.step:
-                evaluate()
-            if checkpointed_at != state.step:
-                checkpoint()
-            if dist.is_main:
-                plotter.finish(events.history)
-            if status == "completed" and task.finish is not None:
-                results = finish()
-        except KeyboardInterrupt:  # a second Ctrl-C: stop at once, no checkpoint
-            status = "interrupted"
-            raise
-        except BaseException:
-            status = "failed"
-            raise
-        finally:
-            events("end", step=state.step, status=status, elapsed_s=state.elapsed_s,
-                   tokens=state.tokens, train_loss=state.train_loss, val_loss=state.val_loss)
-            events.close()
-    if status == "interrupted":
-        raise TrainingInterrupted(str(run.directory), state.step)
-    return LoopResult(state=state, status=status, total_steps=steps, history=events.history,
-                      results=results)
+
+def _restored_state(resume: Checkpoint | None, model: nn.Module,
+                    optimizer: torch.optim.Optimizer) -> LoopState:
+    """A fresh state, or the checkpoint's (weights, optimizer and RNG restored with it)."""
+    if resume is None:
+        return LoopState()
+    load_checkpoint(resume, model, optimizer, restore_rng=True)
+    known = set(LoopState.__dataclass_fields__)
+    return LoopState(**{k: v for k, v in resume.state.items() if k in known})
 
 
 def _next_batch(task: TrainTask, state: LoopState, batches: Iterator[Any]) -> tuple[Any, Iterator[Any]]:

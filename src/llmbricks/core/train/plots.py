@@ -7,13 +7,12 @@ global figure state is touched, so plotting is safe from a training process, a t
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..store.atomic import atomic_file
 
 
 def read_events(path: str | Path) -> list[dict[str, Any]]:
@@ -122,14 +121,7 @@ def plot_losses(events: Iterable[dict[str, Any]], path: str | Path,
 
 
 def save_figure_atomically(fig: Any, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkstemp: its 0600 mode would survive the rename; a plain open honours the umask.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        with tmp.open("xb") as fh:
-            fig.savefig(fh, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Save ``fig`` as a PNG at ``path`` through the store's atomic writer."""
+    with atomic_file(path) as fh:
+        fig.savefig(fh, format="png")
     return path

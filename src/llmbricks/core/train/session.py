@@ -22,8 +22,9 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..interfaces import Logger, Tokenizer
 from ..registry import Registry, get_registry
+from ..store.atomic import remove_leftovers, write_atomic
 from ..store.model_dir import CONFIG_FILE
-from ..store.runs import Checkpoint, Run, write_atomic
+from ..store.runs import Checkpoint, Run
 from .distributed import Distributed, from_environment, pick_device, shutdown
 
 RUNS_ROOT = Path("runs")
@@ -191,8 +192,7 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
         if dist.is_main:
             write_atomic(run.directory / CONFIG_FILE, run.config.to_yaml())
     if dist.is_main:  # a process killed while writing a checkpoint leaves its temporary folder
-        for leftover in run.checkpoints_dir.glob(".step-*.tmp"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        remove_leftovers(run.checkpoints_dir)
     checkpoint = run.latest_checkpoint()
     if checkpoint is None:
         warnings.warn(f"{directory} has no complete checkpoint: starting it again from step 0",

@@ -49,8 +49,8 @@ from pydantic import Field, field_validator, model_validator
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError
 from llmbricks.core.interfaces import Tokenizer
+from llmbricks.core.store.atomic import write_atomic
 from llmbricks.plugins.tokenizers.gpt2_files import (
-    atomic_write_bytes,
     dump_tiktoken_ranks,
     load_gpt2_ranks,
     load_tiktoken_ranks,
@@ -414,7 +414,7 @@ class BPETokenizer(Tokenizer):
             "special_tokens": self._specials, "ranks_file": RANKS_FILE,
         }
         text = json.dumps(state, ensure_ascii=False, indent=1) + "\n"
-        atomic_write_bytes(directory / STATE_FILE, text.encode("utf-8"))
+        write_atomic(directory / STATE_FILE, text)
 
     @classmethod
     def load(cls, directory: str | Path) -> BPETokenizer:

@@ -22,13 +22,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
 from llmbricks.core.errors import DataError
+from llmbricks.core.store.atomic import write_atomic
 
 __all__ = [
     "GPT2_ENDOFTEXT",
@@ -152,18 +151,4 @@ def dump_tiktoken_ranks(ranks: Mapping[bytes, int], path: str | Path) -> None:
     path = Path(path)
     body = b"".join(base64.b64encode(token) + b" " + str(rank).encode() + b"\n"
                     for token, rank in sorted(ranks.items(), key=lambda kv: kv[1]))
-    atomic_write_bytes(path, body)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, body)

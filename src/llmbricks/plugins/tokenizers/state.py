@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from llmbricks.core.errors import DataError
-from llmbricks.plugins.tokenizers.gpt2_files import atomic_write_bytes
+from llmbricks.core.store.atomic import write_atomic
 
 STATE_FILE = "tokenizer.json"
 
 
 def write_state(directory: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (which must hold ``name``) atomically into ``directory``."""
-    payload = json.dumps(state, ensure_ascii=False, indent=1).encode("utf-8")
-    atomic_write_bytes(Path(directory) / STATE_FILE, payload)
+    write_atomic(Path(directory) / STATE_FILE, json.dumps(state, ensure_ascii=False, indent=1))
 
 
 def read_state(directory: str | Path, name: str) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from llmbricks.core.build import build_model
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import ConfigError
-from llmbricks.core.interfaces import Trainer
+from llmbricks.core.interfaces import Model, Trainer
 from llmbricks.core.tasks.classification import (
     ClassifierInfo,
     LabeledBatches,
@@ -53,12 +53,12 @@ def class_loss(model: nn.Module, batch: tuple[Tensor, Tensor, Tensor]) -> Tensor
     return F.cross_entropy(model(ids, lengths=lengths).float(), labels)
 
 
-def train_head(model: nn.Module, used: str, asked: str) -> None:
+def train_head(model: Model, used: str, asked: str) -> None:
     """``auto`` with adapters trains the adapters, and the new head too when no adapter wraps it.
 
     A classification head starts from random weights: frozen and unadapted, it could not learn.
     """
-    head = model.head
+    head = model.layout().head
     if asked == "auto" and used == "none" and not any(p.requires_grad for p in head.parameters()):
         head.requires_grad_(True)
 

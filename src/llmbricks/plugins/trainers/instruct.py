@@ -13,7 +13,7 @@ from llmbricks.core.build import build_model
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import ConfigError, DataError
 from llmbricks.core.interfaces import PromptTemplate, Trainer
-from llmbricks.core.store.runs import write_atomic
+from llmbricks.core.store.atomic import write_atomic
 from llmbricks.core.tasks.generation import generate
 from llmbricks.core.tasks.instruction import (
     InstructionBatches,
