@@ -27,6 +27,13 @@ PACKAGE = "llmbricks"
 TREE_DEPTH = 4
 
 
+#: How many of the longest functions on the path to list.
+LONGEST = 6
+
+#: Import machinery and class-creation hooks: they run, but nobody follows them to read the path.
+NOT_STEPS = {"find_spec", "__init_subclass__"}
+
+
 class FirstForward(Exception):
     """Raised from the profiler hook to stop the run at the first forward pass."""
 
@@ -43,6 +50,7 @@ def trace(config: str, overrides: list[str]) -> dict[str, object]:
     calls: list[tuple[str, str]] = []  # (module, qualified function) in call order
     stack: list[tuple[str, str]] = []  # the llmbricks frames from `main` down to the forward
     tree: list[tuple[int, str]] = []  # calls near the top: the steps of the path
+    lengths: dict[str, int] = {}  # each function's length in lines (def to last line)
 
     def hook(frame, event, arg):  # noqa: ANN001 - sys.setprofile's signature
         if event != "call":
@@ -55,9 +63,11 @@ def trace(config: str, overrides: list[str]) -> dict[str, object]:
         if code.co_name == "forward" and _is_model(frame):
             stack.extend(_llmbricks_stack(frame))
             raise FirstForward
-        if code.co_name.startswith("<") or not code.co_flags & inspect.CO_NEWLOCALS:
-            return  # comprehensions, lambdas, module and class bodies: not steps of the path
+        if code.co_name.startswith("<") or not code.co_flags & inspect.CO_NEWLOCALS \
+                or "__create_fn__" in name or code.co_name in NOT_STEPS:
+            return  # comprehensions, lambdas, module and class bodies, generated dataclass code
         calls.append((module, name))
+        lengths[f"{module}.{name}"] = _lines(code)
         depth = len(_llmbricks_stack(frame)) - 1
         if depth <= TREE_DEPTH:
             tree.append((depth, f"{module}.{name}"))
@@ -82,8 +92,15 @@ def trace(config: str, overrides: list[str]) -> dict[str, object]:
             "stack_crossings": sum(1 for a, b in zip(stack_areas, stack_areas[1:], strict=False)
                                    if a != b),
             "files": len(modules), "functions": len(functions), "calls": len(calls),
-            "core_plugin_crossings": crossings, "steps": _collapse(tree), "stack": [f"{m}.{f}" for m, f in stack],
+            "core_plugin_crossings": crossings, "function_names": functions,
+            "longest": sorted(lengths.items(), key=lambda kv: -kv[1])[:LONGEST], "steps": _collapse(tree), "stack": [f"{m}.{f}" for m, f in stack],
             "modules": modules}
+
+
+def _lines(code) -> int:  # noqa: ANN001
+    """Lines from the ``def`` to the function's last line (docstring and comments included)."""
+    last = max((end for _, _, end in code.co_lines() if end is not None), default=code.co_firstlineno)
+    return last - code.co_firstlineno + 1
 
 
 def _collapse(tree: list[tuple[int, str]]) -> list[str]:
@@ -132,6 +149,9 @@ def main() -> None:
     print(f"its steps ({TREE_DEPTH} llmbricks frames deep at most):")
     for step in result["steps"]:
         print(f"  {step}")
+    print("the longest functions on the path (lines):")
+    for name, lines in result["longest"]:
+        print(f"  {lines:4d}  {name}")
     print(f"before it: {result['calls']} llmbricks calls to {result['functions']} functions in "
           f"{result['files']} files, {result['core_plugin_crossings']} core<->plugins crossings")
 

@@ -18,7 +18,8 @@ import torch
 
 from ..build import build_model, summarize
 from ..config import Config
-from ..registry import Registry
+from ..registry import Registry, get_registry
+from ..store.token_cache import ready_tokenizer
 from ..train.optim import build_optimizer
 
 
@@ -59,8 +60,6 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
     """
     vocab = config.model.vocab_size
     if vocab == "auto" and config.model.tokenizer is not None:
-        from ..store.token_cache import ready_tokenizer
-
         vocab = ready_tokenizer(config, registry)[0].vocab_size
     model_config = config.model.model_copy(update={"vocab_size": vocab})
     params = summarize(build_model(model_config, registry, device="meta")).total
@@ -110,8 +109,6 @@ class PlanEstimate:
 
 def estimate_plan(plan: Any, jobs: int, registry: Registry | None = None) -> PlanEstimate:
     """The dry run: every variant counted and timed with the threads one of ``jobs`` runs gets."""
-    from ..registry import get_registry
-
     registry = registry or get_registry()
     threads = threads_per_run(jobs)
     guesses = [estimate_variant(v.config, registry, threads=threads) for v in plan.variants]

@@ -27,7 +27,7 @@ from ..store.atomic import write_atomic
 from ..train.plots import save_figure_atomically
 from .plan import load_plan_data
 from .results import Curve, curves_from, finite, read_runs, write_results
-from .stats import sort_by_loss, summarize, write_summary
+from .stats import counted, sort_by_loss, summarize, write_summary
 
 CURVES_PNG = "curves.png"
 FINAL_PNG = "final.png"
@@ -169,8 +169,6 @@ def final_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]],
               rows: Sequence[dict[str, Any]]) -> Path:
     """``ABL/final.png``: each variant's final validation losses (dots, one per seed), their
     mean (diamond) and +-1 sample std; best on top; the baseline's mean as a dashed line."""
-    from .stats import counted
-
     order = sort_by_loss(summary)
     colors = _colors([s["variant"] for s in summary])
     fig = _figure(9, max(3.0, 0.55 * len(order) + 1.6))

@@ -20,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..build import build_tokenizer, load_tokenizer
+from ..config import Config
 from ..errors import ConfigError, DataError
 from ..interfaces import DataSource, Tokenizer
+from ..registry import Registry, get_registry
 from .atomic import atomic_file, write_atomic
 from .datafiles import cache_dir as default_cache_dir
 
@@ -199,14 +202,12 @@ class PreparedData:
         return split_tokens(self.cache.tokens, val_fraction)
 
 
-def _cache_root(config: object) -> Path:
+def _cache_root(config: Config) -> Path:
     return Path(config.data.cache_dir) if config.data.cache_dir else default_cache_dir() / "tokens"
 
 
-def text_source(config: object, registry: object | None = None) -> DataSource:
+def text_source(config: Config, registry: Registry | None = None) -> DataSource:
     """The config's ``data.source``, which must yield text (a config error otherwise)."""
-    from ..registry import get_registry
-
     registry = registry or get_registry()
     source = registry.build("datasource", config.data.source)
     if source.records != "text":
@@ -215,7 +216,7 @@ def text_source(config: object, registry: object | None = None) -> DataSource:
     return source
 
 
-def ready_tokenizer(config: object, registry: object | None = None,
+def ready_tokenizer(config: Config, registry: Registry | None = None,
                     source: DataSource | None = None,
                     content_sha256: str | None = None) -> tuple[Tokenizer, bool]:
     """The config's tokenizer, trained on ``data.source`` first if it learns from data.
@@ -226,13 +227,10 @@ def ready_tokenizer(config: object, registry: object | None = None,
     the source's content and the tokenizer's params, so asking again reuses it. Returns
     ``(tokenizer, trained_now)``.
     """
-    from ..build import build_tokenizer, load_tokenizer
-    from ..registry import get_registry
-
     registry = registry or get_registry()
     if config.model.tokenizer is None:
         raise ConfigError("model.tokenizer: not set; name one (e.g. char, bpe, tiktoken)")
-    start = getattr(getattr(config, "train", None), "init_from", None)
+    start = config.train.init_from
     if start and (Path(start) / "tokenizer" / "tokenizer.json").is_file():
         # Finetuning: the weights' own vocabulary, never one learned anew from other data.
         return load_tokenizer(Path(start) / "tokenizer", registry), False
@@ -274,15 +272,13 @@ def _learned_text_hash(source: DataSource) -> str:
     return digest.hexdigest()
 
 
-def prepare_data(config: object, registry: object | None = None,
+def prepare_data(config: Config, registry: Registry | None = None,
                  tokenizer: Tokenizer | None = None) -> PreparedData:
     """Tokenize ``config.data.source`` with ``config.model.tokenizer`` into a token cache.
 
     A trainable tokenizer that is not trained yet is trained on the same source first
     (``ready_tokenizer``). A given ``tokenizer`` (e.g. a run's own) is used as it is.
     """
-    from ..registry import get_registry
-
     registry = registry or get_registry()
     source = text_source(config, registry)
     digest = content_hash(source)  # one pass over the corpus serves both keys

@@ -17,9 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import resolve_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..interfaces import Model, Tokenizer
 from ..registry import Registry, get_registry
+from ..store.runs import load_run
 from .classification import (
     ClassifierInfo,
     collate,
@@ -143,8 +145,6 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu",
     Without ``classifier.json`` (a bare model directory) the labels are the class numbers and
     texts are not padded.
     """
-    from ..store.runs import load_run
-
     registry = registry or get_registry()
     config, model, tokenizer = load_run(path, device, registry)
     head = model.layout().head
@@ -177,8 +177,6 @@ def evaluate_classifier(path: str | Path, *, data: dict[str, Any] | None = None,
     ``data`` (a resolved data-source spec) is labeled with the run's label names: all of its rows
     are evaluated. By default: the run's own test split, rebuilt from its config and seed.
     """
-    from ..config import resolve_config
-
     registry = registry or get_registry()
     classifier = load_classifier(path, device, registry)
     info, context = classifier.info, classifier.model.dims.context_length

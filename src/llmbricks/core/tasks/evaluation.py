@@ -15,14 +15,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import resolve_config
+from ..config import load_config, resolve_config
 from ..config_io import parse_yaml
 from ..errors import ConfigError, DataError
 from ..interfaces import Model
 from ..registry import Registry, get_registry
+from ..store.model_dir import CONFIG_FILE
 from ..store.runs import load_run
 from ..store.token_cache import prepare_data, ready_tokenizer
 from ..train.batches import WindowBatches
+from .classifier import evaluate_classifier
 
 
 @torch.inference_mode()
@@ -56,8 +58,6 @@ def evaluate_run(path: str | Path, *, data: str | dict | None = None, batch_size
     """
     registry = registry or get_registry()
     if _is_classifier(path, registry):
-        from .classifier import evaluate_classifier
-
         spec = parse_yaml(data, "--data") if isinstance(data, str) else data
         return evaluate_classifier(path, data=spec, batch_size=batch_size,
                                    max_batches=max_batches, device=device, registry=registry)
@@ -87,9 +87,6 @@ def evaluate_run(path: str | Path, *, data: str | dict | None = None, batch_size
 
 def _is_classifier(path: str | Path, registry: Registry) -> bool:
     """Whether the directory's config names a head with one output per sequence."""
-    from ..config import load_config
-    from ..store.model_dir import CONFIG_FILE
-
     config_file = Path(path) / CONFIG_FILE
     if not config_file.is_file():
         return False  # load_run reports it

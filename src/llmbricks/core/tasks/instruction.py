@@ -25,8 +25,10 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..interfaces import PromptTemplate, Tokenizer
+from ..registry import get_registry
 from ..train.batches import ShardedEpochs
 from ..train.splits import check_fractions, split_sizes
+from .generation import generate_ids
 
 #: The template used when ``data.prompt`` is null.
 DEFAULT_TEMPLATE = "alpaca"
@@ -76,8 +78,6 @@ def split_records(records: Sequence[Any], fractions: Sequence[float], *, shuffle
 
 def prompt_template(config: Any, registry: Any = None) -> PromptTemplate:
     """The config's ``data.prompt`` template (``DEFAULT_TEMPLATE`` when it is null)."""
-    from ..registry import get_registry
-
     registry = registry or get_registry()
     return registry.build("prompt", config.data.prompt or DEFAULT_TEMPLATE)
 
@@ -224,8 +224,6 @@ def generate_responses(model: nn.Module, tokenizer: Tokenizer, template: PromptT
     Prompts of the same token length are generated together (up to ``batch_size`` at a time)
     with the KV cache; ``max_context`` crops what the model sees, as the book's ``context_size``.
     """
-    from .generation import generate_ids
-
     eot = end_of_text_id(tokenizer)
     encoded = [tokenizer.encode(template.prompt(record)) for record in records]
     groups: dict[int, list[int]] = {}

@@ -7,7 +7,9 @@ averages the gradients, so a step equals one single-process step on the whole gl
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -36,6 +38,15 @@ class Distributed:
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()
+
+    @contextlib.contextmanager
+    def main_first(self) -> Iterator[None]:
+        """Rank 0 runs the body first (it builds a cache); the other ranks then reuse its work."""
+        if not self.is_main:
+            self.barrier()
+        yield
+        if self.is_main:
+            self.barrier()
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:
         """The average of ``value`` over ranks (itself when single-process)."""

@@ -98,6 +98,11 @@ class LoopResult:
     results: dict[str, Any] = field(default_factory=dict)
 
 
+def move_batch(batch: Sequence[Tensor], device: torch.device) -> tuple[Tensor, ...]:
+    """A batch that is a tuple of tensors, on ``device`` (copies overlap compute on CUDA)."""
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
 def total_steps(train: TrainConfig, batches_per_epoch: int, tokens_per_step: int,
                 grad_accum: int) -> int:
     """Optimizer steps in the budget: the first of max_steps, epochs and max_tokens reached."""

@@ -18,14 +18,19 @@ from typing import Any
 
 import torch
 
+from ..build import adapter_state_names, build_model
 from ..config import Config, load_config
 from ..errors import CheckpointError, ConfigError, DataError
-from ..interfaces import Logger, Tokenizer
+from ..interfaces import Logger, Model, Tokenizer
 from ..registry import Registry, get_registry
 from ..store.atomic import remove_leftovers, write_atomic
 from ..store.model_dir import CONFIG_FILE
-from ..store.runs import Checkpoint, Run
+from ..store.runs import Checkpoint, Run, load_run
+from ..store.token_cache import ready_tokenizer
 from .distributed import Distributed, from_environment, pick_device, shutdown
+from .loop import TrainTask, run_loop
+from .plots import read_events
+from .trainable import Policy, apply_trainable
 
 RUNS_ROOT = Path("runs")
 #: Fields a resumed run may change: its budget and how it reports. Anything else would make the
@@ -37,7 +42,12 @@ RESUMABLE_CHANGES = {"max_steps", "epochs", "max_tokens", "eval_every", "eval_ba
 
 @dataclass
 class Session:
-    """Everything a trainer's ``fit`` needs: the run, its config and where it runs."""
+    """Everything a trainer's ``fit`` needs: the run, its config and where it runs.
+
+    It also holds the wiring every trainer shares, so a trainer's ``fit`` is only what makes it
+    different (its data, loss and evaluation): ``build_model`` (seeded, ``init_from``'s weights,
+    the freeze policy) and ``fit`` (the loop, and the summary a trainer returns).
+    """
 
     run: Run
     config: Config
@@ -48,6 +58,30 @@ class Session:
     resume: Checkpoint | None = None
     loggers: list[Logger] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def build_model(self, trainable_default: Policy, *,
+                    tokenizer: Tokenizer | None = None) -> tuple[Model, Policy]:
+        """The config's model on this session's device, ready to train; and the policy used.
+
+        Seeded by ``seed``; a run that starts (not one that resumes) loads ``train.init_from``'s
+        weights; then ``train.trainable`` applies, ``auto`` meaning ``trainable_default``.
+        """
+        config = self.config
+        torch.manual_seed(config.seed)
+        model = build_model(config, self.registry, tokenizer=tokenizer or self.tokenizer,
+                            device=self.device)
+        if self.resume is None:
+            initial_weights(model, config, self.registry)
+        return model, apply_trainable(model, config.train.trainable, trainable_default)
+
+    def fit(self, task: TrainTask) -> dict[str, Any]:
+        """Train ``task`` in this run; the summary a trainer returns, with its final results."""
+        result = run_loop(task, self.run, self.config, loggers=self.loggers, dist=self.dist,
+                          device=self.device, resume=self.resume, history=self.history)
+        state = result.state
+        return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
+                "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,
+                "elapsed_s": state.elapsed_s, **result.results}
 
 
 @dataclass
@@ -149,19 +183,13 @@ def _check_init_from(config: Config) -> None:
 
 def _create(directory: Path, config: Config, dist: Distributed, device: torch.device,
             registry: Registry) -> Session:
-    from ..store.token_cache import ready_tokenizer
-
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
         raise CheckpointError(f"run directory {directory} already exists and is not empty: "
                               "pass --resume to continue it, or choose another --out")
     tokenizer = None
     if config.model.tokenizer is not None:
-        # Rank 0 first: a tokenizer that learns from data is trained once and cached.
-        if not dist.is_main:
-            dist.barrier()
-        tokenizer, _ = ready_tokenizer(config, registry)
-        if dist.is_main:
-            dist.barrier()
+        with dist.main_first():  # a tokenizer that learns from data is trained once and cached
+            tokenizer, _ = ready_tokenizer(config, registry)
     vocab = config.model.vocab_size if config.model.vocab_size != "auto" else (
         tokenizer.vocab_size if tokenizer is not None else None)
     if vocab is None:
@@ -213,9 +241,6 @@ def initial_weights(model: torch.nn.Module, config: Config, registry: Registry) 
     source = config.train.init_from
     if not source:
         return
-    from ..build import adapter_state_names
-    from ..store.runs import load_run
-
     source_config, start, _ = load_run(source, "cpu", registry)
     state = start.state_dict()
     new_head = source_config.model.head != config.model.head
@@ -252,8 +277,6 @@ def _trim_metrics(run: Run, step: int) -> list[dict[str, Any]]:
     A file damaged before its last line is moved aside (``metrics.jsonl.damaged``) with a warning:
     the run resumes, and its curve restarts from here.
     """
-    from .plots import read_events
-
     if not run.metrics_file.is_file():
         return []
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -9,23 +10,22 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from llmbricks.core.build import build_model
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import ConfigError
-from llmbricks.core.interfaces import Model, Trainer
+from llmbricks.core.interfaces import Model, Tokenizer, Trainer
 from llmbricks.core.tasks.classification import (
     ClassifierInfo,
     LabeledBatches,
+    LabeledData,
     check_num_classes,
     pad_id,
     padded_length,
     prepare_labeled,
 )
 from llmbricks.core.tasks.classifier import classification_report, run_batches
-from llmbricks.core.train.loop import TrainTask, run_loop
-from llmbricks.core.train.session import Session, initial_weights
+from llmbricks.core.train.loop import TrainTask, move_batch
+from llmbricks.core.train.session import Session
 from llmbricks.core.train.splits import SplitFractions
-from llmbricks.core.train.trainable import apply_trainable
 
 
 class ClassifyParams(ParamsModel):
@@ -70,26 +70,15 @@ class ClassifyTrainer(Trainer):
     Params = ClassifyParams
 
     def fit(self, session: Session) -> dict[str, Any]:
-        config, dist, device, registry = session.config, session.dist, session.device, session.registry
+        config, dist, device = session.config, session.dist, session.device
         p, train_cfg = self.params, config.train
-        head = config.model.head
-        if registry.get("head", head.name).per_token:
-            raise ConfigError(f"train.trainer: classify needs a classification head, but "
-                              f"model.head is '{head.name}'; set --set model.head=classification")
-        if p.padding == "none" and train_cfg.batch_size != 1:
-            raise ConfigError(f"train.trainer.padding: none feeds one text per batch (no padding) "
-                              f"but train.batch_size is {train_cfg.batch_size}; set "
-                              "--set train.batch_size=1, or use padding longest or fixed")
-        tokenizer = session.tokenizer
-        if tokenizer is None:
-            raise ConfigError("model.tokenizer: the classify trainer needs a tokenizer; set one")
-        context = config.model.context_length
-        source = registry.build("datasource", config.data.source)
-        data = prepare_labeled(source, tokenizer, context=context, balance=p.balance,
-                               fractions=p.split, seed=config.seed)
-        check_num_classes(data.labels, head.params.get("num_classes"))
+        tokenizer = self.check(session)
+        source = session.registry.build("datasource", config.data.source)
+        data = prepare_labeled(source, tokenizer, context=config.model.context_length,
+                               balance=p.balance, fractions=p.split, seed=config.seed)
+        check_num_classes(data.labels, config.model.head.params.get("num_classes"))
         train_ids, train_labels = data.splits["train"]
-        length = padded_length(p.padding, train_ids, p.max_length, context)
+        length = padded_length(p.padding, train_ids, p.max_length, config.model.context_length)
         pad = pad_id(tokenizer)
         if dist.is_main:
             ClassifierInfo(labels=data.labels, pad_id=pad, padding=p.padding, length=length,
@@ -107,56 +96,67 @@ class ClassifyTrainer(Trainer):
                                   drop_last=False, seed=config.seed)
 
         # The book's eval_iter: the first eval_batches batches (train: a fixed shuffled order).
-        train_eval = split_batches("train", shuffle=True).first(train_cfg.eval_batches)
-        val_eval = split_batches("val").first(train_cfg.eval_batches)
-
-        torch.manual_seed(config.seed)
-        model = build_model(config, registry, tokenizer=tokenizer, device=device)
-        if session.resume is None:
-            initial_weights(model, config, registry)
-        train_head(model, apply_trainable(model, train_cfg.trainable, "last_block"),
-                   train_cfg.trainable)
-
-        def evaluate(net: nn.Module) -> dict[str, float | None]:
-            out: dict[str, float | None] = {}
-            for split, fixed in (("train", train_eval), ("val", val_eval)):
-                loss, predicted, actual = run_batches(net, fixed, device)
-                out[f"{split}_loss"] = loss
-                if actual:
-                    out[f"{split}_accuracy"] = sum(map(int.__eq__, predicted, actual)) / len(actual)
-            return out
-
-        def finish(net: nn.Module) -> dict[str, Any]:
-            """Whole-split accuracy, then the test split's P/R/F1 and confusion matrix."""
-            results: dict[str, Any] = {}
-            reports = {}
-            for split in ("train", "val", "test"):
-                if not data.size(split):
-                    continue
-                loss, predicted, actual = run_batches(net, split_batches(split).first(), device)
-                reports[split] = classification_report(predicted, actual, data.labels)
-                results[f"{split}_accuracy"] = reports[split]["accuracy"]
-                results[f"{split}_loss"] = loss
-            if "test" in reports:
-                results["test_macro_f1"] = reports["test"]["macro_f1"]
-                results["test"] = {k: v for k, v in reports["test"].items() if k != "accuracy"}
-            results["labels"] = data.labels
-            results["examples"] = {s: data.size(s) for s in data.splits}
-            return results
-
+        fixed = {"train": split_batches("train", shuffle=True).first(train_cfg.eval_batches),
+                 "val": split_batches("val").first(train_cfg.eval_batches)}
+        model, used = session.build_model("last_block")
+        train_head(model, used, train_cfg.trainable)
         task = TrainTask(
             model=model,
             train_batches=batches.epoch,
             batches_per_epoch=len(batches),
             tokens_per_batch=train_cfg.batch_size * batches.mean_length(),
             loss=class_loss,
-            evaluate=evaluate,
-            finish=finish,
-            to_device=lambda batch, dev: tuple(t.to(dev, non_blocking=True) for t in batch),
+            evaluate=lambda net: evaluate_on(net, fixed, device),
+            finish=lambda net: final_results(net, data, split_batches, device),
+            to_device=move_batch,
+            perplexity=False,
         )
-        result = run_loop(task, session.run, config, loggers=session.loggers, dist=dist,
-                          device=device, resume=session.resume, history=session.history)
-        state = result.state
-        return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
-                "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,
-                "elapsed_s": state.elapsed_s, **result.results}
+        return session.fit(task)
+
+    def check(self, session: Session) -> Tokenizer:
+        """Refuse what cannot train before any data is read; the run's tokenizer."""
+        config, p = session.config, self.params
+        head = config.model.head
+        if session.registry.get("head", head.name).per_token:
+            raise ConfigError(f"train.trainer: classify needs a classification head, but "
+                              f"model.head is '{head.name}'; set --set model.head=classification")
+        if p.padding == "none" and config.train.batch_size != 1:
+            raise ConfigError(f"train.trainer.padding: none feeds one text per batch (no padding) "
+                              f"but train.batch_size is {config.train.batch_size}; set "
+                              "--set train.batch_size=1, or use padding longest or fixed")
+        if session.tokenizer is None:
+            raise ConfigError("model.tokenizer: the classify trainer needs a tokenizer; set one")
+        return session.tokenizer
+
+
+def evaluate_on(net: nn.Module, fixed: dict[str, list[Any]],
+                device: torch.device) -> dict[str, float | None]:
+    """Loss and accuracy on each split's fixed evaluation batches (``train_loss``, ``val_accuracy``...)."""
+    out: dict[str, float | None] = {}
+    for split, batches in fixed.items():
+        loss, predicted, actual = run_batches(net, batches, device)
+        out[f"{split}_loss"] = loss
+        if actual:
+            out[f"{split}_accuracy"] = sum(map(int.__eq__, predicted, actual)) / len(actual)
+    return out
+
+
+def final_results(net: nn.Module, data: LabeledData,
+                  split_batches: Callable[[str], LabeledBatches],
+                  device: torch.device) -> dict[str, Any]:
+    """Whole-split accuracy, then the test split's P/R/F1 and confusion matrix."""
+    results: dict[str, Any] = {}
+    reports = {}
+    for split in ("train", "val", "test"):
+        if not data.size(split):
+            continue
+        loss, predicted, actual = run_batches(net, split_batches(split).first(), device)
+        reports[split] = classification_report(predicted, actual, data.labels)
+        results[f"{split}_accuracy"] = reports[split]["accuracy"]
+        results[f"{split}_loss"] = loss
+    if "test" in reports:
+        results["test_macro_f1"] = reports["test"]["macro_f1"]
+        results["test"] = {k: v for k, v in reports["test"].items() if k != "accuracy"}
+    results["labels"] = data.labels
+    results["examples"] = {s: data.size(s) for s in data.splits}
+    return results

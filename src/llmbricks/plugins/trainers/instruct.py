@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import torch
 from pydantic import Field, NonNegativeInt, PositiveInt
 from torch import nn
 
-from llmbricks.core.build import build_model
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import ConfigError, DataError
 from llmbricks.core.interfaces import PromptTemplate, Trainer
@@ -26,10 +24,9 @@ from llmbricks.core.tasks.instruction import (
     prompt_template,
     split_records,
 )
-from llmbricks.core.train.loop import TrainTask, run_loop
-from llmbricks.core.train.session import Session, initial_weights
+from llmbricks.core.train.loop import TrainTask, move_batch
+from llmbricks.core.train.session import Session
 from llmbricks.core.train.splits import SplitFractions
-from llmbricks.core.train.trainable import apply_trainable
 
 #: The test split's records with the model's answers, as the book's
 #: ``instruction-data-with-response.json``.
@@ -71,26 +68,14 @@ class InstructTrainer(Trainer):
     params: InstructParams
 
     def fit(self, session: Session) -> dict[str, Any]:
-        config, dist, device, registry = session.config, session.dist, session.device, session.registry
+        config, dist, device = session.config, session.dist, session.device
         train_cfg, data_cfg, params = config.train, config.data, self.params
         context = config.model.context_length
-        max_length = params.allowed_max_length or context
-        if max_length > context:
-            raise ConfigError(f"train.trainer.allowed_max_length: {max_length} is above "
-                              f"model.context_length {context}; lower it or leave it null")
+        max_length = self.max_length(context)
         tokenizer = session.tokenizer
         eot = end_of_text_id(tokenizer)
-        template: PromptTemplate = prompt_template(config, registry)
-        source = registry.build("datasource", data_cfg.source)
-        if source.records != "instruction":
-            raise ConfigError(f"data.source: '{source.name}' yields {source.records} records, not "
-                              "instruction records; use instruction_data or instruction_json")
-        records = list(source)
-        train_records, val_records, test_records = split_records(
-            records, params.split, shuffle=params.shuffle_records, seed=config.seed,
-            order=params.split_order)
-        if not train_records:
-            raise DataError(f"{source.describe()}: no training records")
+        template: PromptTemplate = prompt_template(config, session.registry)
+        train_records, val_records, test_records = self.split(session)
 
         def batches(split: list[dict[str, Any]], size: int, **options: Any) -> InstructionBatches:
             examples = [encode_example(tokenizer, template, record) for record in split]
@@ -105,11 +90,7 @@ class InstructTrainer(Trainer):
         train_eval = batches(train_records, global_batch, drop_last=False).spread(train_cfg.eval_batches)
         val_eval = batches(val_records, global_batch, drop_last=False).spread(
             train_cfg.eval_batches) if val_records else []
-        torch.manual_seed(config.seed)
-        model = build_model(config, registry, tokenizer=tokenizer, device=device)
-        if session.resume is None:
-            initial_weights(model, config, registry)
-        apply_trainable(model, train_cfg.trainable, "all")
+        model, _ = session.build_model("all")
 
         def evaluate(net: nn.Module) -> dict[str, float | None]:
             return {"train_loss": mean_loss(net, train_eval, device),
@@ -130,14 +111,8 @@ class InstructTrainer(Trainer):
             results: dict[str, Any] = {"test_loss": mean_loss(net, test, device),
                                        "test_records": len(test_records)}
             if params.response_tokens:
-                answers = generate_responses(net, tokenizer, template, test_records,
-                                             max_new_tokens=params.response_tokens,
-                                             max_context=context)
-                entries = [{**record, "model_response": answer}
-                           for record, answer in zip(test_records, answers, strict=True)]
-                write_atomic(session.run.directory / RESPONSES_FILE,
-                             json.dumps(entries, indent=4, ensure_ascii=False) + "\n")
-                results.update(responses=RESPONSES_FILE, responses_count=len(entries))
+                results.update(write_responses(net, session, template, test_records,
+                                               params.response_tokens))
             return results
 
         task = TrainTask(
@@ -148,13 +123,41 @@ class InstructTrainer(Trainer):
             loss=instruction_loss,
             evaluate=evaluate,
             sample=sample,
-            to_device=lambda batch, dev: (batch[0].to(dev, non_blocking=True),
-                                          batch[1].to(dev, non_blocking=True)),
+            to_device=move_batch,
             finish=finish,
         )
-        result = run_loop(task, session.run, config, loggers=session.loggers, dist=dist,
-                          device=device, resume=session.resume, history=session.history)
-        state = result.state
-        return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
-                "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,
-                "elapsed_s": state.elapsed_s, **result.results}
+        return session.fit(task)
+
+    def max_length(self, context: int) -> int:
+        """``allowed_max_length``, or the context; never past the context."""
+        max_length = self.params.allowed_max_length or context
+        if max_length > context:
+            raise ConfigError(f"train.trainer.allowed_max_length: {max_length} is above "
+                              f"model.context_length {context}; lower it or leave it null")
+        return max_length
+
+    def split(self, session: Session) -> tuple[list[dict[str, Any]], ...]:
+        """The source's instruction records, cut into train, val and test."""
+        config, params = session.config, self.params
+        source = session.registry.build("datasource", config.data.source)
+        if source.records != "instruction":
+            raise ConfigError(f"data.source: '{source.name}' yields {source.records} records, not "
+                              "instruction records; use instruction_data or instruction_json")
+        train, val, test = split_records(list(source), params.split, shuffle=params.shuffle_records,
+                                         seed=config.seed, order=params.split_order)
+        if not train:
+            raise DataError(f"{source.describe()}: no training records")
+        return train, val, test
+
+
+def write_responses(net: nn.Module, session: Session, template: PromptTemplate,
+                    records: list[dict[str, Any]], max_new_tokens: int) -> dict[str, Any]:
+    """Each test record with the model's greedy ``model_response``, in ``RUN/responses.json``."""
+    answers = generate_responses(net, session.tokenizer, template, records,
+                                 max_new_tokens=max_new_tokens,
+                                 max_context=session.config.model.context_length)
+    entries = [{**record, "model_response": answer}
+               for record, answer in zip(records, answers, strict=True)]
+    write_atomic(session.run.directory / RESPONSES_FILE,
+                 json.dumps(entries, indent=4, ensure_ascii=False) + "\n")
+    return {"responses": RESPONSES_FILE, "responses_count": len(entries)}

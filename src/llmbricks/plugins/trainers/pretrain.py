@@ -8,16 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from llmbricks.core.build import build_model
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError
-from llmbricks.core.interfaces import Trainer
+from llmbricks.core.interfaces import Model, Trainer
 from llmbricks.core.store.token_cache import prepare_data
 from llmbricks.core.tasks.generation import generate
 from llmbricks.core.train.batches import WindowBatches
-from llmbricks.core.train.loop import TrainTask, run_loop
-from llmbricks.core.train.session import Session, initial_weights
-from llmbricks.core.train.trainable import apply_trainable
+from llmbricks.core.train.loop import TrainTask, move_batch
+from llmbricks.core.train.session import Session
 
 
 class PretrainParams(ParamsModel):
@@ -36,7 +34,7 @@ def next_token_loss(model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
 EVAL_LOGITS_BUDGET = 1 << 24
 
 
-def mean_loss(model: nn.Module, batches: list[tuple[Tensor, Tensor]], device: torch.device) -> float | None:
+def mean_loss(model: Model, batches: list[tuple[Tensor, Tensor]], device: torch.device) -> float | None:
     """Mean of the batches' mean losses (the book's ``calc_loss_loader``); ``None`` for none.
 
     Windows are regrouped into passes of up to ``EVAL_LOGITS_BUDGET`` logits (never fewer than
@@ -46,7 +44,7 @@ def mean_loss(model: nn.Module, batches: list[tuple[Tensor, Tensor]], device: to
         return None
     inputs = torch.cat([x for x, _ in batches])
     targets = torch.cat([y for _, y in batches])
-    length, vocab = inputs.shape[1], model.dims.vocab_size if hasattr(model, "dims") else 1
+    length, vocab = inputs.shape[1], model.dims.vocab_size
     chunk = max(len(batches[0][0]), EVAL_LOGITS_BUDGET // max(1, length * vocab))
     per_window = []
     for start in range(0, len(inputs), chunk):
@@ -68,12 +66,8 @@ class PretrainTrainer(Trainer):
     def fit(self, session: Session) -> dict[str, Any]:
         config, dist, device = session.config, session.dist, session.device
         train_cfg, data_cfg = config.train, config.data
-        if not dist.is_main:
-            dist.barrier()
-        # Rank 0 builds the token cache first; the others reuse it.
-        data = prepare_data(config, session.registry, tokenizer=session.tokenizer)
-        if dist.is_main:
-            dist.barrier()
+        with dist.main_first():  # rank 0 builds the token cache; the others reuse it
+            data = prepare_data(config, session.registry, tokenizer=session.tokenizer)
         tokenizer = session.tokenizer or data.tokenizer
         train_tokens, val_tokens = data.split(data_cfg.val_fraction)
         context = config.model.context_length
@@ -91,13 +85,9 @@ class PretrainTrainer(Trainer):
         elif data_cfg.val_fraction > 0:
             raise DataError(f"the validation split has {len(val_tokens)} tokens, too few for one "
                             f"window of {context}; raise data.val_fraction or use more data")
-        torch.manual_seed(config.seed)
-        model = build_model(config, session.registry, tokenizer=tokenizer, device=device)
-        if session.resume is None:
-            initial_weights(model, config, session.registry)
-        apply_trainable(model, train_cfg.trainable, "all")
+        model, _ = session.build_model("all", tokenizer=tokenizer)
 
-        def evaluate(net: nn.Module) -> dict[str, float | None]:
+        def evaluate(net: Model) -> dict[str, float | None]:
             return {"train_loss": mean_loss(net, train_eval, device),
                     "val_loss": mean_loss(net, val_eval, device)}
 
@@ -114,12 +104,6 @@ class PretrainTrainer(Trainer):
             loss=next_token_loss,
             evaluate=evaluate,
             sample=sample if train_cfg.sample_prompt and tokenizer is not None else None,
-            to_device=lambda batch, dev: (batch[0].to(dev, non_blocking=True),
-                                          batch[1].to(dev, non_blocking=True)),
+            to_device=move_batch,
         )
-        result = run_loop(task, session.run, config, loggers=session.loggers, dist=dist,
-                          device=device, resume=session.resume, history=session.history)
-        state = result.state
-        return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
-                "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,
-                "elapsed_s": state.elapsed_s}
+        return session.fit(task)
