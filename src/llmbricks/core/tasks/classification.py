@@ -231,11 +231,6 @@ class LabeledBatches(ShardedEpochs):
     batch_size: int
     length: int | None
     pad: int
-    shuffle: bool = True
-    drop_last: bool = True
-    seed: int = 123
-    rank: int = 0
-    world_size: int = 1
 
     def __post_init__(self) -> None:
         self._require_batches(f"{len(self.ids)} training examples make no batch of "

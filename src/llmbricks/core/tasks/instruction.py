@@ -162,11 +162,6 @@ class InstructionBatches(ShardedEpochs):
     pad_id: int
     allowed_max_length: int | None = None
     mask_prompt: bool = False
-    shuffle: bool = True
-    drop_last: bool = True
-    seed: int = 123
-    rank: int = 0
-    world_size: int = 1
 
     def __post_init__(self) -> None:
         self._require_batches(f"{len(self.examples)} examples make no batch of "

@@ -24,19 +24,21 @@ import torch
 from ..errors import DataError
 
 
+@dataclass(kw_only=True)
 class ShardedEpochs:
     """Epochs as a function of ``(seed, epoch)``, cut into global batches, one slice per rank.
 
-    A subclass (a dataclass with these fields) says how many items an epoch has (``size``) and
-    how a batch is made from some of them (``gather``); ``order`` may be overridden.
+    A subclass (a dataclass with its items and a ``batch_size`` field: items per batch on one
+    rank) says how many items an epoch has (``size``) and how a batch is made from some of them
+    (``gather``); ``order`` may be overridden. The options below are keyword-only in every
+    subclass.
     """
 
-    batch_size: int
-    shuffle: bool
-    drop_last: bool
-    seed: int
-    rank: int
-    world_size: int
+    shuffle: bool = True      # a new seeded order each epoch; False: the items' own order
+    drop_last: bool = True    # drop a last partial batch (always, with several ranks)
+    seed: int = 123
+    rank: int = 0             # this process's slice of each global batch
+    world_size: int = 1       # ranks sharing each global batch
 
     def size(self) -> int:
         """Items per epoch."""
@@ -85,11 +87,6 @@ class WindowBatches(ShardedEpochs):
     batch_size: int
     stride: int | None = None
     sampler: Literal["sliding", "random"] = "sliding"
-    shuffle: bool = True
-    drop_last: bool = True
-    seed: int = 123
-    rank: int = 0
-    world_size: int = 1
 
     def __post_init__(self) -> None:
         self.stride = self.stride or self.length
