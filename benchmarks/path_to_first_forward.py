@@ -34,8 +34,9 @@ LONGEST = 6
 NOT_STEPS = {"find_spec", "__init_subclass__"}
 
 
-class FirstForward(Exception):
-    """Raised from the profiler hook to stop the run at the first forward pass."""
+class FirstForward(BaseException):
+    """Raised from the profiler hook to stop the run at the first forward pass (a BaseException,
+    so the CLI's error handler lets it through, as it does Ctrl-C)."""
 
 
 def area(module: str) -> str:

@@ -529,7 +529,7 @@ class PromptTemplate(Component, ABC):
 
 
 class Trainer(Component, ABC):
-    """Fits a model: supplies batches, a loss and an evaluation to ``core.loop``.
+    """Fits a model: supplies batches, a loss and an evaluation to ``core.train.loop``.
 
     Built with ``(params)``.
     """
@@ -541,7 +541,7 @@ class Trainer(Component, ABC):
 
     @abstractmethod
     def fit(self, session: Any) -> Mapping[str, Any]:
-        """Train in ``session`` (a ``core.training.Session``: run, config, tokenizer, device...).
+        """Train in ``session`` (a ``core.train.session.Session``: run, config, tokenizer, device...).
 
         Returns the run's summary: step, tokens, losses, and the trainer's own results (the
         classify trainer's accuracies and test report, the instruct trainer's test loss).

@@ -32,7 +32,7 @@ from .plan import RUNS_DIR, load_plan_data
 
 RESULTS_CSV = "results.csv"
 RESULTS_JSON = "results.json"
-METRICS_FILE = "metrics.jsonl"  # core.runs.METRICS_FILE; that module imports torch
+METRICS_FILE = "metrics.jsonl"  # core.store.runs.METRICS_FILE; that module imports torch
 
 #: The columns of ``results.csv``, in order (also the keys of each row).
 ROW_FIELDS = ("variant", "seed", "seed_index", "status", "final_val_loss", "best_val_loss",
@@ -53,7 +53,7 @@ class RunEvents:
     A run killed after its last checkpoint logged steps and evals that the resumed run trains
     again; its ``start`` event carries the step it resumed from, so later points from the killed
     session are dropped and each step counts once, from the session that produced the final
-    weights (the rule ``core.plots`` draws ``loss.png`` by).
+    weights (the rule ``core.train.plots`` draws ``loss.png`` by).
     """
 
     start: dict[str, Any] | None = None

@@ -2,8 +2,8 @@
 
 Why: a reader (another process, a resumed run, a user's ``cat``) never sees a half-written file,
 a crash or Ctrl-C at any moment leaves either the old file or the new one, never a mix, and no
-temporary file is left behind by a failure. Append-only logs (``metrics.jsonl``, ``*.log``) are
-the only files written in place.
+temporary file is left behind by a failure. Append-only logs (``metrics.jsonl``, ``samples.txt``,
+``*.log``, TensorBoard's event files) are the only files written in place.
 
 How, for every writer here:
 

@@ -1,6 +1,6 @@
 """Named data files: resolution without network first, then a verified, atomic download.
 
-Resolution order (DESIGN.md, "Data"): an explicit path, ``$LLMBRICKS_DATA_DIR``, the user cache
+Resolution order: an explicit path, ``$LLMBRICKS_DATA_DIR``, the user cache
 (``$LLMBRICKS_CACHE_DIR``, default ``~/.cache/llmbricks``), then a download from the canonical
 URL, verified by sha256. A download writes to a temporary file beside the target and renames it
 only when complete and verified, so an interrupted transfer never leaves a partial file.

@@ -16,7 +16,7 @@ share it:
    ``(seed, epoch)``, restartable at a batch and sharded across ranks like ``WindowBatches``.
 
 Metrics (``classification_report``) and the inference API (``classify``) live in
-``core/classifier.py``.
+``core/tasks/classifier.py``.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def evaluate_run(path: str | Path, *, data: str | dict | None = None, batch_size
     ``data`` is a text data source (a name, a YAML spec string or a mapping); by default the run's
     own validation split (``data.val_fraction`` of its ``data.source``). A classifier (a head with
     ``per_token = False``) reports accuracy, P/R/F1 and the confusion matrix instead, on a labeled
-    ``data`` source or its own test split (``core.classifier.evaluate_classifier``).
+    ``data`` source or its own test split (``core.tasks.classifier.evaluate_classifier``).
     """
     registry = registry or get_registry()
     if _is_classifier(path, registry):

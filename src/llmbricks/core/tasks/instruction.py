@@ -154,7 +154,7 @@ class InstructionBatches(ShardedEpochs):
 
     An epoch's order is a pure function of ``(seed, epoch)`` (or the examples' order without
     ``shuffle``); it is cut into global batches of ``batch_size x world_size`` examples, and rank
-    ``r`` collates the ``r``-th slice of each (``core.batches.ShardedEpochs``).
+    ``r`` collates the ``r``-th slice of each (``core.train.batches.ShardedEpochs``).
     """
 
     examples: list[Example]

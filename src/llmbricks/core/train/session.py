@@ -2,7 +2,8 @@
 
 This is what ``llmbricks train`` calls, on every rank under ``torchrun``. It picks the device,
 readies the tokenizer, creates the run directory (rank 0) or finds the checkpoint to resume from,
-builds the loggers, and calls ``trainer.fit(session)``. Trainers compose ``core.loop``.
+builds the loggers, and calls ``trainer.fit(session)``. Trainers compose ``core.train.loop``
+through ``Session.fit``.
 """
 
 from __future__ import annotations

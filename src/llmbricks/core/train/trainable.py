@@ -3,7 +3,7 @@
 The book's chapter 6 freezes everything but the last block, the final norm and the new head;
 appendix E freezes the whole base and trains only LoRA's A and B. A policy names the base
 weights that train; adapter tensors always train. Frozen weights get no gradient, so AdamW
-never sees them (``core.optim`` leaves them out) and they stay bit for bit unchanged.
+never sees them (``core.train.optim`` leaves them out) and they stay bit for bit unchanged.
 
 ``last_block`` and ``head`` find their parts through the model's ``layout()`` (its blocks, final
 norm and head by role), so they work for any model that declares one.

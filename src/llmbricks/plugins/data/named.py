@@ -1,6 +1,6 @@
 """Named files: a source that knows its canonical URL and sha256 and finds the file itself.
 
-Resolution (``core.datafiles.resolve_file``): the ``path`` param, ``$LLMBRICKS_DATA_DIR``, the
+Resolution (``core.store.datafiles.resolve_file``): the ``path`` param, ``$LLMBRICKS_DATA_DIR``, the
 user cache, then a verified download unless ``download`` is false or ``$LLMBRICKS_OFFLINE`` is set.
 """
 
