@@ -12,16 +12,61 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 SHARED_DATA = ROOT.parent / "shared" / "data"
+DATA_DIR_ENV = "LLMBRICKS_DATA_DIR"
+# LLMBRICKS_NO_SHARED_DATA=1 leaves $LLMBRICKS_DATA_DIR unset: the suite as a bare clone sees it.
+NO_SHARED_DATA_ENV = "LLMBRICKS_NO_SHARED_DATA"
 
 
 def pytest_configure(config: pytest.Config) -> None:
     """Find the data files beside the checkout, and keep caches out of the user's home."""
-    if "LLMBRICKS_DATA_DIR" not in os.environ and SHARED_DATA.is_dir():
-        os.environ["LLMBRICKS_DATA_DIR"] = str(SHARED_DATA)
+    config.addinivalue_line(
+        "markers", "data_files(*names): the test reads these files from $LLMBRICKS_DATA_DIR; "
+        "it is skipped, naming them, when any is missing")
+    if (DATA_DIR_ENV not in os.environ and SHARED_DATA.is_dir()
+            and os.environ.get(NO_SHARED_DATA_ENV, "") in ("", "0")):
+        os.environ[DATA_DIR_ENV] = str(SHARED_DATA)
     if "LLMBRICKS_CACHE_DIR" not in os.environ:
         import tempfile
 
         os.environ["LLMBRICKS_CACHE_DIR"] = tempfile.mkdtemp(prefix="llmbricks-test-cache-")
+
+
+def missing_data_reason(*names: str) -> str | None:
+    """Why the data files ``names`` cannot be read from $LLMBRICKS_DATA_DIR, or None if they can."""
+    value = os.environ.get(DATA_DIR_ENV)
+    if not value:
+        where = "not set"
+    elif not Path(value).is_dir():
+        where = f"{value} is not a directory"
+    else:
+        lacking = [name for name in names if not (Path(value) / name).is_file()]
+        if not lacking:
+            return None
+        where = f"{value} lacks {', '.join(lacking)}"
+    needs = f"needs {', '.join(names)} in ${DATA_DIR_ENV}" if names else f"needs ${DATA_DIR_ENV}"
+    return f"{needs} ({where}): make test sets it when ../shared/data exists"
+
+
+def need_data(*names: str) -> Path:
+    """Skip the calling test unless $LLMBRICKS_DATA_DIR holds every file in ``names``; return it.
+
+    For fixtures and parametrized tests that know only at run time which files they read; a test
+    that always reads the same files says so with ``@pytest.mark.data_files(...)`` instead.
+    """
+    reason = missing_data_reason(*names)
+    if reason is not None:
+        pytest.skip(reason)
+    return Path(os.environ[DATA_DIR_ENV])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the tests marked ``data_files`` whose files are not in $LLMBRICKS_DATA_DIR."""
+    for item in items:
+        names = [name for mark in item.iter_markers("data_files") for name in mark.args]
+        if names:
+            reason = missing_data_reason(*dict.fromkeys(names))
+            if reason is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None

@@ -20,6 +20,7 @@ from llmbricks.core.tasks.classification import (
     split_rows,
 )
 from llmbricks.core.tasks.classifier import classification_report
+from tests.conftest import need_data
 
 BOOK = {"balance": True, "fractions": (0.7, 0.1, 0.2), "seed": 123}
 
@@ -31,6 +32,7 @@ def build(kind: str, spec):
 @pytest.fixture(scope="module")
 def spam():
     """SMS Spam with GPT-2's tokenizer: the book's chapter 6 setting."""
+    need_data("gpt2.tiktoken", "SMSSpamCollection")
     tokenizer = build("tokenizer", "tiktoken")
     data = prepare_labeled(build("datasource", "sms_spam"), tokenizer, context=1024, **BOOK)
     return data, tokenizer

@@ -26,6 +26,7 @@ from llmbricks.core.train.windows import (
     SlidingWindowDataset,
     make_loader,
 )
+from tests.conftest import need_data
 
 DATA = Path(os.environ.get("LLMBRICKS_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 
@@ -54,11 +55,13 @@ def char_tokenizer(text: str):
 
 @pytest.fixture
 def gpt2():
+    need_data("gpt2.tiktoken")
     return get_registry().build("tokenizer", "tiktoken")
 
 
 @pytest.fixture
 def verdict() -> str:
+    need_data("the-verdict.txt")
     return (DATA / "the-verdict.txt").read_text(encoding="utf-8")
 
 
@@ -162,6 +165,7 @@ def test_cache_roundtrip_and_reuse(tmp_path):
     assert other.directory != cache.directory
 
 
+@pytest.mark.data_files("tinyshakespeare.txt")
 def test_chunked_tokenization_equals_whole_text(gpt2, tmp_path):
     text = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:300_000]
     cache = build_token_cache(listed(text), gpt2, tmp_path, chunk_chars=10_000)
@@ -230,7 +234,11 @@ def test_uint32_cache_for_big_vocabularies(tmp_path):
     assert cache.tokens.tolist() == [66_000, 66_001, 66_002] * 2
 
 
-@pytest.mark.parametrize("spec", ["python_docs", "the_verdict", "tinyshakespeare"])
+@pytest.mark.parametrize("spec", [
+    "python_docs",
+    pytest.param("the_verdict", marks=pytest.mark.data_files("the-verdict.txt")),
+    pytest.param("tinyshakespeare", marks=pytest.mark.data_files("tinyshakespeare.txt")),
+])
 def test_char_tokenizer_works_with_every_text_source(spec, tmp_path):
     source = get_registry().build("datasource", spec)
     tok = get_registry().build("tokenizer", "char")

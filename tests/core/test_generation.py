@@ -130,6 +130,7 @@ def test_bad_arguments():
 
 
 @pytest.mark.slow
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_the_books_golden_generation():
     """seed 123, untrained 124M, "Hello, I am", 10 greedy tokens (the book, chapter 4)."""
     config = load_config({"model": {"preset": "gpt2-small", "tokenizer": "tiktoken"}}, registry=REGISTRY)

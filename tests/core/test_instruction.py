@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,22 +23,20 @@ from llmbricks.core.tasks.instruction import (
     instruction_loss,
     split_records,
 )
+from tests.conftest import need_data
 
 EOT = 50256
 
 
 @pytest.fixture(scope="module")
 def records() -> list[dict[str, str]]:
-    data = Path(os.environ.get("LLMBRICKS_DATA_DIR", "")) / "instruction-data.json"
-    if not data.is_file():
-        pytest.skip("instruction-data.json is not in $LLMBRICKS_DATA_DIR")
+    need_data("instruction-data.json")
     return list(get_registry().build("datasource", "instruction_data"))
 
 
 @pytest.fixture(scope="module")
 def gpt2():
-    if not (Path(os.environ.get("LLMBRICKS_DATA_DIR", "")) / "gpt2.tiktoken").is_file():
-        pytest.skip("gpt2.tiktoken is not in $LLMBRICKS_DATA_DIR")
+    need_data("gpt2.tiktoken")
     return get_registry().build("tokenizer", {"name": "tiktoken", "encoding": "gpt2"})
 
 
@@ -205,9 +201,7 @@ def test_responses_stop_at_end_of_text_and_batch_equal_prompts(gpt2, tmp_path):
 
 
 def test_the_books_responses_file_has_the_shape_we_write(records):
-    data = Path(os.environ["LLMBRICKS_DATA_DIR"]) / "instruction-data-with-response.json"
-    if not data.is_file():
-        pytest.skip("instruction-data-with-response.json is not in $LLMBRICKS_DATA_DIR")
+    data = need_data("instruction-data-with-response.json") / "instruction-data-with-response.json"
     book = json.loads(data.read_text(encoding="utf-8"))
     # The book's file: its 110 test records (its test split is 10%, ours 5%) with the answers.
     assert len(book) == 110 and set(book[0]) == {"instruction", "input", "output", "model_response"}

@@ -243,6 +243,7 @@ def test_prompt_lookup_errors():
     generate_ids(model, [[1, 2], [3, 4]], max_new_tokens=2, temperature=0.8, use_cache=False)
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_generate_passes_prompt_lookup_through():
     from llmbricks.core.build import build_model, build_tokenizer
     from llmbricks.core.config import load_config

@@ -209,6 +209,7 @@ def test_lora_classify_from_a_pretrained_base(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_init_from_an_imported_gpt2_directory(tmp_path):
     from transformers import GPT2Config, GPT2LMHeadModel
 

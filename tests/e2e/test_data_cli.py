@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import EXAMPLES, run_cli
 from tests.e2e.test_cli import assert_one_line_error
 
@@ -12,6 +14,7 @@ SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of some
 IDS = "15496 11 466 345 588 8887 30 220 50256 554 262 4252 18250 8812 2114 286 617 34680 27271 13"
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_encode_decode_inspect_with_gpt2():
     encoded = run_cli("tokenizer", "encode", "--allow-special", SENTENCE)
     assert encoded.returncode == 0, encoded.stderr
@@ -23,6 +26,7 @@ def test_encode_decode_inspect_with_gpt2():
     assert "15496:'Hello'" in inspected.stdout and "7 tokens, 23 characters" in inspected.stdout
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_encode_reads_stdin_and_prints_json():
     import subprocess
     import sys
@@ -32,6 +36,7 @@ def test_encode_reads_stdin_and_prints_json():
     assert json.loads(result.stdout) == [15496, 11, 995]
 
 
+@pytest.mark.data_files("tinyshakespeare.txt")
 def test_train_a_bpe_then_use_it(tmp_path):
     out = tmp_path / "bpe"
     trained = run_cli("tokenizer", "train", QUICKSTART, "--set", "model.tokenizer={name: bpe, vocab_size: 300}",
@@ -43,6 +48,7 @@ def test_train_a_bpe_then_use_it(tmp_path):
     assert run_cli("tokenizer", "decode", "-t", str(out), *ids).stdout.rstrip("\n") == "First Citizen:"
 
 
+@pytest.mark.data_files("tinyshakespeare.txt")
 def test_data_prepare_then_reuse(tmp_path):
     env = {"LLMBRICKS_CACHE_DIR": str(tmp_path)}
     first = run_cli("data", "prepare", QUICKSTART, "--json", env=env)
@@ -58,6 +64,7 @@ def test_data_prepare_then_reuse(tmp_path):
     assert stats["windows"]["train"] == (stats["train_tokens"] - 64 + 63) // 64
 
 
+@pytest.mark.data_files("gpt2.tiktoken", "the-verdict.txt")
 def test_data_prepare_with_gpt2_on_the_verdict(tmp_path):
     result = run_cli("data", "prepare", QUICKSTART, "--set", "model.tokenizer=tiktoken",
                      "--set", "data.source=the_verdict", env={"LLMBRICKS_CACHE_DIR": str(tmp_path)})

@@ -10,6 +10,7 @@ QUICKSTART = str(EXAMPLES / "configs" / "quickstart.yaml")
 
 
 @pytest.mark.slow
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_the_books_untrained_124m_through_the_cli(tmp_path):
     config = tmp_path / "gpt2.yaml"
     config.write_text("model:\n  preset: gpt2-small\n  tokenizer: tiktoken\nseed: 123\n")
@@ -18,6 +19,7 @@ def test_the_books_untrained_124m_through_the_cli(tmp_path):
     assert result.stdout == "Hello, I am Featureiman Byeswickattribute argue logger Normandy Compton analogous\n"
 
 
+@pytest.mark.data_files("tinyshakespeare.txt")
 def test_sampling_is_seeded_and_streaming_prints_the_same(tmp_path):
     env = {"LLMBRICKS_CACHE_DIR": str(tmp_path)}
     args = ["generate", "--config", QUICKSTART, "--set", "model.n_layers=1", "--prompt", "ROMEO:",
@@ -37,6 +39,7 @@ def test_generate_usage_errors():
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
 
 
+@pytest.mark.data_files("tinyshakespeare.txt")
 def test_prompt_lookup_prints_the_same_greedy_text(tmp_path):
     env = {"LLMBRICKS_CACHE_DIR": str(tmp_path)}
     args = ["generate", "--config", QUICKSTART, "--set", "model.n_layers=1",

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -16,18 +15,16 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from tests.conftest import need_data
 from tests.e2e.train_fixtures import corpus, events, train
 
-DATA = Path(os.environ.get("LLMBRICKS_DATA_DIR", ""))
 MODEL = {"tokenizer": {"name": "tiktoken", "encoding": "gpt2"}, "context_length": 64,
          "emb_dim": 32, "n_layers": 2, "n_heads": 2, "dropout": 0.0}
 
 
 @pytest.fixture(scope="module")
 def book_records() -> list[dict[str, str]]:
-    path = DATA / "instruction-data.json"
-    if not path.is_file() or not (DATA / "gpt2.tiktoken").is_file():
-        pytest.skip("instruction-data.json and gpt2.tiktoken are not in $LLMBRICKS_DATA_DIR")
+    path = need_data("instruction-data.json", "gpt2.tiktoken") / "instruction-data.json"
     return json.loads(path.read_text(encoding="utf-8"))
 
 

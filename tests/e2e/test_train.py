@@ -96,6 +96,7 @@ def test_loss_png_is_a_valid_png(finished_run):
     assert image.shape[0] > 100 and image.shape[1] > 100
 
 
+@pytest.mark.data_files("the-verdict.txt")
 def test_eval_and_generate_read_the_run(finished_run, cli):
     result = cli("eval", str(finished_run), "--json", cwd=finished_run.parent)
     assert result.returncode == 0, result.stderr
@@ -232,6 +233,7 @@ def test_bf16_autocast_and_torch_compile_train(tmp_path, setting):
     assert rows[-1]["loss"] < rows[0]["loss"]
 
 
+@pytest.mark.data_files("gpt2.tiktoken", "the-verdict.txt")
 def test_an_imported_gpt2_directory_trains_generates_and_evaluates(tmp_path, cli):
     from tests.plugins.test_weights import save_hf
 

@@ -35,6 +35,7 @@ def hf(tmp_path_factory) -> tuple[Path, GPT2LMHeadModel]:
 
 
 @pytest.mark.slow
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_import_summary_export_round_trip(hf, tmp_path):
     out, back = tmp_path / "model", tmp_path / "hf-out"
     result = run_cli("import", "gpt2", str(hf[0]), str(out))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import types
 from collections import Counter
@@ -33,6 +32,7 @@ from llmbricks.plugins.tokenizers.gpt2_files import (
     load_tiktoken_ranks,
     unicode_to_bytes,
 )
+from tests.conftest import need_data
 
 EOT = "<|endoftext|>"
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
@@ -45,12 +45,8 @@ BOOK_IDS = [15496, 11, 466, 345, 588, 8887, 30, 220, 50256, 554, 262, 4252, 1825
 
 @pytest.fixture(scope="module")
 def data_dir() -> Path:
-    path = Path(os.environ.get("LLMBRICKS_DATA_DIR", "/work/shared/data"))
-    needed = ["the-verdict.txt", "tinyshakespeare.txt", "encoder.json", "vocab.bpe", "gpt2.tiktoken"]
-    missing = [name for name in needed if not (path / name).is_file()]
-    if missing:
-        pytest.skip(f"data files {missing} not in {path}: set LLMBRICKS_DATA_DIR (make test does)")
-    return path
+    return need_data("the-verdict.txt", "tinyshakespeare.txt", "encoder.json", "vocab.bpe",
+                     "gpt2.tiktoken")
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,19 @@ from llmbricks.testing import ConformanceError, check_component
 
 REGISTRY = Registry()
 BUILTINS = [(kind, name) for kind in REGISTRY.kinds() for name in REGISTRY.names(kind)]
+# The builtins that read a file from $LLMBRICKS_DATA_DIR by default (skipped without it).
+DATA_FILES = {
+    ("tokenizer", "tiktoken"): ("gpt2.tiktoken",),
+    ("datasource", "instruction_data"): ("instruction-data.json",),
+    ("datasource", "sms_spam"): ("SMSSpamCollection",),
+    ("datasource", "the_verdict"): ("the-verdict.txt",),
+    ("datasource", "tinyshakespeare"): ("tinyshakespeare.txt",),
+}
+BUILTIN_PARAMS = [
+    pytest.param(kind, name, id=f"{kind}-{name}",
+                 marks=pytest.mark.data_files(*DATA_FILES.get((kind, name), ())))
+    for kind, name in BUILTINS
+]
 
 
 def test_every_kind_of_this_issue_has_a_builtin():
@@ -33,7 +46,7 @@ def params_for(kind: str, name: str, tmp: Path) -> dict:
     return {}
 
 
-@pytest.mark.parametrize("kind,name", BUILTINS, ids=[f"{k}-{n}" for k, n in BUILTINS])
+@pytest.mark.parametrize("kind,name", BUILTIN_PARAMS)
 def test_builtin_conforms(kind, name, tmp_path):
     passed = set(check_component(kind, name, REGISTRY, params=params_for(kind, name, tmp_path)))
     assert "summary" in passed

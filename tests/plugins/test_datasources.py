@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from llmbricks.plugins.data.named_text import TheVerdictSource, TinyShakespeareS
 from llmbricks.plugins.data.python_docs import PythonDocsSource
 from llmbricks.plugins.data.sms_spam import SmsSpamSource
 from llmbricks.plugins.data.text import TextSource
+from tests.conftest import need_data
 
 NAMES = ["instruction_data", "instruction_json", "labeled_text", "python_docs", "sms_spam", "text",
          "the_verdict", "tinyshakespeare"]
@@ -42,12 +42,9 @@ def no_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def shared_data() -> Path:
-    """The data dir holding the named corpora; tests that need it skip without it."""
-    value = os.environ.get(datafiles.DATA_DIR_ENV)
-    if not value or not Path(value).is_dir():
-        pytest.skip(f"${datafiles.DATA_DIR_ENV} is not set to the shared data dir")
-    return Path(value)
+def shared_data(request: pytest.FixtureRequest) -> Path:
+    """The data dir holding the files the test names (``data_files``); it skips without them."""
+    return need_data(*(name for mark in request.node.iter_markers("data_files") for name in mark.args))
 
 
 def text(source: object) -> str:
@@ -97,12 +94,14 @@ def test_remote_files_match_sources_md() -> None:
 # --- named corpora ----------------------------------------------------------------------------
 
 
+@pytest.mark.data_files("the-verdict.txt")
 def test_the_verdict(shared_data: Path) -> None:
     corpus = text(TheVerdictSource(TheVerdictSource.Params()))
     assert len(corpus) == 20_479
     assert corpus.startswith("I HAD always thought Jack Gisburn")
 
 
+@pytest.mark.data_files("tinyshakespeare.txt")
 def test_tinyshakespeare_streams_in_chunks(shared_data: Path) -> None:
     pieces = list(TinyShakespeareSource(TinyShakespeareSource.Params()))
     assert len(pieces) == 2  # 1,115,394 bytes read 1 MiB at a time
@@ -111,6 +110,7 @@ def test_tinyshakespeare_streams_in_chunks(shared_data: Path) -> None:
     assert corpus.startswith("First Citizen:\nBefore we proceed any further, hear me speak.")
 
 
+@pytest.mark.data_files("SMSSpamCollection")
 def test_sms_spam(shared_data: Path) -> None:
     rows = list(SmsSpamSource(SmsSpamSource.Params()))
     assert len(rows) == 5_574
@@ -120,12 +120,14 @@ def test_sms_spam(shared_data: Path) -> None:
     assert all(isinstance(t, str) and t for t, _ in rows)
 
 
+@pytest.mark.data_files("SMSSpamCollection")
 def test_sms_spam_equals_labeled_text_over_the_same_file(shared_data: Path) -> None:
     params = LabeledTextSource.Params(path=str(shared_data / "SMSSpamCollection"), format="tsv",
                                       header=False, text_column=1, label_column=0)
     assert list(LabeledTextSource(params)) == list(SmsSpamSource(SmsSpamSource.Params()))
 
 
+@pytest.mark.data_files("instruction-data.json")
 def test_instruction_data(shared_data: Path) -> None:
     records = list(InstructionDataSource(InstructionDataSource.Params()))
     assert len(records) == 1_100
@@ -134,6 +136,7 @@ def test_instruction_data(shared_data: Path) -> None:
     assert records[0]["instruction"] == "Evaluate the following phrase by transforming it into the spelling given."
 
 
+@pytest.mark.data_files("the-verdict.txt")
 def test_named_source_describes_where_it_reads_from(shared_data: Path) -> None:
     assert str(shared_data / "the-verdict.txt") in TheVerdictSource(TheVerdictSource.Params()).describe()
     assert corpora.SMS_SPAM.url in SmsSpamSource(SmsSpamSource.Params()).describe()
@@ -394,6 +397,7 @@ def test_instruction_json(tmp_path: Path) -> None:
     assert instructions(jsonl) == records
 
 
+@pytest.mark.data_files("instruction-data-with-response.json")
 def test_instruction_json_with_the_shared_files(shared_data: Path) -> None:
     records = instructions(shared_data / "instruction-data-with-response.json")
     assert len(records) == 110 and all("model_response" in r for r in records)

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from llmbricks.core.errors import DataError
 from llmbricks.core.registry import get_registry
+from tests.conftest import need_data
 
 DATA = Path(os.environ.get("LLMBRICKS_DATA_DIR", Path(__file__).resolve().parents[3] / "shared" / "data"))
 BOOK_SENTENCE = "Hello, do you like tea? <|endoftext|> In the sunlit terraces of someunknownPlace."
@@ -25,6 +26,7 @@ def build(spec):
 
 @pytest.fixture(scope="module")
 def verdict() -> str:
+    need_data("the-verdict.txt")
     return (DATA / "the-verdict.txt").read_text(encoding="utf-8")
 
 
@@ -65,6 +67,7 @@ def test_regex_needs_training_and_saves(tmp_path, verdict):
 # --- tiktoken ---------------------------------------------------------------------------------
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_tiktoken_gpt2_encodes_the_books_sentence():
     tok = build("tiktoken")
     assert tok.vocab_size == 50257
@@ -74,10 +77,12 @@ def test_tiktoken_gpt2_encodes_the_books_sentence():
     assert 50256 not in tok.encode(BOOK_SENTENCE)
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_tiktoken_the_verdict_has_5145_tokens(verdict):
     assert len(build("tiktoken").encode(verdict)) == 5145
 
 
+@pytest.mark.data_files("gpt2.tiktoken", "encoder.json", "vocab.bpe")
 def test_tiktoken_resolves_each_offline_path(tmp_path, monkeypatch):
     monkeypatch.setenv("LLMBRICKS_OFFLINE", "1")
     monkeypatch.setenv("LLMBRICKS_CACHE_DIR", str(tmp_path / "cache"))
@@ -126,6 +131,7 @@ def test_tiktoken_known_vocab_sizes_resolve_vocab_auto():
     assert cl.model.vocab_size == 100277
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_tiktoken_save_load(tmp_path):
     tok = build("tiktoken")
     tok.save(tmp_path)
@@ -136,6 +142,7 @@ def test_tiktoken_save_load(tmp_path):
     assert again.fingerprint() == tok.fingerprint()
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 @settings(max_examples=150, deadline=None)
 @given(st.text(st.characters(codec="utf-8"), max_size=200)
        | st.sampled_from(["\r\n\r\n", "   many   spaces   ", "e\u0301\u0302", "😀👍🏽 家族", "\t\n \n"]))
@@ -149,6 +156,7 @@ def gpt2_tokenizer():
     return build("tiktoken")
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_decode_rejects_ids_outside_the_vocabulary(verdict):
     with pytest.raises(DataError, match="token id 99999 is outside the 'gpt2' vocabulary"):
         build("tiktoken").decode([99999])
@@ -158,6 +166,7 @@ def test_decode_rejects_ids_outside_the_vocabulary(verdict):
         regex.decode([-1])
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_tiktoken_fingerprint_follows_the_ranks_not_the_path(tmp_path):
     path = tmp_path / "ranks.tiktoken"
     path.write_bytes((DATA / "gpt2.tiktoken").read_bytes())

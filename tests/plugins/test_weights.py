@@ -77,6 +77,7 @@ def tiny_model_dir(directory: Path, seed: int = 0, **model) -> Path:
 # --- import: parity with transformers ----------------------------------------------------------
 
 
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_import_matches_hf_logits(hf, imported):
     config, model, tokenizer = load_model_dir(imported)
     assert not model.training
@@ -101,6 +102,7 @@ def test_import_with_the_reference_mha_attention_matches_too(hf, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_greedy_generation_matches_hf(hf, imported):
     _, model, tokenizer = load_model_dir(imported)
     prompt = torch.tensor([tokenizer.encode("Every effort moves you")])
@@ -114,6 +116,7 @@ def test_greedy_generation_matches_hf(hf, imported):
 
 
 @pytest.mark.slow
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_export_round_trip_matches_hf(hf, imported, tmp_path):
     result = export_hf(imported, tmp_path / "hf")
     assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
@@ -342,6 +345,7 @@ def test_to_hf_state_dict_refuses_extra_parameters():
 
 
 @pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.data_files("gpt2.tiktoken")
 def test_model_dir_round_trip(tmp_path, tied):
     config = load_config({"model": {**TINY, "vocab_size": 50257, "tokenizer": "tiktoken",
                                     "head": {"name": "lm", "tie_weights": tied}}})
