@@ -185,8 +185,10 @@ def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Itera
     """Yield a fresh temporary directory beside ``directory``; on success it becomes ``directory``.
 
     A non-empty ``directory`` is refused unless ``overwrite`` (then it is replaced whole); an
-    empty one is replaced. Everything written inside is fsynced before the rename. On an
-    exception the temporary directory is removed and ``directory`` is left as it was.
+    empty one is replaced. Write inside it with plain writes: before the rename every file gets
+    the mode the umask gives (a library that wrote a 0600 file, as safetensors does, included)
+    and is fsynced. On an exception the temporary directory is removed and ``directory`` is left
+    as it was.
     """
     target = check_output_dir(directory, overwrite=overwrite)
     try:
@@ -196,7 +198,7 @@ def atomic_directory(directory: str | Path, *, overwrite: bool = False) -> Itera
         raise CheckpointError(f"cannot create {target}: {exc}") from None
     try:
         yield tmp
-        _fsync_tree(tmp)
+        _settle_tree(tmp)
         _swap_into_place(tmp, target)
         fsync_dir(target.parent)
     except BaseException:
@@ -238,13 +240,21 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def _fsync_tree(root: Path) -> None:
-    """fsync every file and directory under ``root`` (a directory about to be renamed in)."""
+def _settle_tree(root: Path) -> None:
+    """Give every file under ``root`` the umask's mode and fsync it all (before the rename).
+
+    ``root`` was made with ``mkdir(0o777)``, so its mode is ``0o777 & ~umask``; a normal file's
+    is that without the execute bits.
+    """
+    file_mode = stat.S_IMODE(root.stat().st_mode) & 0o666
     for folder, _dirs, files in os.walk(root):
         for name in files:
             path = Path(folder) / name
-            if not path.is_symlink():
-                _fsync_file(path)
+            if path.is_symlink():
+                continue
+            if stat.S_IMODE(path.stat().st_mode) != file_mode:
+                os.chmod(path, file_mode)
+            _fsync_file(path)
         fsync_dir(folder)
 
 

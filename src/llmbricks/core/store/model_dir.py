@@ -28,14 +28,12 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, LlmbricksError
 from ..interfaces import Model, Tokenizer
 from ..registry import Registry
-from .atomic import atomic_directory, atomic_path, check_output_dir, write_atomic
+from .atomic import atomic_directory
 
 __all__ = [
     "CONFIG_FILE",
     "TOKENIZER_DIR",
     "WEIGHTS_FILE",
-    "atomic_directory",
-    "check_output_dir",
     "load_model_dir",
     "save_model_dir",
 ]
@@ -57,10 +55,9 @@ def save_model_dir(directory: str | Path, config: Config, model: Model,
     config = config.model_copy(deep=True)
     config.model.vocab_size = model.dims.vocab_size
     with atomic_directory(directory, overwrite=overwrite) as tmp:
-        write_atomic(tmp / CONFIG_FILE, config.to_yaml())
+        (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
         # save_model drops the duplicate names of shared (tied) tensors and stores each once.
-        with atomic_path(tmp / WEIGHTS_FILE) as weights:
-            save_model(model, str(weights), metadata={"format": "pt"})
+        save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         if tokenizer is not None:
             tokenizer.save(tmp / TOKENIZER_DIR)
         for extra in extra_files:

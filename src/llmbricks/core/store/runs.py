@@ -41,7 +41,7 @@ from ..config import COMPONENT_FIELDS, COMPONENT_LIST_FIELDS, Config, load_confi
 from ..errors import CheckpointError, LlmbricksError
 from ..interfaces import Model, Tokenizer
 from ..registry import Registry, get_registry
-from .atomic import atomic_directory, atomic_file, atomic_path, write_atomic
+from .atomic import atomic_directory, write_atomic
 from .datafiles import sha256_file
 from .model_dir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_model_dir
 
@@ -131,12 +131,11 @@ class Run:
         # Built as checkpoints/.step-N.RANDOM.tmp (what resuming clears), then renamed in.
         with atomic_directory(target, overwrite=True) as tmp:
             written = save_weights(model, tmp)
-            with atomic_file(tmp / OPTIMIZER_FILE) as handle:
-                torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, handle)
+            torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / OPTIMIZER_FILE)
             files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                      for name in (*written, OPTIMIZER_FILE)}
             record = {**state, "step": step, "files": files, "saved_at": time.time()}
-            write_atomic(tmp / STATE_FILE, json.dumps(record, indent=2) + "\n")
+            (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         for old in self.checkpoint_dirs()[:-keep]:
             shutil.rmtree(old[1], ignore_errors=True)
         return target
@@ -193,6 +192,9 @@ def verify_checkpoint(path: str | Path, hashed: tuple[str, ...] | None = None) -
 def save_weights(model: nn.Module, directory: Path) -> list[str]:
     """Write ``model.safetensors`` (base weights) and ``adapter.safetensors`` (adapter tensors).
 
+    ``directory`` is a checkpoint being built inside ``atomic_directory``, which settles the
+    files' modes and fsyncs them before renaming it in.
+
     The base file has the plain model's names, so it loads into a model without adapters; the
     adapter file is small and can be shared on its own. A tensor shared by two names (a tied
     head) is stored once. Returns the file names written.
@@ -210,12 +212,10 @@ def save_weights(model: nn.Module, directory: Path) -> list[str]:
             continue  # the same tensor under a second name (tied weights)
         seen.add(key)
         base[name] = tensor.detach().contiguous()
-    with atomic_path(directory / WEIGHTS_FILE) as path:
-        save_file(base, str(path), metadata={"format": "pt"})
+    save_file(base, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
     if not own:
         return [WEIGHTS_FILE]
-    with atomic_path(directory / ADAPTER_FILE) as path:
-        save_file(own, str(path), metadata={"format": "pt"})
+    save_file(own, str(directory / ADAPTER_FILE), metadata={"format": "pt"})
     return [WEIGHTS_FILE, ADAPTER_FILE]
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..registry import Registry
-from ..store.model_dir import check_output_dir, save_model_dir
+from ..store.atomic import check_output_dir
+from ..store.model_dir import save_model_dir
 from ..store.runs import load_run
 from .classification import CLASSIFIER_FILE
 

@@ -43,9 +43,7 @@ from llmbricks.core.errors import CheckpointError, ConfigError, LlmbricksError
 from llmbricks.core.registry import Registry, get_registry
 from llmbricks.core.store.atomic import (
     atomic_directory,
-    atomic_path,
     check_output_dir,
-    write_atomic,
 )
 from llmbricks.core.store.model_dir import (
     CONFIG_FILE,
@@ -562,8 +560,7 @@ def export_hf(model_dir: str | Path, out: str | Path, *, overwrite: bool = False
         eos = None
     hf_config = hf_config_from(config, eos_token_id=eos)
     with atomic_directory(out, overwrite=overwrite) as tmp:
-        with atomic_path(tmp / HF_WEIGHTS_FILE) as weights:
-            save_file({n: t.cpu() for n, t in tensors.items()}, str(weights),
-                      metadata={"format": "pt"})
-        write_atomic(tmp / HF_CONFIG_FILE, json.dumps(hf_config, indent=2) + "\n")
+        save_file({n: t.cpu() for n, t in tensors.items()}, str(tmp / HF_WEIGHTS_FILE),
+                  metadata={"format": "pt"})
+        (tmp / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
     return ExportResult(out=Path(out), hf_config=hf_config, notes=notes)
