@@ -128,6 +128,9 @@ class TrainConfig(Section):
     warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to lr")
     schedule: Literal["constant", "cosine"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0.0, description="max global grad norm; null = off")
+    on_nonfinite: Literal["stop", "skip"] = Field(
+        "stop", description="a NaN or infinite loss or gradient norm: stop (keep the last good "
+        "checkpoint) or skip that optimizer step (stop after 10 in a row)")
     # Evaluation and samples
     eval_every: PositiveInt = 200
     eval_batches: PositiveInt = Field(20, description="batches per split per evaluation")
