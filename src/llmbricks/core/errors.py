@@ -37,6 +37,16 @@ class DataError(LlmbricksError):
     """Input data is missing or malformed."""
 
 
+class InputError(DataError):
+    """Input the user must fix before anything can run: bad text encoding, too little data.
+
+    A ``DataError`` (so handlers of data failures still catch it) that exits 2, like a config
+    mistake: running again without changing the input or the config cannot succeed.
+    """
+
+    exit_code = 2
+
+
 class CheckpointError(LlmbricksError):
     """A run or checkpoint on disk cannot be read."""
 
