@@ -63,7 +63,7 @@ def test_evaluation_batches_spread_over_the_array():
 
 
 def test_too_little_data_is_a_clear_error():
-    with pytest.raises(DataError, match="too few for one window"):
+    with pytest.raises(DataError, match="has 8 tokens but one window needs 9"):
         WindowBatches(np.arange(8, dtype=np.uint16), 8, 2)
     with pytest.raises(DataError, match="make no batch of 64"):
         WindowBatches(np.arange(100, dtype=np.uint16), 8, 32, world_size=2)

@@ -140,7 +140,7 @@ def test_random_windows_are_contiguous_slices():
 
 
 def test_too_few_tokens_is_a_clear_error():
-    with pytest.raises(DataError, match="5 tokens are too few for one window of 8"):
+    with pytest.raises(DataError, match=r"has 5 tokens but one window needs 9 \(context_length 8 \+ 1"):
         make_loader(np.arange(5, dtype=np.uint16), max_length=8, batch_size=1)
 
 

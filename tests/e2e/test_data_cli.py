@@ -80,4 +80,4 @@ def test_data_and_tokenizer_errors():
     assert_one_line_error(run_cli("tokenizer", "encode", "-t", "tiktokn", "hi"),
                           "unknown tokenizer 'tiktokn' - did you mean 'tiktoken'?")
     assert_one_line_error(run_cli("data", "prepare", QUICKSTART, "--set", "data.source={name: text, path: /nonexistent}"),
-                          "/nonexistent does not exist", code=1)
+                          "/nonexistent does not exist")  # a path in the config: exit 2

@@ -39,8 +39,36 @@ def _tokenizer(arg: str) -> Any:
     return tok
 
 
-def _text(text: tuple[str, ...]) -> str:
-    return " ".join(text) if text else sys.stdin.read()
+def _text(text: tuple[str, ...], file: str | None = None) -> str:
+    """TEXT, else --file's text, else standard input: strict UTF-8, bad bytes named by offset."""
+    from llmbricks.core.store.text_input import check_text, decode_text, read_text
+
+    if file is not None:
+        if text:
+            raise click.UsageError("give the text as TEXT or --file, not both")
+        return read_text(file, "--file")
+    if text:
+        return check_text(" ".join(text), "TEXT")
+    stdin = getattr(sys.stdin, "buffer", None)
+    if stdin is None:  # a replaced sys.stdin (an in-process runner) gives str only
+        return check_text(sys.stdin.read(), "standard input")
+    return decode_text(stdin.read(), "standard input")
+
+
+def _is_tokenizer_dir(directory: str) -> bool:
+    """Whether ``directory`` holds a saved tokenizer (a ``tokenizer.json`` naming its component)."""
+    import json
+    from pathlib import Path
+
+    state = Path(directory) / "tokenizer.json"
+    try:
+        return "name" in json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+file_option = click.option("--file", "-f", "file", type=click.Path(dir_okay=True),
+                           help="Read the text from this UTF-8 file instead of TEXT or stdin.")
 
 
 @tokenizer.command("train")
@@ -48,14 +76,24 @@ def _text(text: tuple[str, ...]) -> str:
 @set_option
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory to save the trained tokenizer in.")
-def train(config_file: str, overrides: tuple[str, ...], out: str) -> None:
-    """Train CONFIG's model.tokenizer on CONFIG's data.source and save it to --out."""
+@click.option("--overwrite", is_flag=True,
+              help="Replace --out even when it holds something other than a saved tokenizer.")
+def train(config_file: str, overrides: tuple[str, ...], out: str, overwrite: bool) -> None:
+    """Train CONFIG's model.tokenizer on CONFIG's data.source and save it to --out.
+
+    --out must be new, empty, or an earlier tokenizer's directory (replaced whole); any other
+    non-empty directory is refused before training unless --overwrite. The directory appears
+    complete or not at all.
+    """
     import time
 
     from llmbricks.core.build import build_tokenizer
     from llmbricks.core.errors import ConfigError
+    from llmbricks.core.store.atomic import atomic_directory, check_output_dir
     from llmbricks.core.store.token_cache import iter_texts, text_source
 
+    retrain = overwrite or _is_tokenizer_dir(out)
+    check_output_dir(out, overwrite=retrain)  # before the slow work
     cfg = load(config_file, overrides)
     tok = build_tokenizer(cfg)
     if tok is None:
@@ -65,7 +103,8 @@ def train(config_file: str, overrides: tuple[str, ...], out: str) -> None:
     source = text_source(cfg)
     start = time.perf_counter()
     tok.train(iter_texts(source))
-    tok.save(out)
+    with atomic_directory(out, overwrite=retrain) as tmp:
+        tok.save(tmp)
     click.echo(f"trained {tok.name} on {source.describe()}: vocabulary {tok.vocab_size:,} in "
                f"{time.perf_counter() - start:.2f} s -> {out}")
 
@@ -74,11 +113,14 @@ def train(config_file: str, overrides: tuple[str, ...], out: str) -> None:
 @tokenizer_option
 @click.option("--allow-special", is_flag=True, help="Encode special tokens such as <|endoftext|>.")
 @click.option("--json", "as_json", is_flag=True, help="Print the ids as a JSON list.")
+@file_option
 @click.argument("text", nargs=-1)
-def encode(tokenizer_arg: str, allow_special: bool, as_json: bool, text: tuple[str, ...]) -> None:
-    """Print the token ids of TEXT (or of standard input)."""
+def encode(tokenizer_arg: str, allow_special: bool, as_json: bool, file: str | None,
+           text: tuple[str, ...]) -> None:
+    """Print the token ids of TEXT (or of --file, or of standard input), which must be UTF-8."""
+    source = _text(text, file)
     tok = _tokenizer(tokenizer_arg)
-    ids = tok.encode(_text(text), allowed_special="all" if allow_special else ())
+    ids = tok.encode(source, allowed_special="all" if allow_special else ())
     if as_json:
         echo_json(ids)
     else:
@@ -102,13 +144,14 @@ def decode(tokenizer_arg: str, ids: tuple[int, ...]) -> None:
 @tokenizer.command("inspect")
 @tokenizer_option
 @click.option("--allow-special", is_flag=True, help="Encode special tokens such as <|endoftext|>.")
+@file_option
 @click.argument("text", nargs=-1)
-def inspect(tokenizer_arg: str, allow_special: bool, text: tuple[str, ...]) -> None:
-    """Show where TEXT is cut into tokens, with each token's id (colors on a terminal)."""
+def inspect(tokenizer_arg: str, allow_special: bool, file: str | None, text: tuple[str, ...]) -> None:
+    """Show where TEXT (or --file, or stdin) is cut into tokens, with each token's id."""
     from rich.markup import escape
 
+    source = _text(text, file)
     tok = _tokenizer(tokenizer_arg)
-    source = _text(text)
     ids = tok.encode(source, allowed_special="all" if allow_special else ())
     pieces = [tok.decode([i]) for i in ids]
     out = console()

@@ -37,7 +37,7 @@ def utf8_error(where: str, offset: int, bad: bytes, reason: str = "", hint: str 
                encoding: str = "UTF-8") -> InputError:
     """The one-line error for text that does not decode: where, byte offset, bytes, fix."""
     detail = show_bytes(bad) + (f": {reason}" if reason else "")
-    return InputError(f"{where}: invalid {encoding} at byte {offset} ({detail}); {hint}")
+    return InputError(f"{where}: invalid {encoding} at byte offset {offset} ({detail}); {hint}")
 
 
 def decode_text(data: bytes, source: str, hint: str = REENCODE_HINT) -> str:

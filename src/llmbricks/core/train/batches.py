@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .windows import too_short
 
 
 @dataclass(kw_only=True)
@@ -92,9 +93,8 @@ class WindowBatches(ShardedEpochs):
         self.stride = self.stride or self.length
         available = len(self.tokens) - self.length  # offsets s with s + length + 1 <= N
         if available < 1:
-            raise DataError(f"{len(self.tokens)} tokens are too few for one window of "
-                            f"{self.length} tokens plus its target; use more data or a shorter "
-                            "context")
+            raise too_short(len(self.tokens), self.length, "the token array",
+                            "use more data or a shorter context")
         self._starts = np.arange(0, available, self.stride, dtype=np.int64)
         self._require_batches(f"{self.windows} windows of {self.length} tokens make no batch of "
                               f"{self.batch_size * self.world_size}; use a smaller batch_size "

@@ -3,6 +3,8 @@
 - ``SlidingWindowDataset``: inputs and targets shifted by one, windows computed on access from
   the one token array (O(N) memory, never a tensor per window).
 - ``make_loader``: sliding windows in order or shuffled, or nanoGPT-style random windows, seeded.
+- ``check_split_windows``: a split too short for one window is the user's to fix (exit 2), said
+  with the token counts before any model is built.
 """
 
 from __future__ import annotations
@@ -14,7 +16,31 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from ..errors import DataError
+from ..errors import InputError
+
+_SPLIT_FIX = {
+    "training": "use a longer corpus, lower model.context_length, or lower data.val_fraction",
+    "validation": "use a longer corpus, lower model.context_length, raise data.val_fraction, or "
+                  "set it to 0 to train without validation",
+}
+
+
+def too_short(n_tokens: int, context_length: int, what: str, fix: str) -> InputError:
+    """``what has N tokens but one window needs L + 1``: the one line for too little data."""
+    return InputError(f"{what} has {n_tokens} tokens but one window needs {context_length + 1} "
+                      f"(context_length {context_length} + 1 for the shifted target); {fix}")
+
+
+def check_split_windows(n_train: int, n_val: int, context_length: int, val_fraction: float) -> None:
+    """``InputError`` unless the training split, and the validation split when it is asked for,
+    each hold one window (``context_length + 1`` tokens)."""
+    total = n_train + n_val
+    if n_train <= context_length:
+        raise too_short(n_train, context_length, f"the training split (of {total} tokens in all)",
+                        _SPLIT_FIX["training"])
+    if val_fraction > 0 and n_val <= context_length:
+        raise too_short(n_val, context_length, f"the validation split ({val_fraction:g} of "
+                        f"{total} tokens)", _SPLIT_FIX["validation"])
 
 
 class SlidingWindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -61,13 +87,12 @@ def make_loader(tokens: np.ndarray, *, max_length: int, batch_size: int,
     if sampler == "random":
         dataset = SlidingWindowDataset(tokens, max_length, stride=1)
         if len(dataset) == 0:
-            raise DataError(f"{len(tokens)} tokens are too few for windows of {max_length}")
+            raise too_short(len(tokens), max_length, "the token array", "use more data or a shorter context")
         count = num_samples or max(1, (len(tokens) - max_length) // max_length)
         order = RandomSampler(dataset, replacement=True, num_samples=count, generator=generator)
     else:
         dataset = SlidingWindowDataset(tokens, max_length, stride)
         if len(dataset) == 0:
-            raise DataError(f"{len(tokens)} tokens are too few for one window of {max_length} "
-                            f"tokens plus its target; use more data or a shorter context")
+            raise too_short(len(tokens), max_length, "the token array", "use more data or a shorter context")
         order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last)

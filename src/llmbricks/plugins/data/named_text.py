@@ -12,7 +12,8 @@ _HINT = "the file is not UTF-8 text; check the `path` param"
 
 class _NamedText(NamedFileSource):
     def __iter__(self) -> Iterator[str]:
-        yield from textio.iter_text(self.resolve(), "utf-8", "strict", _HINT)
+        path = self.resolve()
+        yield from textio.require_text(textio.iter_text(path, "utf-8", "strict", _HINT), str(path))
 
 
 class TinyShakespeareSource(_NamedText):

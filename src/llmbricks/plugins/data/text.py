@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.errors import DataError
+from llmbricks.core.errors import InputError
 from llmbricks.core.interfaces import DataSource
 from llmbricks.plugins.data import textio
 
@@ -32,9 +32,9 @@ def _walk(directory: Path) -> list[Path]:
 
 
 def expand_paths(spec: str) -> list[Path]:
-    """The files a ``path`` param names, in reading order; ``DataError`` when there are none."""
+    """The files a ``path`` param names, in reading order; ``InputError`` (exit 2) when none."""
     if not spec:
-        raise DataError("the 'text' data source needs a `path`: a file, a directory or a glob "
+        raise InputError("the 'text' data source needs a `path`: a file, a directory or a glob "
                         "such as 'corpus/*.txt'")
     path = Path(spec).expanduser()
     if path.is_file():
@@ -42,7 +42,7 @@ def expand_paths(spec: str) -> list[Path]:
     if path.is_dir():
         files = _walk(path)
         if not files:
-            raise DataError(f"{path}: the directory holds no files (hidden ones are skipped)")
+            raise InputError(f"{path}: the directory holds no files (hidden ones are skipped)")
         return files
     if any(c in spec for c in _GLOB_CHARS):
         found: set[Path] = set()
@@ -53,9 +53,9 @@ def expand_paths(spec: str) -> list[Path]:
             elif match_path.is_file():
                 found.add(match_path)
         if not found:
-            raise DataError(f"no file matches the glob {spec!r} (relative to {Path.cwd()})")
+            raise InputError(f"no file matches the glob {spec!r} (relative to {Path.cwd()})")
         return sorted(found)  # by path components, as for a directory; each file once
-    raise DataError(f"{path} does not exist (the 'text' source takes a file, a directory or a glob)")
+    raise InputError(f"{path} does not exist (the 'text' source takes a file, a directory or a glob)")
 
 
 class TextSource(DataSource):
@@ -93,8 +93,13 @@ class TextSource(DataSource):
         return expand_paths(self.params.path)
 
     def __iter__(self) -> Iterator[str]:
+        files = self.files()
+        what = str(files[0]) if len(files) == 1 else f"{self.params.path} ({len(files)} files)"
+        yield from textio.require_text(self._pieces(files), what)
+
+    def _pieces(self, files: list[Path]) -> Iterator[str]:
         p = self.params
-        for i, file in enumerate(self.files()):
+        for i, file in enumerate(files):
             if i and p.separator:
                 yield p.separator
             yield from textio.iter_text(file, p.encoding, p.errors)

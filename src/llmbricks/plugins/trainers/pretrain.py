@@ -9,13 +9,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.errors import DataError
 from llmbricks.core.interfaces import Model, Trainer
 from llmbricks.core.store.token_cache import prepare_data
 from llmbricks.core.tasks.generation import generate
 from llmbricks.core.train.batches import WindowBatches
 from llmbricks.core.train.loop import TrainTask, move_batch
 from llmbricks.core.train.session import Session
+from llmbricks.core.train.windows import check_split_windows
 
 
 class PretrainParams(ParamsModel):
@@ -71,6 +71,7 @@ class PretrainTrainer(Trainer):
         tokenizer = session.tokenizer or data.tokenizer
         train_tokens, val_tokens = data.split(data_cfg.val_fraction)
         context = config.model.context_length
+        check_split_windows(len(train_tokens), len(val_tokens), context, data_cfg.val_fraction)
         windows = WindowBatches(train_tokens, context, train_cfg.batch_size, stride=data_cfg.stride,
                                 sampler=data_cfg.sampler, shuffle=data_cfg.shuffle,
                                 drop_last=data_cfg.drop_last, seed=config.seed, rank=dist.rank,
@@ -82,9 +83,6 @@ class PretrainTrainer(Trainer):
         if len(val_tokens) > context:
             val_eval = WindowBatches(val_tokens, context, global_batch, drop_last=False,
                                      shuffle=False).spread(train_cfg.eval_batches)
-        elif data_cfg.val_fraction > 0:
-            raise DataError(f"the validation split has {len(val_tokens)} tokens, too few for one "
-                            f"window of {context}; raise data.val_fraction or use more data")
         model, _ = session.build_model("all", tokenizer=tokenizer)
 
         def evaluate(net: Model) -> dict[str, float | None]:
