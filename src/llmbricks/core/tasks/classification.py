@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, InputError
 from ..interfaces import DataSource, Tokenizer
 from ..store.atomic import write_atomic
 from ..train.batches import ShardedEpochs
@@ -117,9 +117,9 @@ def check_splits(splits: dict[str, list[tuple[str, str]]], labels: Sequence[str]
             if fraction > 0]
     for name, fraction in used:
         if not splits[name]:
-            raise DataError(f"{n} labeled rows are too few: the {name} split "
-                            f"({fraction:g} of them) is empty; use more rows or change "
-                            "train.trainer.split")
+            raise InputError(f"{n} labeled rows are too few: the {name} split "
+                             f"({fraction:g} of them) is empty; use more rows or change "
+                             "train.trainer.split")
     for name, _ in used:
         counts = Counter(label for _, label in splits[name])
         for label in labels:

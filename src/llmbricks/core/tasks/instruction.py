@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
 from ..interfaces import PromptTemplate, Tokenizer
 from ..registry import get_registry
 from ..train.batches import ShardedEpochs
@@ -73,6 +73,12 @@ def split_records(records: Sequence[Any], fractions: Sequence[float], *, shuffle
     a = sizes[0]
     b = a + sizes[middle]
     parts = {"train": items[:a], middle: items[a:b], last: items[b:b + sizes[last]]}
+    for name, index in (("training", "train"), ("validation", 1)):
+        fraction = fractions[0 if index == "train" else 1]
+        if fraction > 0 and not parts[index]:
+            raise InputError(f"{len(items)} instruction records are too few: the {name} split "
+                             f"({fraction:g} of them) is empty; use more records or change "
+                             "train.trainer.split")
     return parts["train"], parts[1], parts[2]
 
 

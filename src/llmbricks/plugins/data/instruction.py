@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.errors import DataError
+from llmbricks.core.errors import DataError, InputError
 from llmbricks.core.interfaces import DataSource
 from llmbricks.plugins.data import corpora, textio
 from llmbricks.plugins.data.named import NamedFileParams, NamedFileSource
@@ -70,6 +70,14 @@ def load_instruction_records(path: str | Path,
     return [_check_record(record, f"{path}: record {i}") for i, record in enumerate(data)]
 
 
+def _require_records(records: list[dict[str, Any]], path: Path) -> list[dict[str, Any]]:
+    """An empty file or list is the user's to fix (exit 2), said before any split or model."""
+    if not records:
+        raise InputError(f"{path}: holds 0 instruction records; the training split needs at "
+                         "least one {instruction, input, output} record")
+    return records
+
+
 class InstructionJsonSource(DataSource):
     """Instruction records from your JSON or JSONL file (instruction, input, output strings)."""
 
@@ -90,8 +98,8 @@ class InstructionJsonSource(DataSource):
                             "file of {instruction, input, output} records")
         path = Path(self.params.path).expanduser()
         if not path.is_file():
-            raise DataError(f"{path} does not exist (instruction_json `path`)")
-        yield from load_instruction_records(path, self.params.format)
+            raise InputError(f"{path} does not exist (instruction_json `path`)")
+        yield from _require_records(load_instruction_records(path, self.params.format), path)
 
     def describe(self) -> str:
         return f"instruction records at {self.params.path or '(no path set)'}"
@@ -108,4 +116,5 @@ class InstructionDataSource(NamedFileSource):
         """Where to find instruction-data.json."""
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        yield from load_instruction_records(self.resolve(), "auto")
+        path = self.resolve()
+        yield from _require_records(load_instruction_records(path, "auto"), path)

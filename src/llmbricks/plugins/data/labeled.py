@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.errors import DataError, did_you_mean
+from llmbricks.core.errors import DataError, InputError, did_you_mean
 from llmbricks.core.interfaces import DataSource
 from llmbricks.plugins.data import textio
 
@@ -57,7 +57,7 @@ class LabeledTextSource(DataSource):
             raise DataError("the 'labeled_text' data source needs a `path` to a CSV, TSV or JSONL file")
         path = Path(p.path).expanduser()
         if not path.is_file():
-            raise DataError(f"{path} does not exist (labeled_text `path`)")
+            raise InputError(f"{path} does not exist (labeled_text `path`)")
         fmt = p.format
         if fmt == "auto":
             found = SUFFIX_FORMATS.get(path.suffix.lower())
@@ -75,7 +75,8 @@ class LabeledTextSource(DataSource):
             count += 1
             yield row
         if count == 0:
-            raise DataError(f"{path}: the file holds no labeled rows")
+            raise InputError(f"{path}: the file holds no labeled rows (0 rows after the header "
+                             "and blank lines); each split needs at least one row of every class")
 
     def _delimited(self, path: Path, fmt: str) -> Iterator[tuple[str, str]]:
         p = self.params
