@@ -19,7 +19,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import DataError
+from ..errors import DataError, InputError, LlmbricksError
 from .atomic import atomic_path
 
 DATA_DIR_ENV = "LLMBRICKS_DATA_DIR"
@@ -93,7 +93,7 @@ def resolve_file(remote: RemoteFile, explicit: str | Path | None = None, *,
         path = Path(explicit).expanduser()
         if not path.is_file():
             problem = "is not a file" if path.exists() else "does not exist"
-            raise DataError(f"{remote.filename}: the given path {path} {problem}")
+            raise InputError(f"{remote.filename}: the given path {path} {problem}")
         return path  # the user's own file: not held to the canonical checksum
     for path in candidates(remote):
         if path.is_file():
@@ -120,8 +120,9 @@ def fetch(remote: RemoteFile, target: str | Path, *, timeout: float = 60.0) -> P
     with contextlib.ExitStack() as stack:
         try:
             tmp = stack.enter_context(atomic_path(target))
-        except OSError as exc:
-            raise DataError(f"cannot write to {target.parent} ({exc.strerror or exc}); set "
+        except (OSError, LlmbricksError) as exc:  # the atomic writer names the path's problem
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise DataError(f"cannot write to {target.parent} ({reason}); set "
                             f"${CACHE_DIR_ENV} to a writable directory") from None
         with open(tmp, "wb") as out:
             _download(remote.url, out, timeout)

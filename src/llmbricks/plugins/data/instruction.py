@@ -12,6 +12,7 @@ from pydantic import Field
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError, InputError
 from llmbricks.core.interfaces import DataSource
+from llmbricks.core.store.text_input import check_text
 from llmbricks.plugins.data import corpora, textio
 from llmbricks.plugins.data.named import NamedFileParams, NamedFileSource
 
@@ -31,6 +32,7 @@ def _check_record(record: Any, where: str) -> dict[str, Any]:
         if not isinstance(record[key], str):
             raise DataError(f"{where}: {key!r} is a JSON {type(record[key]).__name__}, "
                             "not a string")
+        check_text(record[key], f"{where}, {key!r}")  # a "\ud800" escape decodes to no text
     return dict(record)
 
 
@@ -97,8 +99,7 @@ class InstructionJsonSource(DataSource):
             raise DataError("the 'instruction_json' data source needs a `path` to a JSON or JSONL "
                             "file of {instruction, input, output} records")
         path = Path(self.params.path).expanduser()
-        if not path.is_file():
-            raise InputError(f"{path} does not exist (instruction_json `path`)")
+        textio.require_file(path, "instruction_json `path`")
         yield from _require_records(load_instruction_records(path, self.params.format), path)
 
     def describe(self) -> str:

@@ -56,8 +56,7 @@ class LabeledTextSource(DataSource):
         if not p.path:
             raise DataError("the 'labeled_text' data source needs a `path` to a CSV, TSV or JSONL file")
         path = Path(p.path).expanduser()
-        if not path.is_file():
-            raise InputError(f"{path} does not exist (labeled_text `path`)")
+        textio.require_file(path, "labeled_text `path`")
         fmt = p.format
         if fmt == "auto":
             found = SUFFIX_FORMATS.get(path.suffix.lower())

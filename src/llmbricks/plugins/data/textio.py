@@ -79,7 +79,7 @@ def iter_text(path: str | Path, encoding: str = "utf-8", errors: str = "strict",
                 # exc.start counts from the decoder's held bytes, which precede this chunk.
                 offset = consumed - held + exc.start
                 raise utf8_error(str(path), offset, exc.object[exc.start:exc.end], exc.reason,
-                                 hint, encoding) from None
+                                 hint, encoding.upper()) from None
             if first and utf8 and text:
                 text = text.removeprefix(BOM)
                 first = False
@@ -98,6 +98,14 @@ def _nul_error(path: Path, chunk: bytes, consumed: int, wide: bool) -> InputErro
     where = "" if wide or at < 0 else f" at byte offset {consumed + at}"
     return InputError(f"{path}: a NUL character{where}: this is a binary file (or UTF-16), not "
                       "text; give a text file, or set `encoding` to the file's encoding")
+
+
+def require_file(path: Path, param: str) -> Path:
+    """``path`` when it is a file; else ``InputError`` saying what it is instead (exit 2)."""
+    if path.is_file():
+        return path
+    problem = "is a directory, not a file" if path.is_dir() else "does not exist"
+    raise InputError(f"{path} {problem} ({param})")
 
 
 def require_text(pieces: Iterable[str], what: str) -> Iterator[str]:
