@@ -19,13 +19,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
-    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from .component import ComponentSpec, Dims
+from .component import ComponentSpec, Dims, StrictNumbers
 from .config_io import dump_yaml, parse_yaml, read_config_file
 from .errors import ComponentError, ConfigError, did_you_mean
 from .registry import Registry, describe_validation_error, get_registry
@@ -37,7 +36,23 @@ Spec = Annotated[
 ]
 
 
-class Section(BaseModel):
+#: Upper bounds far above any real model, below where an integer overflows torch or a float
+#: turns into nonsense; a value past one is a typo, refused when the config loads.
+MAX_SEED = 2**63 - 1          # torch.manual_seed takes a signed 64-bit integer
+MAX_CONTEXT = 1 << 24         # 16M positions
+MAX_EMB_DIM = 1 << 17         # 131072
+MAX_LAYERS = 10_000
+MAX_HEADS = 1 << 14
+MAX_VOCAB = 1 << 24           # 16.7M tokens
+MAX_BATCH = 1 << 24
+MAX_STEPS = 10**12
+MAX_TOKENS = 10**16
+MAX_EPOCHS = 10**6
+MAX_SEEDS = 10_000            # runs per ablation variant
+
+class Section(StrictNumbers):
+    """Base of every config section: unknown keys are errors, numbers are finite and never bools."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
@@ -45,11 +60,11 @@ class ModelConfig(Section):
     """The network's shape and the component that fills each slot."""
 
     preset: str | None = None
-    vocab_size: PositiveInt | Literal["auto"] = "auto"
-    context_length: PositiveInt = 256
-    emb_dim: PositiveInt = 384
-    n_layers: PositiveInt = 6
-    n_heads: PositiveInt = 6
+    vocab_size: Annotated[int, Field(ge=1, le=MAX_VOCAB)] | Literal["auto"] = "auto"
+    context_length: int = Field(256, ge=1, le=MAX_CONTEXT)
+    emb_dim: int = Field(384, ge=1, le=MAX_EMB_DIM)
+    n_layers: int = Field(6, ge=1, le=MAX_LAYERS)
+    n_heads: int = Field(6, ge=1, le=MAX_HEADS)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     tokenizer: Spec | None = None
     embedding: Spec = ComponentSpec(name="token")
@@ -91,7 +106,8 @@ class DataConfig(Section):
     prompt: Spec | None = Field(None, description="the prompt template instruction records are "
                                 "formatted with (e.g. alpaca, phi3); null = the trainer's default")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    stride: PositiveInt | None = Field(None, description="window stride; unset = context_length")
+    stride: int | None = Field(None, ge=1, le=MAX_CONTEXT, description="window stride; unset = "
+                               "context_length")
     sampler: Literal["sliding", "random"] = "sliding"
     shuffle: bool = True
     drop_last: bool = True
@@ -113,35 +129,40 @@ class TrainConfig(Section):
         "always train")
     # Budget: training stops at the first one reached. Setting epochs or max_tokens without
     # max_steps clears the max_steps default.
-    max_steps: PositiveInt | None = 2000
-    epochs: float | None = Field(None, gt=0.0, description="passes over the training windows")
-    max_tokens: PositiveInt | None = Field(None, description="training tokens (all ranks)")
-    batch_size: PositiveInt = Field(32, description="windows per optimizer step and rank, "
-                                    "before gradient accumulation")
-    grad_accum: PositiveInt = Field(1, description="micro-batches summed into one optimizer step")
+    max_steps: int | None = Field(2000, ge=1, le=MAX_STEPS)
+    epochs: float | None = Field(None, gt=0.0, le=MAX_EPOCHS, description="passes over the "
+                                 "training windows")
+    max_tokens: int | None = Field(None, ge=1, le=MAX_TOKENS, description="training tokens "
+                                   "(all ranks)")
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH, description="windows per optimizer step and "
+                            "rank, before gradient accumulation")
+    grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches summed into one "
+                            "optimizer step")
     # AdamW
     lr: float = Field(1.0e-3, gt=0.0, description="peak learning rate")
     min_lr: float = Field(0.0, ge=0.0, description="where cosine decay ends")
     weight_decay: float = Field(0.1, ge=0.0, description="on matrices only (see decay_embeddings)")
     decay_embeddings: bool = Field(False, description="also decay embedding tables")
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = Field(100, ge=0, description="linear warmup from 0 to lr")
+    betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (
+        0.9, 0.999)
+    warmup_steps: int = Field(100, ge=0, le=MAX_STEPS, description="linear warmup from 0 to lr")
     schedule: Literal["constant", "cosine"] = "cosine"
     grad_clip: float | None = Field(1.0, gt=0.0, description="max global grad norm; null = off")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN or infinite loss or gradient norm: stop (keep the last good "
         "checkpoint) or skip that optimizer step (stop after 10 in a row)")
     # Evaluation and samples
-    eval_every: PositiveInt = 200
-    eval_batches: PositiveInt = Field(20, description="batches per split per evaluation")
+    eval_every: int = Field(200, ge=1, le=MAX_STEPS)
+    eval_batches: int = Field(20, ge=1, le=MAX_BATCH, description="batches per split per evaluation")
     sample_prompt: str | None = Field(None, description="continued at each evaluation into "
                                       "samples.txt; null = no samples")
-    sample_tokens: PositiveInt = 50
+    sample_tokens: int = Field(50, ge=1, le=MAX_CONTEXT)
     # Run
-    checkpoint_every: PositiveInt | None = Field(
-        None, description="steps between checkpoints; null = at each evaluation (and at the end)")
-    keep_checkpoints: PositiveInt = Field(3, description="newest checkpoints kept on disk")
-    log_every: PositiveInt = Field(10, description="steps between step events")
+    checkpoint_every: int | None = Field(
+        None, ge=1, le=MAX_STEPS, description="steps between checkpoints; null = at each "
+        "evaluation (and at the end)")
+    keep_checkpoints: int = Field(3, ge=1, le=MAX_STEPS, description="newest checkpoints kept on disk")
+    log_every: int = Field(10, ge=1, le=MAX_STEPS, description="steps between step events")
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast")
     compile: bool = Field(False, description="torch.compile the model for training")
     device: str = Field("auto", description="auto = cuda when available, else cpu")
@@ -164,7 +185,8 @@ class AblationConfig(Section):
 
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted config path -> "
                                        "the values to try, e.g. {model.positional: [rope, alibi]}")
-    seeds: PositiveInt = Field(1, description="runs per variant, with seeds seed, seed+1, ...")
+    seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="runs per variant, with seeds seed, "
+                       "seed+1, ...")
     baseline: str | None = Field(None, description="the variant the others are compared with "
                                  "(its name or its value); null = the first variant")
 
@@ -187,8 +209,16 @@ class Config(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
-    seed: int = 123
+    seed: int = Field(123, ge=0, le=MAX_SEED)
     ablation: AblationConfig | None = None
+
+    @model_validator(mode="after")
+    def _seeds_fit(self) -> Config:
+        """An ablation's last seed (seed + seeds - 1) must still be a valid seed."""
+        if self.ablation is not None and self.seed + self.ablation.seeds - 1 > MAX_SEED:
+            raise ValueError(f"seed {self.seed} + ablation.seeds {self.ablation.seeds} runs past the "
+                             f"largest seed ({MAX_SEED}); lower seed")
+        return self
 
     def to_data(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
@@ -303,7 +333,7 @@ def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
                 child = {"name": child}
             elif isinstance(child, ComponentSpec):
                 child = child.to_data()
-            elif child is None:
+            elif not isinstance(child, dict):  # null, or a value a spec cannot be: start afresh
                 child = {}
             if parts[2] == "name" and len(parts) == 3 and child.get("name") not in (None, value):
                 child = {}
@@ -362,12 +392,16 @@ def resolve_config(raw: Mapping[str, Any], registry: Registry | None = None) -> 
     registry = registry or get_registry()
     raw = copy.deepcopy(dict(raw))
     for section in SECTIONS:
-        value = raw.get(section)
-        if value is None:
+        if section not in raw:
             continue
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{section}: expected a mapping of fields, got {value!r}")
-        raw[section] = dict(value)
+        value = raw[section]
+        if value is None:  # `model:` with nothing under it, `--set model=null`: the defaults
+            del raw[section]
+        elif not isinstance(value, Mapping):
+            raise ConfigError(f"{section}: expected a mapping of fields (or null for the defaults), "
+                              f"got {type(value).__name__} {_short(value)}")
+        else:
+            raw[section] = dict(value)
     model_raw = raw.get("model", {})
     preset = model_raw.get("preset")
     if preset is not None:
@@ -387,6 +421,12 @@ def resolve_config(raw: Mapping[str, Any], registry: Registry | None = None) -> 
     _resolve_components(config, registry)
     _check_model(config.model, registry)
     return config
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value's repr cut to one short line, for an error message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _describe_schema_error(exc: ValidationError) -> str:

@@ -337,8 +337,11 @@ def describe_validation_error(exc: ValidationError, *, owner: str, fields: list[
     elif first["type"] == "value_error":
         text = str(first.get("ctx", {}).get("error", first["msg"]))
     else:
-        text = f"{first['msg'][0].lower()}{first['msg'][1:]}, got {first.get('input')!r}"
+        shown = " ".join(repr(first.get("input")).split())  # one line, however long the input
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        text = f"{first['msg'][0].lower()}{first['msg'][1:]}, got {shown}"
     more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    text = " ".join(text.split())  # a message is one line, even when a validator's spans several
     return f"{path}: {text}{more}" if path else f"{text}{more}"
 
 

@@ -8,6 +8,7 @@ Every variant is resolved (validated) before anything runs.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import re
@@ -17,7 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, check_path, parse_override, resolve_config, set_path
+from ..config import (
+    MAX_SEED,
+    MAX_SEEDS,
+    Config,
+    check_path,
+    parse_override,
+    resolve_config,
+    set_path,
+)
 from ..config_io import dump_yaml, parse_yaml, read_config_file
 from ..errors import ConfigError, LlmbricksError
 from ..registry import Registry, get_registry
@@ -109,9 +118,17 @@ def parse_grid(option: str) -> tuple[str, list[Any]]:
                           "(e.g. --grid model.positional=rope,alibi)")
     check_path(path, "--grid")
     values = [parse_yaml(v, f"--grid {path}") if v else None for v in split_values(text)]
-    if len(values) != len({json.dumps(v, sort_keys=True, default=str) for v in values}):
+    if len(values) != len({_identity(v) for v in values}):
         raise ConfigError(f"--grid {path}: a value is listed twice")
     return path, values
+
+
+def _identity(value: Any) -> str:
+    """A value's canonical text, to spot a grid value listed twice (mixed key types included)."""
+    try:
+        return json.dumps(value, sort_keys=True, default=str)
+    except TypeError:  # keys of mixed types cannot be sorted
+        return repr(value)
 
 
 def value_label(value: Any) -> str:
@@ -171,9 +188,12 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
         changes = dict(zip(merged, combo, strict=True))
         variants.append(Variant(name, changes, _resolve_variant(raw, name, changes, registry)))
     count = seeds if seeds is not None else section.seeds
-    if count < 1:
-        raise ConfigError(f"--seeds {count}: give at least 1")
+    if not 1 <= count <= MAX_SEEDS:
+        raise ConfigError(f"--seeds {count}: give 1 to {MAX_SEEDS:,}")
     first_seed = variants[0].config.seed
+    if first_seed + count - 1 > MAX_SEED:
+        raise ConfigError(f"--seeds {count}: seed {first_seed} + {count} runs past the largest "
+                          f"seed ({MAX_SEED}); lower seed")
     chosen = _pick_baseline(baseline if baseline is not None else section.baseline, variants, merged)
     return AblationPlan(source=str(source), grid=merged, seeds=[first_seed + k for k in range(count)],
                         baseline=chosen, variants=variants, command=command)
@@ -181,7 +201,7 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
 
 def _resolve_variant(raw: Mapping[str, Any], name: str, changes: Mapping[str, Any],
                      registry: Registry) -> Config:
-    data = json.loads(json.dumps(raw))  # a deep copy of plain YAML data
+    data = copy.deepcopy(dict(raw))  # YAML may hold dates or sets, which JSON cannot copy
     try:
         for path, value in changes.items():
             set_path(data, path, value)

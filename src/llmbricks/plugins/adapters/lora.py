@@ -129,7 +129,7 @@ class LoRA(Adapter):
     name = "lora"
 
     class Params(ParamsModel):
-        r: int = Field(8, ge=1, description="rank of the update B A (A: [r, in], B: [out, r])")
+        r: int = Field(8, ge=1, le=1 << 16, description="rank of the update B A (A: [r, in], B: [out, r])")
         alpha: float = Field(
             16.0, gt=0, description="the update is scaled by alpha / r (0 would train nothing)")
         dropout: float = Field(

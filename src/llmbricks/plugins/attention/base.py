@@ -13,7 +13,7 @@ from llmbricks.core.kv_cache import LayerKVCache
 class AttentionParams(ParamsModel):
     qkv_bias: bool = Field(False, description="bias on the query/key/value projections")
     n_kv_heads: int | None = Field(
-        None, ge=1, description="key/value heads for GQA (1 = MQA); unset = n_heads")
+        None, ge=1, le=1 << 14, description="key/value heads for GQA (1 = MQA); unset = n_heads")
 
 
 class ProjectedAttention(Attention):

@@ -19,7 +19,7 @@ class ClassificationHead(Head):
     per_token: ClassVar[bool] = False
 
     class Params(ParamsModel):
-        num_classes: int = Field(2, ge=2, description="classes to tell apart (2: spam vs ham)")
+        num_classes: int = Field(2, ge=2, le=1 << 24, description="classes to tell apart (2: spam vs ham)")
         pooling: Literal["last", "last_nonpad", "mean"] = Field(
             "last", description="last = the last position, padding or not (the book); "
             "last_nonpad = each row's last real token; mean = the mean over real tokens")

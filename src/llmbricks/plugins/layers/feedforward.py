@@ -18,7 +18,7 @@ class GELUFeedForward(FeedForward):
     name = "gelu"
 
     class Params(ParamsModel):
-        hidden_mult: float = Field(4.0, gt=0.0, description="hidden width as a multiple of emb_dim")
+        hidden_mult: float = Field(4.0, gt=0.0, le=1024.0, description="hidden width as a multiple of emb_dim")
         bias: bool = Field(True, description="biases on both linear layers")
         approximate: Literal["tanh", "none"] = Field(
             "tanh", description="tanh = GPT-2's approximation (the book, Hugging Face gelu_new); "
@@ -55,9 +55,9 @@ class SwiGLUFeedForward(FeedForward):
     name = "swiglu"
 
     class Params(ParamsModel):
-        hidden_mult: float = Field(8 / 3, gt=0.0, description="hidden width as a multiple of "
+        hidden_mult: float = Field(8 / 3, gt=0.0, le=1024.0, description="hidden width as a multiple of "
                                    "emb_dim before rounding (8/3 matches a 4x GELU MLP's size)")
-        multiple_of: int = Field(64, ge=1, description="round the hidden width up to a multiple "
+        multiple_of: int = Field(64, ge=1, le=1 << 16, description="round the hidden width up to a multiple "
                                  "of this (hardware-friendly sizes)")
 
     @staticmethod

@@ -17,7 +17,7 @@ class LayerNorm(Norm):
     name = "layernorm"
 
     class Params(ParamsModel):
-        eps: float = Field(1e-5, gt=0.0, description="added to the variance for stability")
+        eps: float = Field(1e-5, gt=0.0, le=1.0, description="added to the variance for stability")
         bias: bool = Field(True, description="learn a shift as well as a scale")
 
     def __init__(self, params: Params, dims: Dims) -> None:
@@ -37,7 +37,7 @@ class RMSNorm(Norm):
     name = "rmsnorm"
 
     class Params(ParamsModel):
-        eps: float = Field(1e-6, gt=0.0, description="added to the mean square for stability")
+        eps: float = Field(1e-6, gt=0.0, le=1.0, description="added to the mean square for stability")
 
     def __init__(self, params: Params, dims: Dims) -> None:
         super().__init__(params, dims)

@@ -189,7 +189,7 @@ class ConsoleLogger(Logger):
         mode: Literal["auto", "bar", "plain"] = Field(
             "auto", description="bar: a live progress bar; plain: one line per event (CI, pipes); "
                                 "auto: bar when stdout is a terminal")
-        sample_chars: int = Field(200, ge=20, description="samples are cut to this many characters")
+        sample_chars: int = Field(200, ge=20, le=1 << 24, description="samples are cut to this many characters")
 
     def __init__(self, params: Params, console: Console | None = None) -> None:
         """``console`` replaces the rich console the bar draws on (tests, notebooks)."""

@@ -48,9 +48,9 @@ class T5RelativeBias(PositionalEncoding):
     extrapolates: ClassVar[bool] = True
 
     class Params(ParamsModel):
-        num_buckets: int = Field(32, ge=2, description="distance buckets per head: half exact, "
+        num_buckets: int = Field(32, ge=2, le=1 << 16, description="distance buckets per head: half exact, "
                                  "half log-spaced (32 in T5)")
-        max_distance: int = Field(128, ge=2, description="distances from here on share the last "
+        max_distance: int = Field(128, ge=2, le=1 << 24, description="distances from here on share the last "
                                   "bucket (128 in T5)")
 
     @classmethod

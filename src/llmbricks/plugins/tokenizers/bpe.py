@@ -239,7 +239,7 @@ class BPETokenizer(Tokenizer):
 
     class Params(ParamsModel):
         vocab_size: int = Field(
-            4096, description="target vocabulary size: 256 byte tokens + learned merges + the "
+            4096, le=1 << 24, description="target vocabulary size: 256 byte tokens + learned merges + the "
             "special tokens (ignored when gpt2_files is set)")
         pattern: str = Field(
             GPT2_PATTERN, description="pre-tokenization regex (`regex` syntax, also run by "

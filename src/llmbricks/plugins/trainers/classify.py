@@ -37,7 +37,7 @@ class ClassifyParams(ParamsModel):
     padding: Literal["longest", "fixed", "none"] = Field(
         "longest", description="longest = pad every text to the longest training text (the "
         "book); fixed = pad or cut to max_length; none = no padding (train.batch_size 1)")
-    max_length: int | None = Field(None, ge=1, description="fixed: the padded length; longest: "
+    max_length: int | None = Field(None, ge=1, le=1 << 24, description="fixed: the padded length; longest: "
                                    "an optional cap; never past model.context_length")
 
     @model_validator(mode="after")

@@ -35,7 +35,7 @@ RESPONSES_FILE = "responses.json"
 
 class InstructParams(ParamsModel):
     allowed_max_length: PositiveInt | None = Field(
-        None, description="truncate inputs and targets to this many tokens; null = "
+        None, le=1 << 24, description="truncate inputs and targets to this many tokens; null = "
         "model.context_length (never more)")
     mask_prompt: bool = Field(False, description="ignore the prompt's targets too, so only the "
                               "response and its end-of-text are learned (the book's exercise 7.2)")
@@ -47,7 +47,7 @@ class InstructParams(ParamsModel):
     split_order: SplitOrder = Field("train-val-test", description="the order the splits are "
                                     "sliced in; train-test-val is the book's (with split "
                                     "[0.85, 0.05, 0.1])")
-    response_tokens: NonNegativeInt = Field(256, description="new tokens per test response "
+    response_tokens: NonNegativeInt = Field(256, le=1 << 24, description="new tokens per test response "
                                             "(greedy, stops at end-of-text); 0 = no responses")
 
 
