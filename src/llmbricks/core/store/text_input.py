@@ -77,6 +77,19 @@ def _first_surrogate(text: str) -> int:
     return -1
 
 
+def check_parsed_text(text: str, source: str) -> str:
+    """``text`` unchanged unless it holds a lone surrogate, reported by character position.
+
+    For strings parsed from a format with escapes (JSON's ``"\\udcff"``): there a surrogate is
+    no undecodable byte, so no byte offset is claimed.
+    """
+    i = _first_surrogate(text)
+    if i < 0:
+        return text
+    raise InputError(f"{source}: lone surrogate U+{ord(text[i]):04X} at character {i} is not text "
+                     "and cannot be encoded as UTF-8 (a \\u escape of half a pair?); remove it")
+
+
 def check_text(text: str, source: str) -> str:
     """``text`` unchanged when it encodes as UTF-8; else ``InputError`` naming the byte offset.
 
@@ -88,8 +101,7 @@ def check_text(text: str, source: str) -> str:
     if i < 0:
         return text
     if not "\udc80" <= text[i] <= "\udcff":
-        raise InputError(f"{source}: lone surrogate U+{ord(text[i]):04X} at character {i} is not "
-                         f"text and cannot be encoded as UTF-8; remove it")
+        return check_parsed_text(text, source)
     end = i
     while end < len(text) and "\udc80" <= text[end] <= "\udcff":
         end += 1

@@ -12,7 +12,7 @@ from pydantic import Field
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import DataError, InputError
 from llmbricks.core.interfaces import DataSource
-from llmbricks.core.store.text_input import check_text
+from llmbricks.core.store.text_input import check_parsed_text
 from llmbricks.plugins.data import corpora, textio
 from llmbricks.plugins.data.named import NamedFileParams, NamedFileSource
 
@@ -32,7 +32,7 @@ def _check_record(record: Any, where: str) -> dict[str, Any]:
         if not isinstance(record[key], str):
             raise DataError(f"{where}: {key!r} is a JSON {type(record[key]).__name__}, "
                             "not a string")
-        check_text(record[key], f"{where}, {key!r}")  # a "\ud800" escape decodes to no text
+        check_parsed_text(record[key], f"{where}, {key!r}")  # a "\ud800" escape is no text
     return dict(record)
 
 
