@@ -222,11 +222,16 @@ def test_invalid_bytes_on_argv(work: Path, tmp_path: Path) -> None:
     assert snapshot(work) == before
 
 
-def test_invalid_bytes_on_stdin(work: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "stdin", "offset"), [
+    ("inspect", "née ".encode() + b"\xc3(sea", 5),
+    ("decode", b"1 2 \xff 3", 4),
+], ids=["inspect-text", "decode-ids"])
+def test_invalid_bytes_on_stdin(command: str, stdin: bytes, offset: int, work: Path,
+                                tmp_path: Path) -> None:
     before = snapshot(work)
-    stdin = "née ".encode() + b"\xc3(sea"
-    result = run_bytes(["tokenizer", "inspect", "-t", "tok"], work, tmp_path, stdin)
-    assert_clean_failure(result, 2, "standard input: invalid UTF-8 at byte offset 5", "0xc3")
+    result = run_bytes(["tokenizer", command, "-t", "tok"], work, tmp_path, stdin)
+    assert_clean_failure(result, 2, f"standard input: invalid UTF-8 at byte offset {offset}",
+                         f"(0x{stdin[offset]:02x}")
     assert snapshot(work) == before
 
 

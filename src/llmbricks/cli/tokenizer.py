@@ -135,7 +135,7 @@ def decode(tokenizer_arg: str, ids: tuple[int, ...]) -> None:
     tok = _tokenizer(tokenizer_arg)
     if not ids:
         try:
-            ids = tuple(int(x) for x in sys.stdin.read().split())
+            ids = tuple(int(x) for x in _text(()).split())
         except ValueError as exc:
             raise click.UsageError(f"token ids must be integers: {exc}") from None
     click.echo(tok.decode(ids))
