@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import sys
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -19,7 +22,10 @@ from llmbricks.cli.options import set_option
               "when taken).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out (default: the newest "
               "runs/NAME*) from its last complete checkpoint.")
-def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume: bool) -> None:
+@click.option("--overwrite", is_flag=True, help="Start the run in --out over: its checkpoints "
+              "and metrics are deleted (only a run directory is ever replaced).")
+def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume: bool,
+          overwrite: bool) -> None:
     """Train the model CONFIG describes; checkpoints, metrics and plots go to the run directory.
 
     CONFIG may also be a model directory (`llmbricks import gpt2` writes one) or a run: its
@@ -32,21 +38,42 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
     from llmbricks.core.train.session import default_run_dir, training_config
     from llmbricks.core.train.session import train as run_training
 
+    if resume and overwrite:
+        raise click.UsageError("--resume continues a run and --overwrite starts it over: give one")
     config = training_config(config_file, overrides)
     directory = Path(out) if out else default_run_dir(config, resume=resume)
     try:
-        result = run_training(config, out=directory, resume=resume)
+        with one_line_warnings():
+            result = run_training(config, out=directory, resume=resume, overwrite=overwrite)
     except TrainingInterrupted as exc:
         again = ["llmbricks", "train", config_file, *[f"--set={o}" for o in overrides],
                  "--out", str(directory), "--resume"]
         click.echo(f"interrupted at step {exc.step}; checkpoint written. Resume with:\n  "
                    + shlex.join(again), err=True)
         sys.exit(exc.exit_code)
+    if result.status == "finished":
+        click.echo(f"run {result.run_dir} already finished at step {result.step}; nothing to do "
+                   "(to train further, --resume with a larger train.max_steps)")
+        return
     metrics = result.metrics
     val = metrics.get("val_loss")
     click.echo(f"done: {result.step} steps, train loss {_fmt(metrics.get('train_loss'))}, "
                f"val loss {_fmt(val)}")
     click.echo(f"run: {result.run_dir}  (plot: {result.run_dir / 'loss.png'})")
+
+
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show each warning as one ``warning: ...`` line on stderr, not Python's two-line form."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: object = None, line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        click.echo(f"warning: {text}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _fmt(value: float | None) -> str:

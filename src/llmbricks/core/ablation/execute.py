@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..store.atomic import write_atomic
+from ..store.atomic import OutputKind, check_output_dir, write_atomic
 from .estimate import threads_per_run
 from .jobs import AblationInterrupted, Job, run_job
 from .plan import (
@@ -34,6 +34,8 @@ from .plan import (
 from .ray_executor import run_on_ray
 
 EXECUTORS = ("local", "ray")
+#: What ``ablate`` writes: a non-empty directory without its plan is a user's, never written into.
+ABLATION_KIND = OutputKind("ablation directory", (PLAN_FILE,))
 
 
 def run_dir(directory: Path, variant: str, seed_index: int) -> Path:
@@ -64,6 +66,8 @@ def prepare(plan: AblationPlan, directory: str | Path) -> tuple[list[Job], list[
                               f"runs were planned (compare {CONFIGS_DIR}/{changed[0]}.yaml); "
                               "undo the change, or choose another --out")
         plan.created_at = stored.get("created_at", plan.created_at)
+    else:
+        check_output_dir(directory, kind=ABLATION_KIND)
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(directory / PLAN_FILE, json.dumps(plan.to_data(), indent=2) + "\n")
     configs = write_variant_configs(plan, directory)

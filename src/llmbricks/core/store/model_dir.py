@@ -10,7 +10,8 @@ Loading resolves ``config.yaml`` against the registry first, so a directory that
 component whose plugin is not installed fails there, with the usual config error. Writing is
 atomic (``store.atomic.atomic_directory``): everything goes into a temporary directory beside the
 target, which is renamed into place only once complete, so a reader never sees half a model
-directory.
+directory. ``overwrite`` replaces only a model directory, never another folder; a model directory
+holding a symlink that leads outside it is refused when loaded.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, LlmbricksError
 from ..interfaces import Model, Tokenizer
 from ..registry import Registry
-from .atomic import atomic_directory
+from .atomic import OutputKind, atomic_directory, check_links
 
 __all__ = [
     "CONFIG_FILE",
+    "MODEL_KIND",
     "TOKENIZER_DIR",
     "WEIGHTS_FILE",
     "load_model_dir",
@@ -41,6 +43,8 @@ __all__ = [
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+#: What ``save_model_dir`` writes: only such a directory is replaced by ``--overwrite``.
+MODEL_KIND = OutputKind("model directory", (CONFIG_FILE, WEIGHTS_FILE))
 
 
 def save_model_dir(directory: str | Path, config: Config, model: Model,
@@ -54,7 +58,7 @@ def save_model_dir(directory: str | Path, config: Config, model: Model,
     """
     config = config.model_copy(deep=True)
     config.model.vocab_size = model.dims.vocab_size
-    with atomic_directory(directory, overwrite=overwrite) as tmp:
+    with atomic_directory(directory, overwrite=overwrite, kind=MODEL_KIND) as tmp:
         (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
         # save_model drops the duplicate names of shared (tied) tensors and stores each once.
         save_model(model, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -81,6 +85,7 @@ def load_model_dir(directory: str | Path, device: torch.device | str = "cpu",
         if not path.is_file():
             raise CheckpointError(f"{root} is not a llmbricks model directory: {path.name} is "
                                   f"missing (expected {CONFIG_FILE}, {WEIGHTS_FILE}, {TOKENIZER_DIR}/)")
+    check_links(root)
     config = load_config(config_file, registry=registry)
     tokenizer = None
     if with_tokenizer and (root / TOKENIZER_DIR).is_dir():

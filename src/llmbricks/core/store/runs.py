@@ -14,12 +14,19 @@ RUN/samples.txt                 the sample generated at each evaluation
 A checkpoint is written into a temporary directory and renamed into place, and its
 ``state.json`` records each file's size and sha256: a checkpoint is either complete and verified
 or ignored, so a run killed at any moment resumes from its last good one. Nothing is unpickled:
-weights are safetensors, optimizer and RNG state load with ``torch.load(weights_only=True)``.
+weights are safetensors, optimizer and RNG state load with ``torch.load(weights_only=True)``; a
+file that fails that safe load is refused as untrusted or corrupt, never loaded another way.
+
+A run directory is usable or absent at every instant: its first files (config, manifest,
+tokenizer) are written into a temporary directory beside it and renamed into place together, so
+a kill during setup leaves nothing the same command cannot start again. A run directory is
+refused when it holds a symlink leading outside it (``store.atomic.check_links``).
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import platform
 import re
 import shutil
@@ -29,7 +36,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from safetensors import SafetensorError
@@ -41,7 +48,14 @@ from ..config import COMPONENT_FIELDS, COMPONENT_LIST_FIELDS, Config, load_confi
 from ..errors import CheckpointError, LlmbricksError
 from ..interfaces import Model, Tokenizer
 from ..registry import Registry, get_registry
-from .atomic import atomic_directory, write_atomic
+from .atomic import (
+    OutputKind,
+    atomic_directory,
+    check_links,
+    is_temp_name,
+    kill_point,
+    writing,
+)
 from .datafiles import sha256_file
 from .model_dir import CONFIG_FILE, TOKENIZER_DIR, WEIGHTS_FILE, load_model_dir
 
@@ -54,6 +68,8 @@ OPTIMIZER_FILE = "optimizer.pt"
 ADAPTER_FILE = "adapter.safetensors"
 STATE_FILE = "state.json"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+#: What ``train`` writes: only such a directory is replaced by ``train --overwrite``.
+RUN_KIND = OutputKind("run directory", (CONFIG_FILE, MANIFEST_FILE))
 
 
 @dataclass(frozen=True)
@@ -76,27 +92,37 @@ class Run:
 
     @classmethod
     def create(cls, directory: str | Path, config: Config, tokenizer: Tokenizer | None,
-               vocab_size: int, registry: Registry | None = None) -> Run:
-        """Write config, manifest and tokenizer into a new (or empty) ``directory``."""
+               vocab_size: int, registry: Registry | None = None, *,
+               overwrite: bool = False) -> Run:
+        """Write config, manifest and tokenizer into a new (or empty) ``directory``, all at once.
+
+        They are written into a temporary directory renamed into place, so ``directory`` never
+        exists half made. ``overwrite`` replaces an existing run directory (never anything else).
+        """
         root = Path(directory)
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
-            raise CheckpointError(f"run directory {root} already exists and is not empty: pass "
-                                  "--resume to continue it, or choose another --out")
-        root.mkdir(parents=True, exist_ok=True)
         config = config.model_copy(deep=True)
         config.model.vocab_size = vocab_size
-        if tokenizer is not None:
-            with atomic_directory(root / TOKENIZER_DIR) as tmp:
-                tokenizer.save(tmp)
-        write_atomic(root / MANIFEST_FILE, json.dumps(manifest(config, registry), indent=2) + "\n")
-        write_atomic(root / CONFIG_FILE, config.to_yaml())  # last: its presence marks a run
+        _remove_stale_setups(root)
+        with atomic_directory(root, overwrite=overwrite, kind=RUN_KIND) as tmp:
+            kill_point("setup:started")
+            if tokenizer is not None:
+                tokenizer.save(tmp / TOKENIZER_DIR)
+                kill_point("setup:tokenizer")
+            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest(config, registry), indent=2) + "\n",
+                                             encoding="utf-8")
+            kill_point("setup:manifest")
+            (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")
+            kill_point("setup:config")
+        kill_point("setup:renamed")
         return cls(root, config)
 
     @classmethod
     def open(cls, directory: str | Path, registry: Registry | None = None) -> Run:
+        """Reopen a run; refused when it holds a symlink that leads outside it."""
         root = Path(directory)
         if not (root / CONFIG_FILE).is_file():
             raise CheckpointError(f"{root} is not a run directory: {CONFIG_FILE} is missing")
+        check_links(root)
         return cls(root, load_config(root / CONFIG_FILE, registry=registry))
 
     # --- paths --------------------------------------------------------------------------------
@@ -125,20 +151,34 @@ class Run:
 
     def save_checkpoint(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                         state: dict[str, Any], *, keep: int) -> Path:
-        """Write ``checkpoints/step-N`` atomically, then drop all but the newest ``keep``."""
-        self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
+        """Write ``checkpoints/step-N`` atomically, then drop all but the newest ``keep``.
+
+        A disk that fills up (or any failed write) raises one ``CheckpointError`` naming the
+        checkpoint and the cause; the previous checkpoints are untouched and nothing temporary
+        is left.
+        """
         target = self.checkpoints_dir / f"step-{step}"
+        with writing(target):
+            self.checkpoints_dir.mkdir(parents=True, exist_ok=True)
         # Built as checkpoints/.step-N.RANDOM.tmp (what resuming clears), then renamed in.
         with atomic_directory(target, overwrite=True) as tmp:
             written = save_weights(model, tmp)
-            torch.save({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / OPTIMIZER_FILE)
+            save_torch({"optimizer": optimizer.state_dict(), "rng": rng_state()}, tmp / OPTIMIZER_FILE)
+            kill_point("checkpoint:files")
             files = {name: {"bytes": (tmp / name).stat().st_size, "sha256": sha256_file(tmp / name)}
                      for name in (*written, OPTIMIZER_FILE)}
             record = {**state, "step": step, "files": files, "saved_at": time.time()}
             (tmp / STATE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        for old in self.checkpoint_dirs()[:-keep]:
-            shutil.rmtree(old[1], ignore_errors=True)
+            kill_point("checkpoint:state")
+        kill_point("checkpoint:renamed")
+        self.prune(keep)
+        kill_point("checkpoint:pruned")
         return target
+
+    def prune(self, keep: int) -> None:
+        """Drop all but the newest ``keep`` checkpoints."""
+        for _step, old in self.checkpoint_dirs()[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
 
     def checkpoint_dirs(self) -> list[tuple[int, Path]]:
         """``(step, path)`` of every ``step-N`` directory, oldest first (complete or not)."""
@@ -148,15 +188,19 @@ class Run:
                  if p.is_dir() and (m := _STEP_DIR.match(p.name))]
         return sorted(found)
 
-    def latest_checkpoint(self, hashed: tuple[str, ...] | None = None) -> Checkpoint | None:
+    def latest_checkpoint(self, hashed: tuple[str, ...] | None = None, *,
+                          problems: list[str] | None = None) -> Checkpoint | None:
         """The newest checkpoint that verifies; broken newer ones are skipped with a warning.
 
-        ``hashed`` limits the sha256 check to those files (sizes are always checked).
+        ``hashed`` limits the sha256 check to those files (sizes are always checked). What was
+        wrong with each skipped one is appended to ``problems`` when given.
         """
         for _step, path in reversed(self.checkpoint_dirs()):
             try:
                 return verify_checkpoint(path, hashed)
             except CheckpointError as exc:
+                if problems is not None:
+                    problems.append(str(exc))
                 warnings.warn(f"skipping {exc}", stacklevel=2)
         return None
 
@@ -168,14 +212,21 @@ def verify_checkpoint(path: str | Path, hashed: tuple[str, ...] | None = None) -
     generation needs only ``model.safetensors``, not the larger optimizer state.
     """
     path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is not a directory")
+    check_links(path)
     try:
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         files = state["files"]
         step = int(state["step"])
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} is incomplete: {STATE_FILE} is missing") from None
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OSError) as exc:
         raise CheckpointError(f"checkpoint {path} is corrupt: {STATE_FILE} is unreadable ({exc})") from None
+    if not isinstance(files, dict) or not all(
+            isinstance(e, dict) and isinstance(e.get("bytes"), int) and isinstance(e.get("sha256"), str)
+            for e in files.values()) or any(Path(n).name != n for n in files):
+        raise CheckpointError(f"checkpoint {path} is corrupt: {STATE_FILE} lists its files wrongly")
     for name, expected in files.items():
         file = path / name
         if not file.is_file():
@@ -250,15 +301,84 @@ def load_weights(model: nn.Module, directory: Path) -> None:
 def load_checkpoint(checkpoint: Checkpoint, model: nn.Module,
                     optimizer: torch.optim.Optimizer | None = None, *,
                     restore_rng: bool = False) -> None:
-    """Load weights (and optimizer and RNG state) from a verified checkpoint, without pickle."""
+    """Load weights (and optimizer and RNG state) from a verified checkpoint, without pickle.
+
+    ``optimizer.pt`` is read with ``torch.load(weights_only=True)`` only: a file that needs more
+    (objects beyond tensors and plain data) is refused as untrusted or corrupt, naming it.
+    """
     load_weights(model, checkpoint.path)
     if optimizer is None and not restore_rng:
         return
-    extra = torch.load(checkpoint.path / OPTIMIZER_FILE, map_location="cpu", weights_only=True)
-    if optimizer is not None:
-        optimizer.load_state_dict(extra["optimizer"])
-    if restore_rng:
-        set_rng_state(extra["rng"])
+    file = checkpoint.path / OPTIMIZER_FILE
+    advice = f"delete {checkpoint.path} to resume from the checkpoint before it"
+    try:
+        extra = torch.load(file, map_location="cpu", weights_only=True)
+        optimizer_state, rng = extra["optimizer"], extra["rng"]
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, TypeError,
+            AttributeError, ImportError, IndexError, OSError) as exc:
+        raise CheckpointError(f"{file} is an untrusted or corrupt checkpoint file: it does not "
+                              f"load as plain tensors and data{_unsafe_detail(exc)}, so it was "
+                              f"not loaded; {advice}") from None
+    try:
+        if optimizer is not None:
+            optimizer.load_state_dict(optimizer_state)
+        if restore_rng:
+            set_rng_state(rng)
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+        detail = " ".join(str(exc).split())[:150]
+        raise CheckpointError(f"{file} does not fit this run's model and optimizer ({detail}); "
+                              f"{advice}") from None
+
+
+def save_torch(obj: Any, path: Path) -> None:
+    """``torch.save`` into ``path``, reporting a failed write as the ``OSError`` it was.
+
+    torch turns a full disk into ``enforce fail ... unexpected pos``; the file object here keeps
+    the real error, so the caller can name the cause (``store.atomic.write_error``).
+    """
+    with open(path, "wb") as handle:
+        recording = _RecordingFile(handle)
+        try:
+            torch.save(obj, recording)
+        except RuntimeError:
+            if recording.os_error is not None:
+                raise recording.os_error from None
+            raise
+
+
+class _RecordingFile:
+    """A write-only file object that remembers the ``OSError`` a write raised."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.os_error: OSError | None = None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.os_error = exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
+
+
+def _unsafe_detail(exc: BaseException) -> str:
+    """What the safe loader objected to (an unsupported global), without torch's advice."""
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    return f" (it asks for {found.group(1)})" if found else ""
+
+
+def _remove_stale_setups(root: Path) -> None:
+    """Remove what a setup of ``root`` killed before its rename left beside it."""
+    parent = root.parent
+    if not parent.is_dir():
+        return
+    for path in parent.iterdir():
+        if (path.name.startswith(f".{root.name}.") and is_temp_name(path.name) and path.is_dir()
+                and not path.is_symlink()):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def rng_state() -> dict[str, Any]:

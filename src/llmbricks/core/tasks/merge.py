@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..registry import Registry
 from ..store.atomic import check_output_dir
-from ..store.model_dir import save_model_dir
+from ..store.model_dir import MODEL_KIND, save_model_dir
 from ..store.runs import load_run
 from .classification import CLASSIFIER_FILE
 
@@ -22,7 +22,7 @@ def merge_adapters(source: str | Path, out: str | Path, *, registry: Registry | 
     directory; a classifier's ``classifier.json`` is copied along. Returns the directory and how
     many adapters were merged.
     """
-    check_output_dir(out, overwrite=overwrite)  # before the slow load
+    check_output_dir(out, overwrite=overwrite, kind=MODEL_KIND)  # before the slow load
     config, model, tokenizer = load_run(source, "cpu", registry)
     if not model.adapters:
         raise ConfigError(f"{source} has no adapters to merge (its model.adapters is empty)")

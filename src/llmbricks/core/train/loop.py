@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..config import Config, TrainConfig
 from ..errors import LlmbricksError
 from ..interfaces import Logger, Model
-from ..store.atomic import write_atomic
+from ..store.atomic import kill_point, write_atomic
 from ..store.runs import Checkpoint, Run, load_checkpoint
 from .distributed import Distributed
 from .optim import build_optimizer, learning_rate, set_learning_rate
@@ -198,7 +198,11 @@ class _Loop:
         self.plotter = _Plotter(run)
         self.resumed = resume is not None
         self.perplexity = task.reports_perplexity()
-        self.evaluated_at = self.checkpointed_at = -1
+        # A resumed run has its checkpoint's step checkpointed, and evaluated when the checkpoint
+        # says so: the final evaluation (and its sample) is never written twice.
+        self.checkpointed_at = self.state.step if resume is not None else -1
+        self.evaluated_at = self.state.step if resume is not None and resume.state.get("evaluated") \
+            else -1
 
     def run(self) -> LoopResult:
         state, events = self.state, self.events
@@ -223,9 +227,14 @@ class _Loop:
                 status = "failed"
                 raise
             finally:
-                events("end", step=state.step, status=status, elapsed_s=state.elapsed_s,
-                       tokens=state.tokens, train_loss=state.train_loss, val_loss=state.val_loss)
-                events.close()
+                try:
+                    events("end", step=state.step, status=status, elapsed_s=state.elapsed_s,
+                           tokens=state.tokens, train_loss=state.train_loss,
+                           val_loss=state.val_loss)
+                    events.close()
+                except Exception:
+                    if status != "failed":  # never hide the error that stopped the run
+                        raise
         if status == "interrupted":
             raise TrainingInterrupted(str(self.store.directory), state.step)
         return LoopResult(state=state, status=status, total_steps=self.steps,
@@ -316,32 +325,42 @@ class _Loop:
                 events("sample", step=state.step, prompt=prompt, text=text)
                 with open(self.store.samples_file, "a", encoding="utf-8") as handle:
                     handle.write(f"--- step {state.step}\n{prompt}{text}\n")
+                kill_point("eval:sample")
             self.plotter.request(events.history)
             model.train()
         self.dist.barrier()
         self.evaluated_at = state.step
 
-    def checkpoint(self) -> None:
+    def checkpoint(self, *, final: bool = False) -> None:
+        """Save the step; ``final`` marks the last checkpoint of a completed run (resume: done)."""
         state = self.state
         if self.dist.is_main:
-            path = self.store.save_checkpoint(state.step, self.model, self.optimizer,
-                                                asdict(state), keep=self.train.keep_checkpoints)
+            record = {**asdict(state), "evaluated": self.evaluated_at == state.step, "final": final}
+            path = self.store.save_checkpoint(state.step, self.model, self.optimizer, record,
+                                              keep=self.train.keep_checkpoints)
             self.events("checkpoint", step=state.step, path=str(path))
         self.dist.barrier()
         self.checkpointed_at = state.step
 
     def wrap_up(self, status: str) -> dict[str, Any]:
-        """The last evaluation and checkpoint (unless this step had them), plot, results."""
-        step = self.state.step
+        """The last evaluation (unless this step had it), plot and results, then the checkpoint.
+
+        A completed run's checkpoint comes last and is marked final: it exists only once
+        everything before it is written, so ``--resume`` knows the run is done; a kill before it
+        resumes from the previous checkpoint and redoes the rest.
+        """
+        step, results = self.state.step, {}
         if status == "completed" and self.evaluated_at != step:
             self.evaluate()
-        if self.checkpointed_at != step:
+        if status != "completed" and self.checkpointed_at != step:
             self.checkpoint()
         if self.dist.is_main:
             self.plotter.finish(self.events.history)
-        if status == "completed" and self.task.finish is not None:
-            return self.finish()
-        return {}
+        if status == "completed":
+            if self.task.finish is not None:
+                results = self.finish()
+            self.checkpoint(final=True)
+        return results
 
     def finish(self) -> dict[str, Any]:
         """Rank 0: the trainer's final results, logged and written to ``RUN/results.json``."""

@@ -8,8 +8,10 @@ through ``Session.fit``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
@@ -24,9 +26,15 @@ from ..config import Config, load_config
 from ..errors import CheckpointError, ConfigError, DataError
 from ..interfaces import Logger, Model, Tokenizer
 from ..registry import Registry, get_registry
-from ..store.atomic import remove_leftovers, write_atomic
+from ..store.atomic import (
+    check_output_dir,
+    is_temp_name,
+    remove_leftovers,
+    write_atomic,
+    write_error,
+)
 from ..store.model_dir import CONFIG_FILE
-from ..store.runs import Checkpoint, Run, load_run
+from ..store.runs import RUN_KIND, Checkpoint, Run, load_run
 from ..store.token_cache import ready_tokenizer
 from .distributed import Distributed, from_environment, pick_device, shutdown
 from .loop import TrainTask, run_loop
@@ -59,6 +67,8 @@ class Session:
     resume: Checkpoint | None = None
     loggers: list[Logger] = field(default_factory=list)
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: ``--resume`` of a run whose final checkpoint is written: nothing is left to do.
+    finished: bool = False
 
     def build_model(self, trainable_default: Policy, *,
                     tokenizer: Tokenizer | None = None) -> tuple[Model, Policy]:
@@ -95,14 +105,15 @@ class TrainResult:
 
 def default_run_dir(config: Config, *, resume: bool = False, root: Path = RUNS_ROOT) -> Path:
     """``runs/NAME``, or ``runs/NAME-2``, ``-3``... when taken; with ``resume``, the newest of them."""
-    base = config.name or "run"
+    base = check_run_name(config.name or "run")
 
     def numbered(path: Path) -> bool:  # runs/NAME or runs/NAME-<digits>
         suffix = path.name[len(base):]
-        return path.is_dir() and (suffix == "" or suffix[:1] == "-" and suffix[1:].isdigit())
+        return path.name.startswith(base) and path.is_dir() and (
+            suffix == "" or suffix[:1] == "-" and suffix[1:].isdigit())
 
     if resume:
-        found = [p for p in root.glob(f"{base}*") if numbered(p)] if root.is_dir() else []
+        found = [p for p in root.iterdir() if numbered(p)] if root.is_dir() else []
         if not found:
             raise CheckpointError(f"no run to resume under {root / base}: give its directory "
                                   "with --out")
@@ -112,6 +123,17 @@ def default_run_dir(config: Config, *, resume: bool = False, root: Path = RUNS_R
         index += 1
         candidate = root / f"{base}-{index}"
     return candidate
+
+
+def check_run_name(name: str) -> str:
+    """A run's ``name`` is one folder name under ``runs/``: it cannot place the run elsewhere."""
+    bad = (not name.strip() or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+           or Path(name).is_absolute() or is_temp_name(name) or len(name.encode()) > 200)
+    if bad:
+        raise ConfigError(f"name: {name!r} cannot name a run directory: it must be one folder name "
+                          "under runs/ (no '/', '..' or absolute path); rename it, or give the "
+                          "run directory with --out")
+    return name
 
 
 def training_config(source: str | Path, overrides: Iterable[str] = (),
@@ -136,11 +158,13 @@ def training_config(source: str | Path, overrides: Iterable[str] = (),
 
 
 def train(config: Config, *, out: str | Path | None = None, resume: bool = False,
-          registry: Registry | None = None) -> TrainResult:
+          overwrite: bool = False, registry: Registry | None = None) -> TrainResult:
     """Train ``config`` into the run directory ``out`` (default ``runs/NAME``).
 
     ``resume`` continues ``out`` from its newest complete checkpoint, with the run's own config;
-    only the fields in ``RESUMABLE_CHANGES`` may differ in ``config`` (e.g. a longer budget).
+    only the fields in ``RESUMABLE_CHANGES`` may differ in ``config`` (e.g. a longer budget). A
+    finished run is not trained again (``status`` ``"finished"``). ``overwrite`` starts a new
+    run in ``out`` even when a run is there (never over a directory that is not a run).
     """
     registry = registry or get_registry()
     _check_init_from(config)
@@ -149,21 +173,32 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
         device = pick_device(config.train.device, dist)
         directory = Path(out) if out is not None else default_run_dir(config, resume=resume)
         session = _resume(directory, config, dist, device, registry) if resume else \
-            _create(directory, config, dist, device, registry)
+            _create(directory, config, dist, device, registry, overwrite=overwrite)
+        if session.finished and session.resume is not None:
+            state = session.resume.state
+            return TrainResult(run_dir=directory, status="finished", step=session.resume.step,
+                               metrics={k: state.get(k) for k in ("step", "tokens", "train_loss",
+                                                                  "val_loss", "best_val_loss")})
         try:
             session.loggers = [registry.build("logger", s) for s in session.config.train.loggers] \
                 if dist.is_main else []
             trainer = registry.build("trainer", session.config.train.trainer)
             metrics = trainer.fit(session)
-        except BaseException:
+        except BaseException as exc:
             if not resume and dist.is_main and _never_trained(session.run):
                 # A failure while setting up: leave no half-made run blocking the same --out.
                 shutil.rmtree(directory, ignore_errors=True)
+            if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
+                raise write_error(exc.filename or directory, exc) from None
             raise
         return TrainResult(run_dir=directory, status="completed", step=int(metrics.get("step", 0)),
                            metrics=dict(metrics))
     finally:
         shutdown(dist)
+
+
+#: Failures of the disk, not of the program: reported as one line naming the file and the cause.
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
 
 
 def _never_trained(run: Run) -> bool:
@@ -183,10 +218,13 @@ def _check_init_from(config: Config) -> None:
 
 
 def _create(directory: Path, config: Config, dist: Distributed, device: torch.device,
-            registry: Registry) -> Session:
-    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+            registry: Registry, *, overwrite: bool = False) -> Session:
+    if (directory.is_dir() and not overwrite and RUN_KIND.matches(directory)
+            and any(directory.iterdir())):
         raise CheckpointError(f"run directory {directory} already exists and is not empty: "
-                              "pass --resume to continue it, or choose another --out")
+                              "pass --resume to continue it, --overwrite to start it over, or "
+                              "choose another --out")
+    check_output_dir(directory, overwrite=overwrite, kind=RUN_KIND)  # a file, a user's folder...
     tokenizer = None
     if config.model.tokenizer is not None:
         with dist.main_first():  # a tokenizer that learns from data is trained once and cached
@@ -196,7 +234,7 @@ def _create(directory: Path, config: Config, dist: Distributed, device: torch.de
     if vocab is None:
         raise ConfigError("model.vocab_size is 'auto' but no model.tokenizer is set; set one")
     if dist.is_main:
-        run = Run.create(directory, config, tokenizer, vocab, registry)
+        run = Run.create(directory, config, tokenizer, vocab, registry, overwrite=overwrite)
     dist.barrier()
     if not dist.is_main:
         run = Run.open(directory, registry)
@@ -206,6 +244,10 @@ def _create(directory: Path, config: Config, dist: Distributed, device: torch.de
 
 def _resume(directory: Path, config: Config, dist: Distributed, device: torch.device,
             registry: Registry) -> Session:
+    if not (directory / CONFIG_FILE).is_file():
+        what = "it does not exist" if not directory.exists() else f"{CONFIG_FILE} is missing"
+        raise CheckpointError(f"{directory} is not a run directory ({what}): there is nothing to "
+                              "resume; start the run without --resume")
     run = Run.open(directory, registry)
     stored, given = run.config.to_data(), config.to_data()
     changed = _differences(stored, given)
@@ -222,14 +264,39 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
             write_atomic(run.directory / CONFIG_FILE, run.config.to_yaml())
     if dist.is_main:  # a process killed while writing a checkpoint leaves its temporary folder
         remove_leftovers(run.checkpoints_dir)
-    checkpoint = run.latest_checkpoint()
-    if checkpoint is None:
-        warnings.warn(f"{directory} has no complete checkpoint: starting it again from step 0",
-                      stacklevel=2)
-    history = _trim_metrics(run, checkpoint.step if checkpoint else 0) if dist.is_main else []
+    checkpoint = _checkpoint_to_resume(run)
+    budget = {"train.max_steps", "train.epochs", "train.max_tokens"}
+    finished = bool(checkpoint and checkpoint.state.get("final") and not budget & set(changed))
+    history = _trim_run_record(run, checkpoint, finished) if dist.is_main else []
+    if finished and dist.is_main:
+        run.prune(run.config.train.keep_checkpoints)  # a kill may have come before the pruning
     dist.barrier()
     return Session(run=run, config=run.config, tokenizer=run.tokenizer(registry), dist=dist,
-                   device=device, registry=registry, resume=checkpoint, history=history)
+                   device=device, registry=registry, resume=checkpoint, history=history,
+                   finished=finished)
+
+
+def _checkpoint_to_resume(run: Run) -> Checkpoint | None:
+    """The newest checkpoint that verifies; ``None`` when the run has none at all.
+
+    When checkpoints exist but none verifies, resuming refuses: starting again from step 0 would
+    silently throw away the training they held (and prune them).
+    """
+    problems: list[str] = []
+    with warnings.catch_warnings(record=True) as skipped:
+        warnings.simplefilter("always")
+        checkpoint = run.latest_checkpoint(problems=problems)
+    if checkpoint is None and problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckpointError(f"cannot resume {run.directory}: no checkpoint verifies: "
+                              f"{problems[0]}{more}; restore or remove the damaged checkpoints, or "
+                              "start the run over with --overwrite (deletes it)")
+    for warning in skipped:  # the newer, damaged checkpoints skipped on the way
+        warnings.warn(str(warning.message), stacklevel=3)
+    if checkpoint is None:
+        warnings.warn(f"{run.directory} has no checkpoint yet: starting it again from step 0",
+                      stacklevel=3)
+    return checkpoint
 
 
 def initial_weights(model: torch.nn.Module, config: Config, registry: Registry) -> None:
@@ -272,21 +339,71 @@ def _differences(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def _trim_metrics(run: Run, step: int) -> list[dict[str, Any]]:
-    """Drop events past the checkpoint being resumed (they will be redone); return the curve's.
+def _trim_run_record(run: Run, checkpoint: Checkpoint | None, finished: bool) -> list[dict[str, Any]]:
+    """Cut what the user reads back to the checkpoint being resumed; return the curve's events.
+
+    Everything after that checkpoint will be redone, so ``metrics.jsonl`` keeps its events up to
+    the checkpoint's own ``checkpoint`` event (written again if a kill came before it) and
+    ``samples.txt`` its samples up to that step: every event and sample appears once. A finished
+    run keeps (or gets) its ``end`` event.
+    """
+    _trim_samples(run, checkpoint.step if checkpoint else 0)
+    events = _read_metrics(run)
+    if events is None:
+        return []
+    kept = _events_until(events, checkpoint, finished) if checkpoint else []
+    write_atomic(run.metrics_file, "".join(json.dumps(e) + "\n" for e in kept))
+    return [e for e in kept if e.get("event") in ("start", "step", "eval")]
+
+
+def _read_metrics(run: Run) -> list[dict[str, Any]] | None:
+    """The run's events; ``None`` when there is no file or it was damaged (then moved aside).
 
     A file damaged before its last line is moved aside (``metrics.jsonl.damaged``) with a warning:
     the run resumes, and its curve restarts from here.
     """
     if not run.metrics_file.is_file():
-        return []
+        return None
     try:
-        events = read_events(run.metrics_file)
+        return read_events(run.metrics_file)
     except DataError as exc:
         aside = run.metrics_file.with_name(run.metrics_file.name + ".damaged")
         os.replace(run.metrics_file, aside)
-        warnings.warn(f"{exc}; moved it to {aside.name} and starting a new one", stacklevel=2)
-        return []
-    kept = [e for e in events if int(e.get("step") or 0) <= step]
-    write_atomic(run.metrics_file, "".join(json.dumps(e) + "\n" for e in kept))
-    return [e for e in kept if e.get("event") in ("start", "step", "eval")]
+        warnings.warn(f"{exc}; moved it to {aside.name} and starting a new one", stacklevel=3)
+        return None
+
+
+def _events_until(events: list[dict[str, Any]], checkpoint: Checkpoint,
+                  finished: bool) -> list[dict[str, Any]]:
+    """The events up to ``checkpoint``'s ``checkpoint`` event (made when a kill lost it)."""
+    step = checkpoint.step
+    marks = [i for i, e in enumerate(events) if e.get("event") == "checkpoint" and e.get("step") == step]
+    if marks:
+        kept = events[:marks[-1] + 1]
+        tail = events[marks[-1] + 1:]
+    else:  # killed between the checkpoint's rename and its event: the events up to its step
+        kept = [e for e in events if int(e.get("step") or 0) <= step]
+        kept.append({"event": "checkpoint", "step": step, "time": checkpoint.state.get("saved_at"),
+                     "path": str(checkpoint.path)})
+        tail = []
+    if finished:
+        ends = [e for e in tail if e.get("event") == "end" and e.get("step") == step]
+        state = checkpoint.state
+        kept.append(ends[0] if ends else {
+            "event": "end", "step": step, "time": state.get("saved_at"), "status": "completed",
+            "elapsed_s": state.get("elapsed_s"), "tokens": state.get("tokens"),
+            "train_loss": state.get("train_loss"), "val_loss": state.get("val_loss")})
+    return kept
+
+
+def _trim_samples(run: Run, step: int) -> None:
+    """Drop ``samples.txt``'s samples past ``step`` (each starts with ``--- step N``)."""
+    path = run.samples_file
+    if not path.is_file():
+        return
+    text = path.read_text(encoding="utf-8", errors="replace")
+    later = (m for m in re.finditer(r"^--- step (\d+)$", text, flags=re.MULTILINE)
+             if int(m.group(1)) > step)
+    cut = next(later, None)
+    if cut is not None:
+        write_atomic(path, text[:cut.start()])

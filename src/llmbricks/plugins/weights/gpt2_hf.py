@@ -42,11 +42,13 @@ from llmbricks.core.config import Config, load_config
 from llmbricks.core.errors import CheckpointError, ConfigError, LlmbricksError
 from llmbricks.core.registry import Registry, get_registry
 from llmbricks.core.store.atomic import (
+    OutputKind,
     atomic_directory,
     check_output_dir,
 )
 from llmbricks.core.store.model_dir import (
     CONFIG_FILE,
+    MODEL_KIND,
     TOKENIZER_DIR,
     load_model_dir,
     save_model_dir,
@@ -70,6 +72,8 @@ __all__ = [
 HF_CONFIG_FILE = "config.json"
 HF_WEIGHTS_FILE = "model.safetensors"
 HF_INDEX_FILE = "model.safetensors.index.json"
+#: What ``export hf`` writes: only such a folder is replaced by ``--overwrite``.
+HF_KIND = OutputKind("Hugging Face model folder", (HF_CONFIG_FILE, HF_WEIGHTS_FILE))
 PREFIX = "transformer."
 #: GPT-2's tokenizer: 50257 tokens, ``<|endoftext|>`` = 50256.
 GPT2_VOCAB = 50257
@@ -414,7 +418,7 @@ def import_gpt2(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False,
     the vocabulary is GPT-2's and its files can be found offline; otherwise a note says why not.
     """
     registry = registry or get_registry()
-    check_output_dir(out, overwrite=overwrite)
+    check_output_dir(out, overwrite=overwrite, kind=MODEL_KIND)
     hf_config = read_hf_config(hf_dir)  # config errors first, before reading any weights
     config = load_config(config_from_hf(hf_config, attention=attention), registry=registry)
     tensors = read_hf_tensors(hf_dir)
@@ -543,7 +547,7 @@ def export_hf(model_dir: str | Path, out: str | Path, *, overwrite: bool = False
             raise CheckpointError(f"model directory {root} does not exist")
         raise CheckpointError(f"{root} is not a llmbricks model directory: {CONFIG_FILE} is missing")
     check_exportable(load_config(config_file, registry=registry), registry)
-    check_output_dir(out, overwrite=overwrite)
+    check_output_dir(out, overwrite=overwrite, kind=HF_KIND)
     config, model, _ = load_model_dir(root, registry=registry, with_tokenizer=False)
     notes: list[str] = []
     tokenizer = None
@@ -559,7 +563,7 @@ def export_hf(model_dir: str | Path, out: str | Path, *, overwrite: bool = False
     if eos is not None and eos >= int(m.vocab_size):
         eos = None
     hf_config = hf_config_from(config, eos_token_id=eos)
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, kind=HF_KIND) as tmp:
         save_file({n: t.cpu() for n, t in tensors.items()}, str(tmp / HF_WEIGHTS_FILE),
                   metadata={"format": "pt"})
         (tmp / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
