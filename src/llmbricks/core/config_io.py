@@ -104,6 +104,11 @@ _Loader.add_implicit_resolver(
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
 
 
+def _lines(first: int, second: int) -> str:
+    """Where a key was written twice: ``lines 2 and 5``, or ``twice on line 2``."""
+    return f"lines {first} and {second}" if first != second else f"twice on line {first}"
+
+
 def _check_duplicate_keys(loader: _Loader, node: MappingNode) -> None:
     """A key written twice in one mapping (merge keys ``<<`` aside) names both lines."""
     seen: dict[Any, Node] = {}
@@ -116,9 +121,8 @@ def _check_duplicate_keys(loader: _Loader, node: MappingNode) -> None:
         except TypeError:  # unhashable: the constructor reports it
             continue
         if first is not key_node:
-            raise _Refusal(key_node.start_mark,
-                           f"duplicate key '{key}' (lines {first.start_mark.line + 1} and "
-                           f"{key_node.start_mark.line + 1}); keep one")
+            raise _Refusal(key_node.start_mark, f"duplicate key '{key}' "
+                           f"({_lines(first.start_mark.line + 1, key_node.start_mark.line + 1)}); keep one")
 
 
 def _check_expansion(root: Node) -> None:
@@ -158,7 +162,13 @@ def _check_expansion(root: Node) -> None:
 
 def parse_yaml(text: str, source: str = "<string>") -> Any:
     """Parse one YAML document with the bounds of ``_Loader``; errors name ``source:line:col``."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # the reader refuses control characters here already
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ConfigError(f"{source}:{line}:{column}: malformed YAML: unacceptable character "
+                          f"#x{exc.character:04x} (not allowed in YAML text)") from None
     try:
         return loader.get_single_data()
     except _Refusal as exc:
@@ -250,7 +260,7 @@ def _scan_json(text: str, source: str) -> ConfigError | None:
             elif duplicate is None:
                 name = f"{top.path}.{key}" if top.path else key
                 duplicate = ConfigError(f"{source}:{line}:{column}: duplicate key '{name}' "
-                                        f"(lines {top.keys[key]} and {line}); keep one")
+                                        f"({_lines(top.keys[key], line)}); keep one")
     return duplicate
 
 
@@ -310,7 +320,7 @@ def _toml_duplicate(text: str, at_line: int) -> str | None:
                     in_string = quote
         if full in seen and number == at_line:
             what = "table" if header else "key"
-            return f"duplicate {what} '{'.'.join(full)}' (lines {seen[full]} and {number}); keep one"
+            return f"duplicate {what} '{'.'.join(full)}' ({_lines(seen[full], number)}); keep one"
         seen.setdefault(full, number)
     return None
 
@@ -321,9 +331,13 @@ def _parse_toml(text: str, source: str) -> Any:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         found = _TOML_AT.match(str(exc))
-        if not found:
-            raise ConfigError(f"{source}: malformed TOML: {' '.join(str(exc).split())}") from None
-        message, line, column = found.group(1), int(found.group(2)), found.group(3)
+        if found:
+            message, line, column = found.group(1), int(found.group(2)), int(found.group(3))
+        else:  # "(at end of document)": the position after the last character
+            message = str(exc).removesuffix(" (at end of document)")
+            line = text.count("\n") + 1
+            column = len(text) - (text.rfind("\n") + 1) + 1
+        message = " ".join(message.split())
         if message.startswith(("Cannot overwrite", "Cannot declare")):
             message = _toml_duplicate(text, line) or message
         elif message.startswith("Duplicate inline table key"):
