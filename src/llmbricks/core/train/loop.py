@@ -20,6 +20,7 @@ import math
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -37,6 +38,9 @@ from .optim import build_optimizer, learning_rate, set_learning_rate
 
 #: Final results of a completed run (``TrainTask.finish``): test metrics, files written.
 RESULTS_FILE = "results.json"
+#: ``train.on_nonfinite: skip`` gives up (and stops as ``stop`` would) after this many skipped
+#: optimizer steps in a row: a run that cannot take one good step is not going to recover.
+MAX_SKIPS_IN_A_ROW = 10
 
 
 class TrainingInterrupted(LlmbricksError):
@@ -87,6 +91,7 @@ class LoopState:
     train_loss: float | None = None
     val_loss: float | None = None
     best_val_loss: float | None = None
+    skipped_steps: int = 0   # steps skipped for a non-finite loss or grad norm (on_nonfinite: skip)
 
 
 @dataclass
@@ -198,6 +203,7 @@ class _Loop:
         self.plotter = _Plotter(run)
         self.resumed = resume is not None
         self.perplexity = task.reports_perplexity()
+        self.skips_in_a_row = 0  # train.on_nonfinite: skip
         # A resumed run has its checkpoint's step checkpointed, and evaluated when the checkpoint
         # says so: the final evaluation (and its sample) is never written twice.
         self.checkpointed_at = self.state.step if resume is not None else -1
@@ -283,15 +289,66 @@ class _Loop:
                 (loss / train.grad_accum).backward()
             loss_sum += loss.detach().float()
             self.window_tokens += task.tokens_per_batch * dist.world_size
-        grad_norm = None
-        if train.grad_clip is not None:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), train.grad_clip)
-        self.optimizer.step()
+        grad_norm = self.grad_norm()
+        if self.update_is_finite(lr, loss_sum, grad_norm):
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if train.grad_clip is None:
+            grad_norm = None  # logged only where clipping uses it, as before the finite check
         state.step += 1
         state.tokens += self.tokens_per_step
         state.elapsed_s = time.perf_counter() - self.started
         return lr, loss_sum, grad_norm
+
+    def grad_norm(self) -> Tensor:
+        """The global gradient norm, clipped to ``train.grad_clip`` when set; the finite check needs
+        it either way, and without clipping it costs one norm over the gradients."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.train.grad_clip is not None:
+            return torch.nn.utils.clip_grad_norm_(params, self.train.grad_clip)
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+
+    def update_is_finite(self, lr: float, loss_sum: Tensor, grad_norm: Tensor) -> bool:
+        """Whether this step's loss and gradient norm are finite, so AdamW may step.
+
+        When they are not, ``train.on_nonfinite`` decides: ``stop`` raises (the last checkpoint,
+        written before, stays the newest), ``skip`` drops this update with a warning and stops
+        only after ``MAX_SKIPS_IN_A_ROW`` in a row. Every rank reaches the same answer.
+        """
+        finite = bool(torch.isfinite(loss_sum).all() & torch.isfinite(grad_norm).all())
+        if not self.dist.any(not finite, self.device):
+            self.skips_in_a_row = 0
+            return True
+        step = self.state.step + 1  # the step being taken, as it would be logged
+        loss = self.dist.mean(loss_sum / self.train.grad_accum).item()
+        norm = float(grad_norm)
+        what = f"the loss is {loss}" if not math.isfinite(loss) else f"the gradient norm is {norm}"
+        self.skips_in_a_row += 1
+        skip = self.train.on_nonfinite == "skip" and self.skips_in_a_row < MAX_SKIPS_IN_A_ROW
+        self.events("nonfinite", step=step, loss=loss, grad_norm=norm, lr=lr,
+                    action="skip" if skip else "stop", in_a_row=self.skips_in_a_row)
+        if not skip:
+            if self.skips_in_a_row > 1:
+                what = (f"{what}: {self.skips_in_a_row} non-finite steps in a row, the most "
+                        "train.on_nonfinite=skip allows")
+            raise LlmbricksError(self.nonfinite_message(step, what, lr))
+        self.state.skipped_steps += 1
+        if self.dist.is_main:
+            warnings.warn(f"step {step}: {what}; skipped this update (train.on_nonfinite=skip, "
+                          f"{self.skips_in_a_row} in a row)", stacklevel=2)
+        return False
+
+    def nonfinite_message(self, step: int, what: str, lr: float) -> str:
+        """One line: the step, what went non-finite, the likely cause and fix, the checkpoint kept."""
+        cause, fix = f"lr {lr:.3g} may be too high", "lower train.lr"
+        if self.train.precision == "bf16":
+            cause, fix = f"{cause}, or bf16 overflowed", f"{fix} or set train.precision=fp32"
+        if self.train.grad_clip is None:
+            fix = f"{fix}, or set train.grad_clip"
+        done = [s for s, _ in self.store.checkpoint_dirs() if s < step]
+        kept = (f"the last good checkpoint is step {done[-1]} in {self.store.checkpoints_dir}"
+                if done else "no checkpoint was written before it")
+        return f"step {step}: {what} ({cause}; {fix}); {kept}"
 
     def log_step(self, lr: float, loss_sum: Tensor, grad_norm: Tensor | None) -> None:
         state = self.state
@@ -334,6 +391,10 @@ class _Loop:
     def checkpoint(self, *, final: bool = False) -> None:
         """Save the step; ``final`` marks the last checkpoint of a completed run (resume: done)."""
         state = self.state
+        if not _weights_finite(self.model):  # same weights on every rank: all of them raise
+            raise LlmbricksError(self.nonfinite_message(
+                state.step, "the weights are not finite after the optimizer step and were not saved",
+                self.optimizer.param_groups[0]["lr"]))
         if self.dist.is_main:
             record = {**asdict(state), "evaluated": self.evaluated_at == state.step, "final": final}
             path = self.store.save_checkpoint(state.step, self.model, self.optimizer, record,
@@ -383,6 +444,12 @@ def _restored_state(resume: Checkpoint | None, model: nn.Module,
     load_checkpoint(resume, model, optimizer, restore_rng=True)
     known = set(LoopState.__dataclass_fields__)
     return LoopState(**{k: v for k, v in resume.state.items() if k in known})
+
+
+def _weights_finite(model: nn.Module) -> bool:
+    """Whether every parameter is finite: one reduction per tensor, one sync in all."""
+    flags = [torch.isfinite(p).all() for p in model.parameters()]
+    return bool(torch.stack(flags).all()) if flags else True
 
 
 def _next_batch(task: TrainTask, state: LoopState, batches: Iterator[Any]) -> tuple[Any, Iterator[Any]]:
