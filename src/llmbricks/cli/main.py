@@ -8,6 +8,7 @@ load no plugin. Errors print one line (exit 2 for usage and config, 1 at run tim
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 import traceback
 from typing import Any
@@ -16,6 +17,9 @@ import click
 
 from llmbricks import __version__
 from llmbricks.core.errors import LlmbricksError
+
+#: Read here without importing the registry, so `VERB --help` stays light (same rule as the registry).
+STRICT_PLUGINS_ENV = "LLMBRICKS_STRICT_PLUGINS"
 
 BUILTIN_COMMANDS: dict[str, str] = {
     "components": "llmbricks.cli.components:components",
@@ -44,21 +48,31 @@ class LazyGroup(click.Group):
         if name in BUILTIN_COMMANDS and name not in self.commands:
             module, _, attr = BUILTIN_COMMANDS[name].partition(":")
             self.add_command(getattr(importlib.import_module(module), attr), name)
-        if name not in self.commands and not self._plugins_loaded:
-            self._plugins_loaded = True
-            from llmbricks.core.registry import get_registry
-
-            get_registry().add_commands(self)
+        if name not in self.commands:
+            self.load_plugin_commands()
         return self.commands.get(name)
+
+    def load_plugin_commands(self) -> None:
+        """Add the plugins' verbs, once; a plugin verb never replaces a built-in one."""
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True
+        from llmbricks.core.registry import get_registry
+
+        get_registry().add_commands(self, reserved=BUILTIN_COMMANDS)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Plugins may add more verbs: see `llmbricks plugins`.")
 @click.version_option(__version__, "--version", prog_name="llmbricks")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors (put it before the verb).")
-def cli(debug: bool) -> None:
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
     """Build, train, finetune and compare GPT-style language models from swappable parts."""
     _state["debug"] = debug
+    if os.environ.get(STRICT_PLUGINS_ENV, "").strip().lower() in {"1", "true", "yes", "on"}:
+        # Strict mode checks every plugin, its verbs included, before any verb runs.
+        ctx.command.load_plugin_commands()
 
 
 _state = {"debug": False}

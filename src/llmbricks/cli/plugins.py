@@ -13,10 +13,11 @@ from llmbricks.cli.options import console, echo_json, json_option
 @json_option
 def plugins(as_json: bool) -> None:
     """List loaded plugins with their versions, components and load errors."""
+    from llmbricks.cli.main import BUILTIN_COMMANDS
     from llmbricks.core.registry import get_registry
 
     registry = get_registry()
-    commands = registry.commands()
+    commands = registry.commands(reserved=BUILTIN_COMMANDS)
     records = sorted(registry.plugins.values(), key=lambda r: r.name)
     duplicates = registry.duplicates()
     if as_json:

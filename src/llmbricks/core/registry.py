@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -20,11 +20,21 @@ from pydantic import BaseModel, ValidationError
 
 from . import hookspecs
 from .component import KINDS, Component, ComponentSpec
-from .errors import ComponentError, PluginError, did_you_mean
+from .errors import ComponentError, LlmbricksError, PluginError, did_you_mean
+from .plugin_guard import (
+    PluginRaised,
+    kind_of,
+    plain_copy,
+    preset_problem,
+    required_args,
+    run_plugin_code,
+    short_repr,
+)
 
 ENTRY_POINT_GROUP = "llmbricks"
 STRICT_ENV = "LLMBRICKS_STRICT_PLUGINS"
 ONLY_ENV = "LLMBRICKS_LOAD_PLUGINS"
+HOOKS = ("llmbricks_components", "llmbricks_presets", "llmbricks_commands")
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,28 @@ def _type_name(annotation: Any) -> str:
     return text or str(annotation).replace("typing.", "")
 
 
+class _HookFailed(Exception):
+    """A plugin's hook raised; the message names the hook and what it raised."""
+
+
+def _record_for(ep: metadata.EntryPoint) -> PluginRecord:
+    """The record of an entry point, with its distribution when that can be read."""
+    try:
+        dist = getattr(ep, "dist", None)
+        name, version = (dist.name, dist.version) if dist else (None, None)
+    except Exception:  # a broken dist-info is the plugin's failure, reported when it loads
+        name = version = None
+    return PluginRecord(name=ep.name, module=ep.value, distribution=name, version=version)
+
+
+def _module_name(plugin: object) -> str:
+    try:
+        name = getattr(plugin, "__name__", None)
+    except Exception:  # an object whose attributes raise: named by its repr
+        name = None
+    return name if isinstance(name, str) else short_repr(plugin)
+
+
 class Registry:
     """Components and presets of every loaded plugin."""
 
@@ -95,6 +127,7 @@ class Registry:
         self.plugins: dict[str, PluginRecord] = {}
         self._components: dict[tuple[str, str], list[Registration]] = {}
         self._presets: dict[str, tuple[str, dict[str, Any]]] = {}
+        self._commands: dict[str, list[tuple[str, Any]]] | None = None
         if entry_points:
             self._load_entry_points()
         for name, plugin in (plugins or {}).items():
@@ -106,10 +139,7 @@ class Registry:
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if self.only is not None and ep.name not in self.only:
                 continue
-            dist = getattr(ep, "dist", None)
-            record = PluginRecord(name=ep.name, module=ep.value,
-                                  distribution=dist.name if dist else None,
-                                  version=dist.version if dist else None)
+            record = _record_for(ep)
             if ep.name in self.plugins:
                 other = self.plugins[ep.name]
                 self._fail(PluginRecord(name=f"{ep.name} ({record.distribution})", module=ep.value,
@@ -118,67 +148,149 @@ class Registry:
                            f"({other.module}); one of the two packages must rename it")
                 continue
             try:
-                module = ep.load()
-            except Exception as exc:  # any import failure is recorded, never fatal
-                self._fail(record, f"failed to import {ep.value}: {type(exc).__name__}: {exc}")
+                module = run_plugin_code(ep.load)
+            except PluginRaised as exc:  # any import failure is recorded, never fatal
+                self._fail(record, f"import {ep.value} {exc}", cause=exc.error)
                 continue
             self.register(module, name=ep.name, record=record)
 
-    def _fail(self, record: PluginRecord, message: str) -> None:
-        record.error = message
+    def _fail(self, record: PluginRecord, message: str, cause: BaseException | None = None) -> None:
+        """Record ``message`` as the plugin's error (strict mode: raise it, naming the plugin)."""
+        if record.error is None:
+            record.error = message
+        elif message not in record.error.split("; "):
+            record.error = f"{record.error}; {message}"
         self.plugins[record.name] = record
         if self.strict:
-            raise PluginError(f"plugin '{record.name}': {message} ({STRICT_ENV} is set)")
+            raise PluginError(f"plugin '{record.name}': {message} ({STRICT_ENV} is set)") from cause
 
     def register(self, plugin: object, *, name: str, record: PluginRecord | None = None) -> None:
-        """Register a plugin object (a module or any object with hookimpls) under ``name``."""
-        record = record or PluginRecord(name=name, module=getattr(plugin, "__name__", repr(plugin)))
+        """Register a plugin object (a module or any object with hookimpls) under ``name``.
+
+        A plugin whose hooks are misdeclared or raise is recorded as failed and left out; a
+        malformed component or preset is recorded and skipped, the plugin's valid ones register.
+        """
+        record = record or PluginRecord(name=name, module=_module_name(plugin))
         if name in self.plugins and self.plugins[name].error is None:
             raise PluginError(f"two plugins are named '{name}'; rename one entry point")
-        self.manager.register(plugin, name=name)
         self.plugins[name] = record
-        try:
-            components = [c for impl in self._impls("llmbricks_components", name)
-                          for c in (impl() or [])]
-            presets = [p for impl in self._impls("llmbricks_presets", name)
-                       for p in (impl() or {}).items()]
-        except Exception as exc:
-            self.manager.unregister(name=name)
-            self._fail(record, f"hook raised {type(exc).__name__}: {exc}")
+        problem = self._add_to_manager(plugin, name)
+        if problem is not None:
+            self._fail(record, problem)
             return
-        for cls in components:
-            problem = self._invalid(cls)
+        try:
+            components = self._call_hook(name, "llmbricks_components")
+            presets = self._call_hook(name, "llmbricks_presets")
+        except _HookFailed as exc:
+            self.manager.unregister(name=name)
+            self._fail(record, str(exc), cause=exc.__cause__)
+            return
+        for result in components:
+            self._add_components(record, result)
+        for result in presets:
+            self._add_presets(record, result)
+
+    def _add_to_manager(self, plugin: object, name: str) -> str | None:
+        """Register the plugin's hooks with pluggy; the reason it cannot be, or None."""
+        other = self.manager.get_name(plugin) if self.manager.is_registered(plugin) else None
+        if other is not None:
+            return (f"{_module_name(plugin)} is already loaded as plugin '{other}'; "
+                    "a package may declare one entry point per plugin module")
+        try:
+            problem = run_plugin_code(self._hook_definition_problem, plugin)
+            if problem is None:
+                run_plugin_code(self.manager.register, plugin, name=name)
+        except PluginRaised as exc:
+            with contextlib.suppress(Exception):
+                self.manager.unregister(name=name)
+            detail = str(exc).removeprefix("failed: ")
+            return f"its hooks cannot be registered: {detail}"
+        return problem
+
+    def _hook_definition_problem(self, plugin: object) -> str | None:
+        """A hook implementation pluggy would refuse or never call, in words (or None)."""
+        marker = f"{hookspecs.PROJECT}_impl"
+        for attr in dir(plugin):
+            function = getattr(plugin, attr, None)
+            if not callable(function) or getattr(function, marker, None) is None:
+                continue
+            hook = (getattr(function, marker) or {}).get("specname") or attr
+            if hook not in HOOKS:
+                return (f"{hook} is not an llmbricks hook{did_you_mean(hook, HOOKS)} "
+                        f"(hooks: {', '.join(HOOKS)})")
+            spec = list(getattr(self.manager.hook, hook).spec.argnames)
+            extra = [a for a in (required_args(function) or []) if a not in spec]
+            if extra:
+                return (f"{hook} takes {', '.join(repr(a) for a in extra)}, which llmbricks does not "
+                        f"pass; declare it as def {hook}({', '.join(spec)})")
+        return None
+
+    def _call_hook(self, plugin: str, hook: str, **kwargs: Any) -> list[Any]:
+        """What each of the plugin's implementations of ``hook`` returned (None left out)."""
+        results = []
+        for impl in getattr(self.manager.hook, hook).get_hookimpls():
+            if impl.plugin_name != plugin:
+                continue
+            try:
+                result = run_plugin_code(impl.function, *(kwargs[a] for a in impl.argnames))
+            except PluginRaised as exc:
+                raise _HookFailed(f"{hook} {exc}") from exc.error
+            if result is not None:
+                results.append(result)
+        return results
+
+    def _add_components(self, record: PluginRecord, result: Any) -> None:
+        hook = "llmbricks_components"
+        if not isinstance(result, (list, tuple)):
+            self._fail(record, f"{hook} returned {kind_of(result)}, not a list of Component classes")
+            return
+        for cls in result:
+            try:
+                problem = run_plugin_code(self._invalid, cls)
+            except PluginRaised as exc:
+                problem = f"{short_repr(cls)} cannot be inspected: {exc}"
             if problem:
-                self._fail(record, problem)
+                self._fail(record, f"{hook}: {problem}")
                 continue
             key = (cls.kind, cls.name)
-            self._components.setdefault(key, []).append(Registration(cls.kind, cls.name, cls, name))
+            if key in record.components:
+                self._fail(record, f"{hook}: {cls.kind} '{cls.name}' is listed twice; the first is kept")
+                continue
+            self._components.setdefault(key, []).append(Registration(cls.kind, cls.name, cls, record.name))
             record.components.append(key)
             if len(self._components[key]) > 1 and self.strict:
                 raise PluginError(self._duplicate_message(cls.kind, cls.name))
-        for preset_name, fragment in presets:
-            if preset_name in self._presets:
-                other = self._presets[preset_name][0]
-                self._fail(record, f"preset '{preset_name}' is already registered by plugin '{other}'")
-                continue
-            self._presets[preset_name] = (name, dict(fragment))
-            record.presets.append(preset_name)
 
-    def _impls(self, hook: str, plugin_name: str) -> list[Any]:
-        caller = getattr(self.manager.hook, hook)
-        return [impl.function for impl in caller.get_hookimpls() if impl.plugin_name == plugin_name]
+    def _add_presets(self, record: PluginRecord, result: Any) -> None:
+        hook = "llmbricks_presets"
+        if not isinstance(result, Mapping):
+            self._fail(record, f"{hook} returned {kind_of(result)}, not a mapping of preset names "
+                               "to model fields")
+            return
+        for preset_name, fragment in list(result.items()):
+            problem = preset_problem(preset_name, fragment)
+            if problem is None and preset_name in self._presets:
+                other = self._presets[preset_name][0]
+                problem = f"preset '{preset_name}' is already registered by plugin '{other}'"
+            if problem:
+                self._fail(record, f"{hook}: {problem}")
+                continue
+            self._presets[preset_name] = (record.name, plain_copy(fragment))
+            record.presets.append(preset_name)
 
     @staticmethod
     def _invalid(cls: Any) -> str | None:
         if not (isinstance(cls, type) and issubclass(cls, Component)):
-            return f"{cls!r} is not a Component subclass"
+            return f"{short_repr(cls)} is not a Component subclass"
         kind, name = getattr(cls, "kind", None), getattr(cls, "name", None)
         if kind not in KINDS:
-            return f"{cls.__qualname__}.kind is {kind!r}; expected one of {', '.join(KINDS)}"
+            return f"{cls.__qualname__}.kind is {short_repr(kind)}; expected one of {', '.join(KINDS)}"
         if not isinstance(name, str) or not name or ":" in name:
             return f"{cls.__qualname__}.name must be a non-empty string without ':'"
         if not (isinstance(cls.Params, type) and issubclass(cls.Params, BaseModel)):
             return f"{cls.__qualname__}.Params must be a pydantic model"
+        if not isinstance(cls.summary(), str):
+            return f"{cls.__qualname__}.summary() must return a string"
         return None
 
     # --- lookup -------------------------------------------------------------------------------
@@ -276,9 +388,25 @@ class Registry:
         return ComponentSpec(name=spec.name, params=params.model_dump(mode="json"))
 
     def build(self, kind: str, spec: Any, **context: Any) -> Any:
-        """Instantiate a component: ``cls(Params(**spec.params), **context)``."""
+        """Instantiate a component: ``cls(Params(**spec.params), **context)``.
+
+        A constructor that raises something other than an llmbricks error is reported naming the
+        component and its plugin: a ``ValueError`` as a parameter problem (exit 2), anything else
+        as a failure at run time (exit 1).
+        """
         spec, cls = self._lookup(kind, spec, "")
-        return cls(self._params(kind, spec, cls, ""), **context)
+        params = self._params(kind, spec, cls, "")
+        try:
+            return run_plugin_code(cls, params, **context)
+        except PluginRaised as exc:
+            if isinstance(exc.error, LlmbricksError):
+                raise exc.error from None
+            plugin = self.registration(kind, spec.name).plugin
+            what = f"{kind} '{spec.name}' (plugin '{plugin}')"
+            if isinstance(exc.error, ValueError):
+                raise ComponentError(f"{what} rejected its parameters: "
+                                     f"{str(exc).removeprefix('failed: ')}") from exc.error
+            raise LlmbricksError(f"{what} could not be built: its constructor {exc}") from exc.error
 
     def _lookup(self, kind: str, spec: Any, path: str) -> tuple[ComponentSpec, type[Component]]:
         at = f"{path}: " if path else ""
@@ -299,25 +427,65 @@ class Registry:
                 exc, owner=f"{kind} '{spec.name}'", fields=list(cls.Params.model_fields),
                 prefix=path)) from None
 
-    def add_commands(self, cli: Any) -> None:
-        """Let every plugin add its CLI verbs."""
-        self.manager.hook.llmbricks_commands(cli=cli)
+    def add_commands(self, cli: Any, reserved: Iterable[str] = ()) -> None:
+        """Add every plugin's CLI verbs to ``cli``; a verb named in ``reserved`` stays built in."""
+        for verbs in self._plugin_commands(set(reserved)).values():
+            for verb, command in verbs.items():
+                if verb not in cli.commands:
+                    cli.add_command(command, verb)
 
-    def commands(self) -> dict[str, list[str]]:
-        """The CLI verbs each plugin adds, found by letting it add them to a scratch group."""
+    def commands(self, reserved: Iterable[str] = ()) -> dict[str, list[str]]:
+        """The CLI verbs each plugin adds (a plugin's verb named in ``reserved`` is refused)."""
+        return {plugin: sorted(verbs) for plugin, verbs in self._plugin_commands(set(reserved)).items()}
+
+    def _plugin_commands(self, reserved: set[str]) -> dict[str, dict[str, Any]]:
+        """Each plugin's usable verbs; a verb that shadows a built-in or another plugin's is refused.
+
+        The first plugin (by name) to add a verb keeps it; the other is recorded as failing.
+        """
+        taken: dict[str, str] = {}
+        usable: dict[str, dict[str, Any]] = {}
+        for plugin, verbs in sorted(self._collect_commands().items()):
+            usable[plugin] = {}
+            for verb, command in verbs:
+                if verb in reserved:
+                    problem = f"adds the verb '{verb}', which is built in; rename it (the built-in one runs)"
+                elif verb in taken:
+                    problem = f"adds the verb '{verb}', which plugin '{taken[verb]}' adds too; rename it"
+                else:
+                    taken[verb] = plugin
+                    usable[plugin][verb] = command
+                    continue
+                self._fail(self.plugins[plugin], f"llmbricks_commands {problem}")
+        return usable
+
+    def _collect_commands(self) -> dict[str, list[tuple[str, Any]]]:
+        """Let each plugin add its verbs to a scratch group, once; record what goes wrong."""
+        if self._commands is not None:
+            return self._commands
         import click
 
-        found: dict[str, list[str]] = {}
-        for impl in self.manager.hook.llmbricks_commands.get_hookimpls():
-            scratch = click.Group()
+        hook = "llmbricks_commands"
+        found: dict[str, list[tuple[str, Any]]] = {}
+        for plugin in sorted({impl.plugin_name for impl in self.manager.hook.llmbricks_commands.get_hookimpls()}):
+            record = self.plugins.setdefault(plugin, PluginRecord(name=plugin, module=plugin))
+            scratch = click.Group(name="llmbricks")
             try:
-                impl.function(cli=scratch)
-            except Exception as exc:
-                record = self.plugins.get(impl.plugin_name)
-                if record is not None and record.error is None:
-                    record.error = f"llmbricks_commands raised {type(exc).__name__}: {exc}"
+                returned = self._call_hook(plugin, hook, cli=scratch)
+            except _HookFailed as exc:
+                self._fail(record, str(exc), cause=exc.__cause__)
                 continue
-            found[impl.plugin_name] = sorted(scratch.commands)
+            if returned:
+                self._fail(record, f"{hook} returned {kind_of(returned[0])}; it should add its verbs "
+                                   "with cli.add_command(...) and return None")
+            found[plugin] = []
+            for verb, command in list(scratch.commands.items()):
+                if not isinstance(command, click.Command) or not isinstance(verb, str) or not verb.strip():
+                    self._fail(record, f"{hook} added {kind_of(command)} as the verb {short_repr(verb)}, "
+                                       "not a Click command")
+                    continue
+                found[plugin].append((verb, command))
+        self._commands = found
         return found
 
 
