@@ -125,7 +125,8 @@ def test_skip_drops_the_bad_updates_warns_and_finishes(tmp_path):
         run, recorder, result = fit(tmp_path / "run", the_task, max_steps=8, on_nonfinite="skip",
                                     checkpoint_every=2, keep_checkpoints=10)
     assert [str(w.message) for w in caught] == [
-        f"step {n}: the loss is nan; skipped this update (train.on_nonfinite=skip, 1 in a row)"
+        f"step {n}: the loss is nan; skipped this update (train.on_nonfinite=skip; training stops "
+        f"after {MAX_SKIPS_IN_A_ROW} in a row)"
         for n in (3, 6)]
     assert result.status == "completed" and result.state.step == 8
     assert result.state.skipped_steps == 2
@@ -152,8 +153,9 @@ def test_skip_gives_up_after_too_many_in_a_row(tmp_path):
 
 def test_a_good_step_resets_the_count_in_a_row(tmp_path):
     bad = set(range(2, 2 + MAX_SKIPS_IN_A_ROW - 1)) | set(range(12, 12 + MAX_SKIPS_IN_A_ROW - 1))
-    with pytest.warns(UserWarning):
+    with pytest.warns(UserWarning) as caught:
         _, _, result = fit(tmp_path / "run", task(bad), max_steps=25, on_nonfinite="skip")
+    assert [str(w.message).split(":")[0] for w in caught] == ["step 2", "step 12"]  # one per streak
     assert result.status == "completed" and result.state.skipped_steps == 2 * (MAX_SKIPS_IN_A_ROW - 1)
 
 

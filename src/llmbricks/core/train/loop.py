@@ -333,9 +333,9 @@ class _Loop:
                         "train.on_nonfinite=skip allows")
             raise LlmbricksError(self.nonfinite_message(step, what, lr))
         self.state.skipped_steps += 1
-        if self.dist.is_main:
-            warnings.warn(f"step {step}: {what}; skipped this update (train.on_nonfinite=skip, "
-                          f"{self.skips_in_a_row} in a row)", stacklevel=2)
+        if self.dist.is_main and self.skips_in_a_row == 1:  # one line per streak; each is an event
+            warnings.warn(f"step {step}: {what}; skipped this update (train.on_nonfinite=skip; "
+                          f"training stops after {MAX_SKIPS_IN_A_ROW} in a row)", stacklevel=2)
         return False
 
     def nonfinite_message(self, step: int, what: str, lr: float) -> str:
