@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from llmbricks.core.registry import Registry, use_registry
-from tests.conftest import EXAMPLES, ROOT
+from tests.conftest import EXAMPLES, ROOT, run_cli
 from tests.e2e.bad_inputs import Result, assert_clean_failure, invoke, snapshot
 from tests.e2e.test_plugin_failures import install_fake_dist
 
@@ -318,3 +318,15 @@ def test_a_component_constructor_that_raises_names_the_component_and_plugin(norm
     with use_registry(Registry({"ctors": constructor_plugin})):
         result = invoke("config", "validate", QUICKSTART, "--set", f"model.norm={norm}", "--smoke")
     assert_clean_failure(result, code, *words)
+
+
+def test_a_plugin_verb_that_raises_names_the_verb_and_plugin(tmp_path: Path):
+    site = tmp_path / "site"
+    install_fake_dist(site, "crashy", {"crashy": "bad_crashy"}, {"bad_crashy": HEAD + '''
+def crash():
+    raise KeyError("a missing setting")
+''' + hook("llmbricks_commands", 'cli.add_command(click.Command("crash", callback=crash))', "cli")})
+    done = run_cli("crash", env={"PYTHONPATH": str(site)})
+    line = assert_clean_failure(Result(done.returncode, done.stdout, done.stderr), 1,
+                                "verb 'crash' of plugin 'crashy' failed", "a missing setting")
+    assert line.endswith("(--debug shows the plugin's traceback)")

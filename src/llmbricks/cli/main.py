@@ -40,6 +40,7 @@ class LazyGroup(click.Group):
     """Imports a verb's module only when the verb runs; plugin verbs load on first miss."""
 
     _plugins_loaded = False
+    plugin_verbs: dict[str, str] = {}  # replaced when the plugin verbs load, never mutated
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*BUILTIN_COMMANDS, *self.commands})
@@ -52,6 +53,11 @@ class LazyGroup(click.Group):
             self.load_plugin_commands()
         return self.commands.get(name)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[Any, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        _state["plugin_verb"] = (name, self.plugin_verbs[name]) if name in self.plugin_verbs else None
+        return name, command, rest
+
     def load_plugin_commands(self) -> None:
         """Add the plugins' verbs, once; a plugin verb never replaces a built-in one."""
         if self._plugins_loaded:
@@ -59,7 +65,7 @@ class LazyGroup(click.Group):
         self._plugins_loaded = True
         from llmbricks.core.registry import get_registry
 
-        get_registry().add_commands(self, reserved=BUILTIN_COMMANDS)
+        self.plugin_verbs = get_registry().add_commands(self, reserved=BUILTIN_COMMANDS)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]},
@@ -75,7 +81,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
         ctx.command.load_plugin_commands()
 
 
-_state = {"debug": False}
+_state: dict[str, Any] = {"debug": False, "plugin_verb": None}
 
 
 def _report(exc: BaseException, line: str) -> None:
@@ -88,6 +94,7 @@ def _report(exc: BaseException, line: str) -> None:
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
     _state["debug"] = False
+    _state["plugin_verb"] = None
     try:
         code = cli.main(args=argv, prog_name="llmbricks", standalone_mode=False)
     except click.exceptions.Abort:
@@ -104,6 +111,12 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(130)
     except Exception as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if _state["plugin_verb"]:  # a plugin's own verb failed: name it rather than the exception class
+            verb, plugin = _state["plugin_verb"]
+            hint = "" if _state["debug"] else " (--debug shows the plugin's traceback)"
+            _report(exc, f"error: verb '{verb}' of plugin '{plugin}' failed: "
+                         f"{message or type(exc).__name__}{hint}")
+            sys.exit(1)
         hint = "" if _state["debug"] else " (run with --debug for the traceback)"
         _report(exc, f"error: {type(exc).__name__}: {message}{hint}")
         sys.exit(1)

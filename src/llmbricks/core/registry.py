@@ -427,12 +427,18 @@ class Registry:
                 exc, owner=f"{kind} '{spec.name}'", fields=list(cls.Params.model_fields),
                 prefix=path)) from None
 
-    def add_commands(self, cli: Any, reserved: Iterable[str] = ()) -> None:
-        """Add every plugin's CLI verbs to ``cli``; a verb named in ``reserved`` stays built in."""
-        for verbs in self._plugin_commands(set(reserved)).values():
+    def add_commands(self, cli: Any, reserved: Iterable[str] = ()) -> dict[str, str]:
+        """Add every plugin's CLI verbs to ``cli``; a verb named in ``reserved`` stays built in.
+
+        Returns the verbs added, each with its plugin's name.
+        """
+        added: dict[str, str] = {}
+        for plugin, verbs in self._plugin_commands(set(reserved)).items():
             for verb, command in verbs.items():
                 if verb not in cli.commands:
                     cli.add_command(command, verb)
+                    added[verb] = plugin
+        return added
 
     def commands(self, reserved: Iterable[str] = ()) -> dict[str, list[str]]:
         """The CLI verbs each plugin adds (a plugin's verb named in ``reserved`` is refused)."""
