@@ -18,30 +18,42 @@ from llmbricks.cli.options import set_option
 @click.option("--instruction", "-i", help="Ask an instruction-finetuned run: the run's prompt "
               "template (data.prompt; alpaca when unset) wraps it, and only the response is printed.")
 @click.option("--input", "input_text", default="", help="The instruction's input (with --instruction).")
-@click.option("--max-new-tokens", "-n", default=50, show_default=True, type=click.IntRange(min=0))
-@click.option("--temperature", "-t", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
-              help="0 = greedy.")
-@click.option("--top-k", type=click.IntRange(min=1), help="Sample among the k most likely tokens.")
-@click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True),
-              help="Sample from the smallest set of tokens whose probability reaches p.")
-@click.option("--seed", type=int, help="Seed for sampling (the model's own seed is its config's).")
+# Ranges are checked by the core (check_generation_params), as for the Python API: one policy.
+@click.option("--max-new-tokens", "-n", default=50, show_default=True, type=int,
+              help="How many tokens to add (0 to 16777216).")
+@click.option("--temperature", "-t", default=0.0, show_default=True, type=float,
+              help="0 = greedy; above 0, sample from softmax(logits / t).")
+@click.option("--top-k", type=int, help="Sample among the k most likely tokens (k >= 1).")
+@click.option("--top-p", type=float,
+              help="Sample from the smallest set of tokens whose probability reaches p, in (0, 1].")
+@click.option("--seed", type=int, help="Seed for sampling, 0 to 2**63-1 (the model's own seed is "
+              "its config's).")
+@click.option("--stop", metavar="TOKEN", help="The special token that ends the text (default: "
+              "<|endoftext|> when the tokenizer has it).")
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--no-cache", is_flag=True, help="Recompute the whole context every step.")
-@click.option("--prompt-lookup", metavar="N", default=0, show_default=True,
-              type=click.IntRange(min=0),
+@click.option("--prompt-lookup", metavar="N", default=0, show_default=True, type=int,
               help="Greedy only: check up to N tokens copied from the context per forward pass "
                    "(prompt-lookup decoding). Same text; faster when the text repeats itself.")
 def generate(source: str | None, config_file: str | None, overrides: tuple[str, ...],
              prompt: str | None, instruction: str | None, input_text: str, max_new_tokens: int,
              temperature: float, top_k: int | None, top_p: float | None, seed: int | None,
-             stream: bool, no_cache: bool, prompt_lookup: int) -> None:
+             stop: str | None, stream: bool, no_cache: bool, prompt_lookup: int) -> None:
     """Generate text after PROMPT from RUN (a run directory, or a model directory such as `import
     gpt2` writes) or from a randomly initialized model built from --config.
 
     With --instruction (and --input), the run's prompt template makes the prompt, as instruction
     finetuning did, and the response alone is printed."""
+    from llmbricks.core.store.text_input import check_text
+    from llmbricks.core.tasks.generation import check_generation_params, stop_token_id
     from llmbricks.core.tasks.generation import generate as run
 
+    check_generation_params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed, stop=stop, prompt_lookup=prompt_lookup,
+                            cli=True)  # before the model loads: a typo fails at once
+    for name, text in (("--prompt", prompt), ("--instruction", instruction), ("--input", input_text)):
+        if text:
+            check_text(text, name)
     if (prompt is None) == (instruction is None):
         raise click.UsageError("give --prompt TEXT to continue, or --instruction TEXT to answer "
                                "(one of the two)")
@@ -57,6 +69,8 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
         raise click.UsageError("--prompt-lookup needs greedy decoding (-t 0) and the cache "
                                "(no --no-cache)")
     config, model, tokenizer = _load(source, config_file, overrides)
+    if stop is not None:
+        stop_token_id(tokenizer, stop, cli=True)  # named as the flag, before any generation
     shown = prompt
     if instruction is not None:
         from llmbricks.core.tasks.instruction import instruction_prompt
@@ -74,7 +88,7 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
     if stream:
         click.echo(shown, nl=False)
     text = run(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-               top_k=top_k, top_p=top_p, seed=seed, use_cache=not no_cache,
+               top_k=top_k, top_p=top_p, seed=seed, stop=stop, use_cache=not no_cache,
                on_text=echo if stream else None, prompt_lookup=prompt_lookup)
     if instruction is not None and not stream:
         text = text.strip()  # as responses.json holds it
@@ -97,9 +111,23 @@ def _load(source: str | None, config_file: str | None, overrides: tuple[str, ...
             raise click.UsageError(f"RUN '{source}' is not a directory")
         config, model, tokenizer = load_run(source)
         if tokenizer is None:
-            tokenizer, _ = ready_tokenizer(config)
+            tokenizer = _rebuilt_tokenizer(source, config)
         return config, model, tokenizer
     config = load_config(config_file, overrides)
     tokenizer, _ = ready_tokenizer(config)
     torch.manual_seed(config.seed)
     return config, build_model(config, tokenizer=tokenizer), tokenizer
+
+
+def _rebuilt_tokenizer(source: str, config):
+    """A directory saved without ``tokenizer/``: its config's tokenizer, rebuilt (from its data if
+    it learns one); a failure says why the data was needed."""
+    from llmbricks.core.errors import LlmbricksError
+    from llmbricks.core.store.token_cache import ready_tokenizer
+
+    try:
+        return ready_tokenizer(config)[0]
+    except LlmbricksError as exc:
+        exc.args = (f"{source} has no saved tokenizer (tokenizer/ is missing), and its config's "
+                    f"could not be rebuilt: {exc}",)
+        raise exc from None

@@ -12,15 +12,98 @@ same tokens as plain greedy, fewer passes (each of which reads every weight) whe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..config import MAX_CONTEXT, MAX_SEED
 from ..errors import ConfigError
 from ..interfaces import Model, Tokenizer
 from ..kv_cache import KVCache
+from ..store.text_input import check_text
+
+#: The most new tokens one call may ask for (the configs' bound on a context): far past any real
+#: use, and refused before a KV cache of that many positions is allocated.
+MAX_NEW_TOKENS = MAX_CONTEXT
+
+#: The CLI flag of each parameter, named in the CLI's messages (the API names the parameter).
+FLAGS = {"max_new_tokens": "--max-new-tokens", "temperature": "--temperature", "top_k": "--top-k",
+         "top_p": "--top-p", "seed": "--seed", "stop": "--stop", "prompt_lookup": "--prompt-lookup",
+         "max_context": "--max-context", "lookup_ngram": "--lookup-ngram", "prompt": "--prompt"}
+
+
+class GenerationError(ConfigError, ValueError):
+    """A generation parameter or prompt no generation can use: a usage mistake (exit 2).
+
+    Also a ``ValueError``, which these checks raised before, so callers that catch one still do.
+    """
+
+
+def _refuse(name: str, value: Any, rule: str, cli: bool) -> GenerationError:
+    """``--top-p 1.5: top-p must be in (0, 1]`` (CLI) or ``top_p must be in (0, 1], got 1.5``."""
+    shown = repr(value) if isinstance(value, str) else str(value)
+    if cli:
+        flag = FLAGS[name]
+        return GenerationError(f"{flag} {shown}: {flag.lstrip('-')} {rule}")
+    return GenerationError(f"{name} {rule}, got {shown}")
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+def check_generation_params(*, max_new_tokens: Any = 50, temperature: Any = 0.0, top_k: Any = None,
+                            top_p: Any = None, seed: Any = None, stop: Any = None,
+                            max_context: Any = None, prompt_lookup: Any = 0, lookup_ngram: Any = 3,
+                            cli: bool = False) -> None:
+    """Refuse, in one line, a value no generation can use; the CLI and the API share it.
+
+    ``cli`` names the flag and the value as typed (``--top-p 1.5: ...``); otherwise the
+    parameter. ``None`` turns ``top_k``, ``top_p``, ``seed``, ``stop`` and ``max_context`` off.
+    """
+    if not _whole(max_new_tokens) or not 0 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise _refuse("max_new_tokens", max_new_tokens,
+                      f"must be a whole number from 0 to {MAX_NEW_TOKENS}", cli)
+    if not _number(temperature) or not math.isfinite(temperature) or temperature < 0:
+        raise _refuse("temperature", temperature, "must be a finite number >= 0 (0 = greedy)", cli)
+    if top_k is not None and (not _whole(top_k) or top_k < 1):
+        raise _refuse("top_k", top_k, "must be a whole number >= 1", cli)
+    if top_p is not None and (not _number(top_p) or not 0.0 < top_p <= 1.0):
+        raise _refuse("top_p", top_p, "must be in (0, 1]", cli)
+    if seed is not None and (not _whole(seed) or not 0 <= seed <= MAX_SEED):
+        raise _refuse("seed", seed, f"must be a whole number from 0 to {MAX_SEED}", cli)
+    if stop is not None and (not isinstance(stop, str) or not stop):
+        raise _refuse("stop", stop, "must name a special token of the tokenizer, such as "
+                      "'<|endoftext|>'", cli)
+    if max_context is not None and (not _whole(max_context) or not 1 <= max_context <= MAX_CONTEXT):
+        raise _refuse("max_context", max_context, f"must be a whole number from 1 to {MAX_CONTEXT}",
+                      cli)
+    if not _whole(prompt_lookup) or prompt_lookup < 0:
+        raise _refuse("prompt_lookup", prompt_lookup, "must be >= 0 (0 = off)", cli)
+    if not _whole(lookup_ngram) or lookup_ngram < 1:
+        raise _refuse("lookup_ngram", lookup_ngram, "must be >= 1", cli)
+
+
+def stop_token_id(tokenizer: Tokenizer, stop: str | None, *, cli: bool = False) -> int | None:
+    """The id of the special token ``stop`` (default ``<|endoftext|>`` when the tokenizer has it)."""
+    check_generation_params(stop=stop, cli=cli)
+    specials = tokenizer.special_tokens
+    if stop is None:
+        return specials.get("<|endoftext|>")
+    if stop not in specials:
+        known = ", ".join(repr(name) for name in sorted(specials)[:5])
+        has = f"it has {known}" if known else "it has none"
+        raise _refuse("stop", stop, f"is not a special token of this tokenizer ({has})", cli)
+    return specials[stop]
 
 
 @dataclass(frozen=True)
@@ -51,6 +134,8 @@ def next_token(logits: Tensor, temperature: float = 0.0, top_k: int | None = Non
     """``[B, V]`` logits -> ``[B]`` ids: argmax at temperature 0, else sample softmax(l / T)."""
     if temperature <= 0.0:
         return logits.argmax(dim=-1)
+    if temperature < 1e-3:  # logits / T could overflow to inf; shifting by the max changes no probability
+        logits = logits - logits.amax(dim=-1, keepdim=True)
     probs = torch.softmax(filter_logits(logits / temperature, top_k, top_p), dim=-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
@@ -111,20 +196,16 @@ def verify_drafts(model: Model, cache: KVCache, unfed: Tensor, drafts: list[int]
 def _check_prompt_lookup(prompt_lookup: int, lookup_ngram: int, temperature: float, batch: int,
                          use_cache: bool) -> None:
     """Prompt lookup is exact only for greedy decoding of one row, and it needs the cache."""
-    if prompt_lookup < 0:
-        raise ValueError(f"prompt_lookup must be >= 0 (0 = off), got {prompt_lookup}")
     if not prompt_lookup:
         return
-    if lookup_ngram < 1:
-        raise ValueError(f"lookup_ngram must be >= 1, got {lookup_ngram}")
     if temperature > 0.0:
-        raise ValueError("prompt lookup needs greedy decoding (temperature 0): it keeps a draft "
+        raise GenerationError("prompt lookup needs greedy decoding (temperature 0): it keeps a draft "
                          f"only where it equals the argmax, got temperature {temperature}")
     if batch > 1:
-        raise ValueError(f"prompt lookup needs a batch of 1, got {batch} rows: rows accept "
+        raise GenerationError(f"prompt lookup needs a batch of 1, got {batch} rows: rows accept "
                          "different numbers of drafts; generate them one at a time")
     if not use_cache:
-        raise ValueError("prompt lookup needs the KV cache (use_cache=True): it rolls the cache "
+        raise GenerationError("prompt lookup needs the KV cache (use_cache=True): it rolls the cache "
                          "back past rejected drafts")
 
 
@@ -134,6 +215,21 @@ def _check_generates(model: Model) -> None:
     if not head.per_token:
         raise ConfigError(f"this model's head ('{head.name}') gives one output per text, not "
                           "next-token logits: it cannot generate; use `llmbricks classify`")
+
+
+def _prompt_ids(prompt: Tensor | Sequence[Sequence[int]], device: torch.device) -> Tensor:
+    """``[B, T]`` ids on ``device``; a flat list or 1-d tensor is one row. Refused: no tokens."""
+    try:
+        ids = torch.as_tensor(prompt, dtype=torch.long, device=device)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
+        raise GenerationError("the prompt must be token ids: a [B, T] tensor or equal-length lists "
+                              f"of integers ({exc})") from None
+    if ids.dim() == 1:
+        ids = ids.unsqueeze(0)
+    if ids.dim() != 2 or ids.shape[1] == 0:
+        raise GenerationError("the prompt is empty: give at least one token" if ids.dim() == 2
+                              else f"the prompt must be [B, T] token ids, got shape {list(ids.shape)}")
+    return ids
 
 
 @torch.inference_mode()
@@ -151,17 +247,12 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
     ``prompt_lookup=N`` (greedy, batch 1, cache) verifies up to N tokens copied from the context
     (after its last ``lookup_ngram``-gram match) per forward pass; the tokens are the same.
     """
+    check_generation_params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed, max_context=max_context,
+                            prompt_lookup=prompt_lookup, lookup_ngram=lookup_ngram)
     _check_generates(model)
     device = next(model.parameters()).device
-    ids = torch.as_tensor(prompt, dtype=torch.long, device=device)
-    if ids.dim() == 1:
-        ids = ids.unsqueeze(0)
-    if ids.shape[1] == 0:
-        raise ValueError("the prompt is empty: give at least one token")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    ids = _prompt_ids(prompt, device)
     _check_prompt_lookup(prompt_lookup, lookup_ngram, temperature, ids.shape[0], use_cache)
     was_training = model.training
     model.eval()
@@ -220,6 +311,21 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
     return GenerationResult(tokens=ids, new_tokens=new_tokens, finished=finished.tolist())
 
 
+def _prompt_texts(prompt: str | Sequence[str]) -> list[str]:
+    """The prompts as a list: each a non-empty string that encodes as UTF-8."""
+    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if not prompts:
+        raise GenerationError("no prompt: give a string, or a list of strings for a batch")
+    for i, text in enumerate(prompts):
+        where = "the prompt" if isinstance(prompt, str) else f"prompt {i}"
+        if not isinstance(text, str):
+            raise GenerationError(f"{where} must be a string, got {type(text).__name__}")
+        if not text:
+            raise GenerationError(f"{where} is empty: give some text to continue")
+        check_text(text, where)
+    return prompts
+
+
 def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
              max_new_tokens: int = 50, temperature: float = 0.0, top_k: int | None = None,
              top_p: float | None = None, seed: int | None = None, stop: str | None = None,
@@ -233,16 +339,19 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
     ``prompt_lookup=N`` checks up to N tokens copied from the context per forward pass (greedy,
     one prompt): the same text, faster when it repeats the prompt or itself.
     """
+    check_generation_params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                            top_p=top_p, seed=seed, stop=stop, max_context=max_context,
+                            prompt_lookup=prompt_lookup)
     _check_generates(model)
-    prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+    if tokenizer is None:
+        raise GenerationError("generate needs the model's tokenizer to encode the prompt; pass "
+                              "token ids to generate_ids instead")
+    prompts = _prompt_texts(prompt)
     encoded = [tokenizer.encode(p, allowed_special="all") for p in prompts]
     if len({len(e) for e in encoded}) > 1:
-        raise ValueError("prompts in one batch must have the same length in tokens "
-                         f"(got {sorted({len(e) for e in encoded})}); generate them separately")
-    specials = tokenizer.special_tokens
-    stop_token = specials.get(stop or "<|endoftext|>")
-    if stop is not None and stop_token is None:
-        raise ValueError(f"stop token {stop!r} is not a special token of this tokenizer")
+        raise GenerationError("prompts in one batch must have the same length in tokens "
+                              f"(got {sorted({len(e) for e in encoded})}); generate them separately")
+    stop_token = stop_token_id(tokenizer, stop)
 
     # Stream whole characters: a byte-level token can end inside a UTF-8 sequence, so decode the
     # row so far and hold back a trailing replacement character until the next token completes it.
