@@ -220,3 +220,136 @@ def test_saved_tokenizer_model_dir_checkpoint_and_cache_are_group_readable(tmp_p
             want = 0o755 if path.is_dir() else 0o644
             assert mode(path) == want, f"{path.relative_to(tmp_path)} is {oct(mode(path))}"
     assert temps(tmp_path) == []
+
+
+# --- disk failures are one line naming the path and the cause ------------------------------------
+
+
+@pytest.mark.parametrize(("error", "cause"), [
+    (OSError(28, "No space left on device"), "no space left on the device"),
+    (OSError(30, "Read-only file system"), "the file system is read-only"),
+    (OSError(13, "Permission denied"), "permission denied"),
+    (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+     "no space left on the device"),
+])
+def test_write_error_names_the_path_and_the_cause(tmp_path, error, cause):
+    from llmbricks.core.store.atomic import write_error
+
+    message = str(write_error(tmp_path / "step-8", error))
+    assert message.startswith(f"cannot write {tmp_path / 'step-8'}: {cause}")
+    assert "\n" not in message and "Error" not in message
+
+
+@pytest.mark.parametrize("writer", ["file", "path", "directory"])
+def test_a_full_disk_mid_write_is_one_line_and_leaves_the_old_content(tmp_path, writer):
+    target = tmp_path / "out"
+    if writer == "directory":
+        with atomic_directory(target) as tmp:
+            (tmp / "old.txt").write_text("old")
+    else:
+        write_atomic(target, "old")
+    before = {p.name for p in tmp_path.iterdir()}
+    full = OSError(28, "No space left on device")
+    with pytest.raises(CheckpointError, match=r"cannot write .*out: no space left on the device"):
+        if writer == "file":
+            with atomic_file(target, "w") as handle:
+                handle.write("half")
+                raise full
+        elif writer == "path":
+            with atomic_path(target) as path:
+                path.write_text("half")
+                raise full
+        else:
+            with atomic_directory(target, overwrite=True) as tmp:
+                (tmp / "new.txt").write_text("half")
+                raise full
+    assert {p.name for p in tmp_path.iterdir()} == before and temps(tmp_path) == []
+    assert (target / "old.txt" if writer == "directory" else target).read_text() == "old"
+
+
+def test_torch_enforce_fail_without_an_errno_is_read_as_the_cause(tmp_path, monkeypatch):
+    from llmbricks.core.store import atomic
+
+    monkeypatch.setattr(atomic, "_nearly_full", lambda path: True)
+    error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    assert "no space left" in str(atomic.write_error(tmp_path / "x", error))
+    monkeypatch.setattr(atomic, "_nearly_full", lambda path: False)
+    assert "the write failed ([enforce fail" in str(atomic.write_error(tmp_path / "x", error))
+
+
+def test_an_unrelated_error_inside_a_writer_passes_unchanged(tmp_path):
+    with pytest.raises(RuntimeError, match="a bug"), atomic_file(tmp_path / "x"):
+        raise RuntimeError("a bug")
+    assert names(tmp_path) == []
+
+
+# --- output directories ---------------------------------------------------------------------------
+
+
+def test_check_output_dir_names_a_file_in_the_way(tmp_path):
+    from llmbricks.core.store.atomic import check_output_dir
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(CheckpointError, match=r"file is a file, not a directory"):
+        check_output_dir(tmp_path / "file" / "a" / "b")
+    with pytest.raises(CheckpointError, match="exists and is not a directory"):
+        check_output_dir(tmp_path / "file", overwrite=True)
+
+
+def test_overwrite_replaces_only_the_commands_own_kind_of_output(tmp_path):
+    from llmbricks.core.store.atomic import OutputKind, check_output_dir
+
+    kind = OutputKind("model directory", ("config.yaml", "model.safetensors"))
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    for folder in (mine, theirs):
+        folder.mkdir()
+        (folder / "config.yaml").write_text("x")
+    (mine / "model.safetensors").write_bytes(b"x")
+    assert check_output_dir(mine, overwrite=True, kind=kind) == mine
+    with pytest.raises(CheckpointError, match=r"is not a model directory \(no config.yaml, "
+                                              r"model.safetensors\).*even with --overwrite"):
+        check_output_dir(theirs, overwrite=True, kind=kind)
+    with pytest.raises(CheckpointError, match="even with --overwrite"), \
+            atomic_directory(theirs, overwrite=True, kind=kind):
+        pass
+    assert names(theirs) == ["config.yaml"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through a chmod")
+def test_check_output_dir_refuses_a_directory_it_cannot_write(tmp_path):
+    from llmbricks.core.store.atomic import check_output_dir
+
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    try:
+        with pytest.raises(CheckpointError, match="permission denied"):
+            check_output_dir(locked / "out")
+    finally:
+        locked.chmod(0o755)
+
+
+# --- symlinks and the kill hook -------------------------------------------------------------------
+
+
+def test_check_links_allows_links_inside_and_refuses_links_outside(tmp_path):
+    from llmbricks.core.store.atomic import check_links
+
+    root = tmp_path / "run"
+    (root / "sub").mkdir(parents=True)
+    (root / "a.txt").write_text("a")
+    (root / "sub" / "inside").symlink_to(root / "a.txt")
+    assert check_links(root) == root
+    (tmp_path / "secret").write_text("s")
+    (root / "sub" / "out").symlink_to(tmp_path / "secret")
+    with pytest.raises(CheckpointError, match=r"out is a symlink to .*secret, outside"):
+        check_links(root)
+
+
+def test_kill_point_does_nothing_unless_asked(monkeypatch):
+    from llmbricks.core.store import atomic
+
+    monkeypatch.delenv(atomic.KILL_AT_ENV, raising=False)
+    atomic.kill_point("checkpoint:renamed")
+    monkeypatch.setenv(atomic.KILL_AT_ENV, "checkpoint:renamed@1000000")
+    atomic.kill_point("checkpoint:renamed")  # not yet the millionth time
+    atomic.kill_point("setup:started")        # another point

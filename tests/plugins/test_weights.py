@@ -293,10 +293,13 @@ def test_import_refuses_a_non_empty_output(hf, tmp_path):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(CheckpointError, match="not empty"):
         import_gpt2(hf[0], out)
+    with pytest.raises(CheckpointError, match="not a model directory.*even with --overwrite"):
+        import_gpt2(hf[0], out, overwrite=True)  # a user's folder is never replaced
     assert (out / "keep.txt").read_text() == "mine"
-    import_gpt2(hf[0], out, overwrite=True)
-    assert not (out / "keep.txt").exists() and (out / "model.safetensors").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temporary leftovers
+    import_gpt2(hf[0], tmp_path / "model")
+    import_gpt2(hf[0], tmp_path / "model", overwrite=True)  # a model directory is
+    assert (tmp_path / "model" / "model.safetensors").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "out"]  # no temporary leftovers
 
 
 # --- export: errors ---------------------------------------------------------------------------
@@ -401,7 +404,7 @@ def test_failed_save_leaves_nothing_behind(tmp_path):
             raise OSError("disk full")
 
     config = load_config({"model": TINY})
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CheckpointError, match=r"cannot write .*m: the write failed \(disk full\)"):
         save_model_dir(tmp_path / "m", config, build_model(config), Broken())
     assert list(tmp_path.iterdir()) == []
 

@@ -313,8 +313,9 @@ def check_output_dir(directory: str | Path, *, overwrite: bool = False,
         raise CheckpointError(f"{target} exists and is not a directory: choose another path")
     if target.is_dir() and any(target.iterdir()):
         if kind is not None and not kind.matches(target):
-            raise CheckpointError(f"{target} is not empty and is not {kind.describe()}: it is not "
-                                  "replaced, even with --overwrite; choose another directory")
+            raise CheckpointError(f"{target} already exists and is not empty, and is not "
+                                  f"{kind.describe()}: it is not replaced, even with --overwrite; "
+                                  "choose another directory")
         if not overwrite:
             raise CheckpointError(f"{target} already exists and is not empty; choose another "
                                   "directory or overwrite it (--overwrite)")

@@ -309,16 +309,8 @@ def load_checkpoint(checkpoint: Checkpoint, model: nn.Module,
     load_weights(model, checkpoint.path)
     if optimizer is None and not restore_rng:
         return
-    file = checkpoint.path / OPTIMIZER_FILE
-    advice = f"delete {checkpoint.path} to resume from the checkpoint before it"
-    try:
-        extra = torch.load(file, map_location="cpu", weights_only=True)
-        optimizer_state, rng = extra["optimizer"], extra["rng"]
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, TypeError,
-            AttributeError, ImportError, IndexError, OSError) as exc:
-        raise CheckpointError(f"{file} is an untrusted or corrupt checkpoint file: it does not "
-                              f"load as plain tensors and data{_unsafe_detail(exc)}, so it was "
-                              f"not loaded; {advice}") from None
+    optimizer_state, rng = read_training_state(checkpoint)
+    file, advice = checkpoint.path / OPTIMIZER_FILE, _earlier_advice(checkpoint)
     try:
         if optimizer is not None:
             optimizer.load_state_dict(optimizer_state)
@@ -328,6 +320,28 @@ def load_checkpoint(checkpoint: Checkpoint, model: nn.Module,
         detail = " ".join(str(exc).split())[:150]
         raise CheckpointError(f"{file} does not fit this run's model and optimizer ({detail}); "
                               f"{advice}") from None
+
+
+def read_training_state(checkpoint: Checkpoint, *, mmap: bool = False) -> tuple[Any, Any]:
+    """``(optimizer state, RNG state)`` from ``optimizer.pt``, by the safe loader only.
+
+    A file that needs more than tensors and plain data (a pickled object, a global) or is
+    damaged is refused as untrusted or corrupt, naming it. ``mmap`` checks it without reading it
+    all (what a resume does before it writes anything).
+    """
+    file = checkpoint.path / OPTIMIZER_FILE
+    try:
+        extra = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
+        return extra["optimizer"], extra["rng"]
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, TypeError,
+            AttributeError, ImportError, IndexError, OSError) as exc:
+        raise CheckpointError(f"{file} is an untrusted or corrupt checkpoint file: it does not "
+                              f"load as plain tensors and data{_unsafe_detail(exc)}, so it was "
+                              f"not loaded; {_earlier_advice(checkpoint)}") from None
+
+
+def _earlier_advice(checkpoint: Checkpoint) -> str:
+    return f"delete {checkpoint.path} to resume from the checkpoint before it"
 
 
 def save_torch(obj: Any, path: Path) -> None:
@@ -418,10 +432,16 @@ def load_run(path: str | Path, device: torch.device | str = "cpu",
     if checkpoint is not None:
         found = verify_checkpoint(checkpoint, (WEIGHTS_FILE, ADAPTER_FILE))
     else:
-        found = run.latest_checkpoint((WEIGHTS_FILE, ADAPTER_FILE))
+        problems: list[str] = []
+        with warnings.catch_warnings(record=True) as skipped:
+            warnings.simplefilter("always")
+            found = run.latest_checkpoint((WEIGHTS_FILE, ADAPTER_FILE), problems=problems)
         if found is None:
-            raise CheckpointError(f"run {root} has no complete checkpoint yet "
-                                  f"(nothing verifies in {run.checkpoints_dir})")
+            why = f": {problems[0]}" if problems else ""
+            raise CheckpointError(f"run {root} has no complete checkpoint yet (nothing verifies in "
+                                  f"{run.checkpoints_dir}){why}")
+        for warning in skipped:  # the newer, damaged checkpoints skipped on the way
+            warnings.warn(str(warning.message), stacklevel=2)
     try:
         tokenizer = run.tokenizer(registry)
     except LlmbricksError as exc:

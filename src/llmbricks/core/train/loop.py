@@ -241,6 +241,8 @@ class _Loop:
                 except Exception:
                     if status != "failed":  # never hide the error that stopped the run
                         raise
+                finally:
+                    self.plotter.wait()  # no half-drawn loss.png left to a dying process
         if status == "interrupted":
             raise TrainingInterrupted(str(self.store.directory), state.step)
         return LoopResult(state=state, status=status, total_steps=self.steps,
@@ -497,9 +499,13 @@ class _Plotter:
         self.thread.start()
 
     def finish(self, history: list[dict[str, Any]]) -> None:
+        self.wait()
+        self._draw(list(history))
+
+    def wait(self) -> None:
+        """Let a drawing in flight end (its atomic write completes or cleans up)."""
         if self.thread is not None:
             self.thread.join()
-        self._draw(list(history))
 
     def _draw(self, history: list[dict[str, Any]]) -> None:
         from .plots import plot_losses

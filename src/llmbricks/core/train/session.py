@@ -34,7 +34,7 @@ from ..store.atomic import (
     write_error,
 )
 from ..store.model_dir import CONFIG_FILE
-from ..store.runs import RUN_KIND, Checkpoint, Run, load_run
+from ..store.runs import RUN_KIND, Checkpoint, Run, load_run, read_training_state
 from ..store.token_cache import ready_tokenizer
 from .distributed import Distributed, from_environment, pick_device, shutdown
 from .loop import TrainTask, run_loop
@@ -258,15 +258,18 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
     if blocked:
         raise ConfigError(f"cannot resume {directory} with a different config: {', '.join(blocked[:4])} "
                           "changed; resume with the run's own config, or start a new run with --out")
+    if dist.is_main:  # a process killed while writing leaves its temporary files and folders
+        remove_leftovers(run.checkpoints_dir)
+        remove_leftovers(run.directory)
+    checkpoint = _checkpoint_to_resume(run)
+    budget = {"train.max_steps", "train.epochs", "train.max_tokens"}
+    finished = bool(checkpoint and checkpoint.state.get("final") and not budget & set(changed))
+    if checkpoint is not None and not finished:
+        read_training_state(checkpoint, mmap=True)  # refused before anything is rewritten
     if changed:  # budget and reporting: the caller's values win, and the run records them
         run.config.train = config.train.model_copy(deep=True)
         if dist.is_main:
             write_atomic(run.directory / CONFIG_FILE, run.config.to_yaml())
-    if dist.is_main:  # a process killed while writing a checkpoint leaves its temporary folder
-        remove_leftovers(run.checkpoints_dir)
-    checkpoint = _checkpoint_to_resume(run)
-    budget = {"train.max_steps", "train.epochs", "train.max_tokens"}
-    finished = bool(checkpoint and checkpoint.state.get("final") and not budget & set(changed))
     history = _trim_run_record(run, checkpoint, finished) if dist.is_main else []
     if finished and dist.is_main:
         run.prune(run.config.train.keep_checkpoints)  # a kill may have come before the pruning

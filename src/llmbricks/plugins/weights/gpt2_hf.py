@@ -546,8 +546,8 @@ def export_hf(model_dir: str | Path, out: str | Path, *, overwrite: bool = False
         if not root.is_dir():
             raise CheckpointError(f"model directory {root} does not exist")
         raise CheckpointError(f"{root} is not a llmbricks model directory: {CONFIG_FILE} is missing")
-    check_exportable(load_config(config_file, registry=registry), registry)
     check_output_dir(out, overwrite=overwrite, kind=HF_KIND)
+    check_exportable(load_config(config_file, registry=registry), registry)
     config, model, _ = load_model_dir(root, registry=registry, with_tokenizer=False)
     notes: list[str] = []
     tokenizer = None
