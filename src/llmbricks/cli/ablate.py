@@ -76,21 +76,56 @@ def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
     out = console()
     table = Table(title=f"{len(plan.variants)} variants x {len(plan.seeds)} seeds -> {directory}")
     for column, justify in (("variant", "left"), ("changes", "left"), ("params", "right"),
-                            ("s/step", "right"), ("steps", "right"), ("est. per run", "right")):
+                            ("memory", "right"), ("s/step", "right"), ("steps", "right"),
+                            ("est. per run", "right")):
         table.add_column(column, justify=justify,  # type: ignore[arg-type]
                          no_wrap=column == "variant")
     for variant, guess in zip(plan.variants, estimate.variants, strict=True):
         changes = ", ".join(f"{k}={v}" for k, v in variant.overrides.items()) or "(none)"
         name = variant.name + (" *" if variant.name == plan.baseline else "")
-        table.add_row(name, changes, f"{guess.params:,}", f"{guess.step_s:.3f}",
+        table.add_row(name, changes, f"{guess.params:,}", _memory_cell(guess),
+                      "-" if guess.step_s is None else f"{guess.step_s:.3f}",
                       "?" if guess.steps is None else f"{guess.steps:,}",
                       "?" if guess.run_s is None else _duration(guess.run_s))
     out.print(table)
     note = " (plus variants whose budget is in epochs)" if estimate.unknown else ""
     out.print(f"* baseline. seeds: {', '.join(map(str, plan.seeds))}; {len(plan.jobs())} runs, "
               f"{jobs} at a time with {estimate.threads} thread(s) each")
+    too_big = [plan.variants[i].name for i in estimate.too_big]
+    valid = "Every variant is valid" if not too_big else \
+        f"{len(plan.variants) - len(too_big)} of {len(plan.variants)} variants fit"
     out.print(f"estimated training time: {_duration(estimate.total_s)}{note}; evaluations and "
-              "checkpoints come on top. Every variant is valid; nothing was trained.")
+              f"checkpoints come on top. {valid}; nothing was trained.")
+    if too_big:
+        _refuse_too_big(too_big, estimate.memory_room, jobs)
+
+
+def _memory_cell(guess: Any) -> str:
+    """A run's estimated training memory in GiB, ``!`` when it would not fit."""
+    from llmbricks.core.train.memory import gib
+
+    if guess.memory is None:
+        return "?"
+    return f"{gib(guess.memory.total)} GiB" + (" !" if guess.fits is False else "")
+
+
+def _refuse_too_big(names: list[str], room: int | None, jobs: int) -> None:
+    """Variants that `train` would refuse: exit 2 in one line (a note when the check is off)."""
+    import os
+
+    from llmbricks.core.errors import ConfigError
+    from llmbricks.core.train.memory import SKIP_ENV, gib
+
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    share = f"{gib(room or 0)} GiB per run" + (f" ({jobs} at a time)" if jobs > 1 else "")
+    if os.environ.get(SKIP_ENV, "").strip() not in ("", "0"):
+        click.echo(f"note: {shown} would not fit in {share}; {SKIP_ENV} is set, so they will "
+                   "train anyway", err=True)
+        return
+    fewer = "fewer --jobs, " if jobs > 1 else ""
+    raise ConfigError(f"{len(names)} variant{'s' if len(names) != 1 else ''} would not fit in "
+                      f"memory ({shown}: more than {share}, marked ! above); use {fewer}a smaller "
+                      f"train.batch_size or model.context_length, or set {SKIP_ENV}=1")
 
 
 def _run(plan: Any, directory: Path, executor: str, jobs: int, address: str | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from llmbricks.cli.options import command_with_config, console, echo_json, json_option, load
@@ -16,16 +18,24 @@ def model() -> None:
 @command_with_config
 @json_option
 def summary(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Parameters per part, in total, with the head tied and untied, and fp32 memory.
+    """Parameters per part, in total, with the head tied and untied, and training memory.
 
-    The model is built on the meta device, so even gpt2-xl takes no memory or time.
+    The model is built on the meta device, so even gpt2-xl takes no memory or time. The
+    training-memory estimate is the one `llmbricks train` checks before it allocates anything.
     """
     from llmbricks.core.build import summarize_config
 
     cfg = load(config_file, overrides)
     s = summarize_config(cfg)
+    memory, available, why_not = _training_memory(cfg)
     if as_json:
-        echo_json(s.to_data())
+        data = s.to_data()
+        data["training_memory"] = None if memory is None else {
+            **memory.to_data(), "available_bytes": available,
+            "fits": None if available is None else memory.total <= available}
+        if why_not:
+            data["training_memory_error"] = why_not
+        echo_json(data)
         return
     from rich.table import Table
 
@@ -45,6 +55,45 @@ def summary(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None
     out.print(f"with the head untied:   {s.untied:,} ({s.untied / 1e6:.1f}M)")
     out.print(f"with the head tied:     {s.tied:,} ({s.tied / 1e6:.1f}M)")
     out.print(f"fp32 weights:           {s.fp32_bytes / 2**20:,.2f} MiB")
+    _print_memory(out, memory, available, why_not)
+
+
+def _training_memory(cfg: Any) -> tuple[Any, int | None, str | None]:
+    """The estimate on the config's device, the memory available there, or why there is none."""
+    from llmbricks.core.errors import LlmbricksError
+    from llmbricks.core.train.memory import available_memory, estimate_memory
+
+    device = _summary_device(cfg.train.device)
+    try:
+        memory = estimate_memory(cfg, device=device)
+    except LlmbricksError as exc:  # e.g. train.trainable: none without adapters
+        return None, None, str(exc)
+    return memory, available_memory(device), None
+
+
+def _summary_device(requested: str) -> str:
+    """The device `train` would pick, without starting anything on it."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return requested
+
+
+def _print_memory(out: Any, memory: Any, available: int | None, why_not: str | None) -> None:
+    from llmbricks.core.train.memory import SKIP_ENV, gib
+
+    if memory is None:
+        out.print(f"training memory:        not estimated ({why_not})")
+        return
+    out.print(f"training memory:        about {gib(memory.total)} GiB on {memory.device} "
+              f"({memory.breakdown()})")
+    for note in memory.notes:
+        out.print(f"                        ({note})")
+    if available is not None:
+        verdict = "fits" if memory.total <= available else \
+            f"does NOT fit: `train` will refuse it unless {SKIP_ENV}=1"
+        out.print(f"available:              {gib(available)} GiB; {verdict}")
 
 
 @model.command("merge")

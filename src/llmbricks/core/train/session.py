@@ -38,6 +38,7 @@ from ..store.runs import RUN_KIND, Checkpoint, Run, load_run, read_training_stat
 from ..store.token_cache import ready_tokenizer
 from .distributed import Distributed, from_environment, pick_device, shutdown
 from .loop import TrainTask, run_loop
+from .memory import check_memory
 from .plots import read_events
 from .trainable import Policy, apply_trainable
 
@@ -171,6 +172,7 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
     dist = from_environment()
     try:
         device = pick_device(config.train.device, dist)
+        check_memory(config, device, registry)  # refuse what cannot fit, before allocating
         directory = Path(out) if out is not None else default_run_dir(config, resume=resume)
         session = _resume(directory, config, dist, device, registry) if resume else \
             _create(directory, config, dist, device, registry, overwrite=overwrite)
