@@ -28,6 +28,11 @@ TOO_BIG = {
 }
 
 
+#: `model summary` counts the model as configured: it needs a vocabulary size (the tiny config's
+#: char tokenizer learns its own from the corpus).
+VOCAB = ("--set", "model.vocab_size=40")
+
+
 def env(tmp_path: Path, **extra: str) -> dict[str, str]:
     base = {k: v for k, v in train_env(tmp_path).items() if k != SKIP}
     return {**base, "COLUMNS": "200", **extra}
@@ -88,7 +93,7 @@ def test_the_skip_variable_passes_a_huge_config_on_to_the_next_check(tmp_path):
 @pytest.mark.parametrize("case", ["batch", "vocab"], ids=["summary-batch", "summary-vocab"])
 def test_model_summary_prints_the_estimate_and_does_not_refuse(tmp_path, case):
     config = tiny_config(tmp_path)
-    result = invoke("model", "summary", str(config), *TOO_BIG[case], env=env(tmp_path),
+    result = invoke("model", "summary", str(config), *VOCAB, *TOO_BIG[case], env=env(tmp_path),
                     cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert "training memory:" in result.stdout and "GiB" in result.stdout
@@ -97,8 +102,8 @@ def test_model_summary_prints_the_estimate_and_does_not_refuse(tmp_path, case):
 
 def test_model_summary_json_says_whether_it_fits(tmp_path):
     config = tiny_config(tmp_path)
-    small = invoke("model", "summary", str(config), "--json", env=env(tmp_path), cwd=tmp_path)
-    big = invoke("model", "summary", str(config), "--json", *TOO_BIG["batch"], env=env(tmp_path),
+    small = invoke("model", "summary", str(config), *VOCAB, "--json", env=env(tmp_path), cwd=tmp_path)
+    big = invoke("model", "summary", str(config), *VOCAB, "--json", *TOO_BIG["batch"], env=env(tmp_path),
                  cwd=tmp_path)
     assert small.code == big.code == 0, small.stderr + big.stderr
     fits = json.loads(small.stdout)["training_memory"]
@@ -111,7 +116,7 @@ def test_model_summary_json_says_whether_it_fits(tmp_path):
 def test_model_summary_of_a_config_that_cannot_train_says_why(tmp_path):
     """trainable: none with no adapters cannot train: the summary still prints its counts."""
     config = tiny_config(tmp_path)
-    result = invoke("model", "summary", str(config), "--set", "train.trainable=none",
+    result = invoke("model", "summary", str(config), *VOCAB, "--set", "train.trainable=none",
                     env=env(tmp_path), cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert "training memory:        not estimated (train.trainable: none" in result.stdout
