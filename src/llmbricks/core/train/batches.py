@@ -63,7 +63,9 @@ class ShardedEpochs:
         return full + (1 if rest and not self.drop_last else 0)
 
     def generator(self, epoch: int) -> torch.Generator:
-        return torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        # Modulo 2**64: a seed near the config's bound (2**63 - 1) must not overflow the generator;
+        # every seed below ~1.8e13 gives the same numbers as before.
+        return torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**64)
 
     def order(self, epoch: int) -> Sequence[int] | np.ndarray:
         """The items of ``epoch`` in the order batches take them."""
