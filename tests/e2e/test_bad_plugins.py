@@ -297,7 +297,37 @@ class Quitter(Norm):
 
     def __init__(self, params, dims):
         sys.exit(5)
-''' + hook("llmbricks_components", "return [Boom, Picky, Quitter]")
+
+
+class CheckCrash(Norm):
+    """A norm whose config-time check() crashes."""
+
+    name = "checkcrash"
+
+    @classmethod
+    def check(cls, params, dims):
+        raise RuntimeError("check needs a GPU")
+
+
+class CheckRefuses(Norm):
+    """A norm whose check() refuses the model's dimensions."""
+
+    name = "checkrefuses"
+
+    @classmethod
+    def check(cls, params, dims):
+        raise ValueError(f"emb_dim {dims.emb_dim} is not a power of two")
+
+
+class VocabCrash(llmbricks.Tokenizer):
+    """A tokenizer whose known_vocab_size() crashes."""
+
+    name = "vocabcrash"
+
+    @classmethod
+    def known_vocab_size(cls, params):
+        raise OSError("vocabulary server unreachable")
+''' + hook("llmbricks_components", "return [Boom, Picky, Quitter, CheckCrash, CheckRefuses, VocabCrash]")
 
 
 @pytest.fixture(scope="module")
@@ -312,12 +342,22 @@ def constructor_plugin() -> types.ModuleType:
     ("boomnorm", 1, ("norm 'boomnorm' (plugin 'ctors') could not be built", "accelerator library is too old")),
     ("pickynorm", 2, ("norm 'pickynorm' (plugin 'ctors') rejected its parameters", "needs an even emb_dim")),
     ("quitnorm", 1, ("norm 'quitnorm' (plugin 'ctors') could not be built", "called sys.exit(5)")),
+    ("checkcrash", 1, ("norm 'checkcrash' (plugin 'ctors') could not be built",
+                       "its check() failed", "check needs a GPU")),
+    ("checkrefuses", 2, ("model.norm: emb_dim 128 is not a power of two",)),
 ])
 def test_a_component_constructor_that_raises_names_the_component_and_plugin(norm, code, words,
                                                                            constructor_plugin):
     with use_registry(Registry({"ctors": constructor_plugin})):
         result = invoke("config", "validate", QUICKSTART, "--set", f"model.norm={norm}", "--smoke")
     assert_clean_failure(result, code, *words)
+
+
+def test_a_tokenizer_whose_vocab_size_lookup_raises_names_it(constructor_plugin):
+    with use_registry(Registry({"ctors": constructor_plugin})):
+        result = invoke("config", "validate", QUICKSTART, "--set", "model.tokenizer=vocabcrash")
+    assert_clean_failure(result, 1, "tokenizer 'vocabcrash' (plugin 'ctors')",
+                         "known_vocab_size() failed", "vocabulary server unreachable")
 
 
 def test_a_plugin_verb_that_raises_names_the_verb_and_plugin(tmp_path: Path):

@@ -113,6 +113,10 @@ def tokenizer_train_into_foreign_dir(work: Path) -> list[str]:
     return ["tokenizer", "train", "tiny.yaml", "--out", "notes"]
 
 
+def tokenizer_train_overwrite_foreign_dir(work: Path) -> list[str]:
+    return [*tokenizer_train_into_foreign_dir(work), "--overwrite"]
+
+
 def tokenizer_train_latin1(work: Path) -> list[str]:
     (work / "latin.txt").write_bytes("sea and sun, garçon\n".encode("latin-1") * 20)
     return ["tokenizer", "train", "tiny.yaml", "--set", "data.source.path=latin.txt", "--out", "newtok"]
@@ -168,6 +172,9 @@ CASES: dict[str, Case] = {
                                           ("latin.txt", "byte offset 16", "0xe7")),
     "tokenizer-train-into-foreign-dir": Case(tokenizer_train_into_foreign_dir, 1,
                                              ("notes", "not empty"), kept=("notes",)),
+    "tokenizer-train-overwrite-foreign-dir": Case(tokenizer_train_overwrite_foreign_dir, 1,
+                                                  ("notes", "not a tokenizer directory",
+                                                   "even with --overwrite"), kept=("notes",)),
 }
 
 

@@ -162,7 +162,10 @@ def test_runtime_failure_exits_1_with_one_line(registry_with, capsys, monkeypatc
 
         name = "crashing"
 
-        def forward(self, x, positional, pos, cache=None):
+        def residual_projections(self):
+            return []
+
+        def forward(self, x, pos, cache=None):
             raise RuntimeError("shapes do not line up\nsecond line")
 
     @llmbricks.hookimpl
@@ -181,3 +184,29 @@ def test_runtime_failure_exits_1_with_one_line(registry_with, capsys, monkeypatc
 def test_unknown_verb_is_a_usage_error():
     result = run_cli("trian")
     assert result.returncode == 2 and "No such command 'trian'" in result.stderr
+
+
+def test_every_verb_prints_a_warning_as_one_line(capsys):
+    """A library's warning under any verb is one ``warning: ...`` line, not Python's two lines."""
+    import warnings
+
+    import click
+
+    from llmbricks.cli.main import cli, main
+
+    @click.command("warns")
+    def warns() -> None:
+        for _ in range(3):  # the same warning from a loop prints once
+            warnings.warn("this tensor is\n  deprecated", FutureWarning, stacklevel=1)
+        click.echo("done")
+
+    cli.add_command(warns)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["warns"])
+    finally:
+        cli.commands.pop("warns")
+    assert exit_info.value.code == 0
+    captured = capsys.readouterr()
+    assert captured.out == "done\n"
+    assert captured.err.splitlines() == ["warning: this tensor is deprecated"]

@@ -2,15 +2,19 @@
 
 Verbs are imported only when used, so ``llmbricks --help`` and ``--version`` import no torch and
 load no plugin. Errors print one line (exit 2 for usage and config, 1 at run time); ``--debug``
-(before the verb) prints the traceback above that line, with the same exit code.
+(before the verb) prints the traceback above that line, with the same exit code. Warnings, from
+llmbricks or a library it calls, print as one ``warning: ...`` line each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import sys
 import traceback
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -91,12 +95,33 @@ def _report(exc: BaseException, line: str) -> None:
     click.echo(line, err=True)
 
 
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show each warning as one ``warning: ...`` line on stderr, not Python's two-line form.
+
+    The same text is shown once per command, however many layers or steps raise it.
+    """
+    shown: set[str] = set()
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: object = None, line: str | None = None) -> None:
+        text = " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            click.echo(f"warning: {text}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point."""
     _state["debug"] = False
     _state["plugin_verb"] = None
     try:
-        code = cli.main(args=argv, prog_name="llmbricks", standalone_mode=False)
+        with one_line_warnings():
+            code = cli.main(args=argv, prog_name="llmbricks", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -77,23 +77,25 @@ file_option = click.option("--file", "-f", "file", type=click.Path(dir_okay=True
 @click.option("--out", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory to save the trained tokenizer in.")
 @click.option("--overwrite", is_flag=True,
-              help="Replace --out even when it holds something other than a saved tokenizer.")
+              help="Replace --out when it holds an unreadable tokenizer.json (a saved tokenizer is "
+                   "replaced anyway; any other non-empty folder never is).")
 def train(config_file: str, overrides: tuple[str, ...], out: str, overwrite: bool) -> None:
     """Train CONFIG's model.tokenizer on CONFIG's data.source and save it to --out.
 
     --out must be new, empty, or an earlier tokenizer's directory (replaced whole); any other
-    non-empty directory is refused before training unless --overwrite. The directory appears
+    non-empty directory is refused before training, even with --overwrite. The directory appears
     complete or not at all.
     """
     import time
 
     from llmbricks.core.build import build_tokenizer
     from llmbricks.core.errors import ConfigError
-    from llmbricks.core.store.atomic import atomic_directory, check_output_dir
+    from llmbricks.core.store.atomic import OutputKind, atomic_directory, check_output_dir
     from llmbricks.core.store.token_cache import iter_texts, text_source
 
+    kind = OutputKind("tokenizer directory", ("tokenizer.json",))
     retrain = overwrite or _is_tokenizer_dir(out)
-    check_output_dir(out, overwrite=retrain)  # before the slow work
+    check_output_dir(out, overwrite=retrain, kind=kind)  # before the slow work
     cfg = load(config_file, overrides)
     tok = build_tokenizer(cfg)
     if tok is None:
@@ -103,7 +105,7 @@ def train(config_file: str, overrides: tuple[str, ...], out: str, overwrite: boo
     source = text_source(cfg)
     start = time.perf_counter()
     tok.train(iter_texts(source))
-    with atomic_directory(out, overwrite=retrain) as tmp:
+    with atomic_directory(out, overwrite=retrain, kind=kind) as tmp:
         tok.save(tmp)
     click.echo(f"trained {tok.name} on {source.describe()}: vocabulary {tok.vocab_size:,} in "
                f"{time.perf_counter() - start:.2f} s -> {out}")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import sys
-import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -43,8 +40,7 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
     config = training_config(config_file, overrides)
     directory = Path(out) if out else default_run_dir(config, resume=resume)
     try:
-        with one_line_warnings():
-            result = run_training(config, out=directory, resume=resume, overwrite=overwrite)
+        result = run_training(config, out=directory, resume=resume, overwrite=overwrite)
     except TrainingInterrupted as exc:
         again = ["llmbricks", "train", config_file, *[f"--set={o}" for o in overrides],
                  "--out", str(directory), "--resume"]
@@ -60,20 +56,6 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
     click.echo(f"done: {result.step} steps, train loss {_fmt(metrics.get('train_loss'))}, "
                f"val loss {_fmt(val)}")
     click.echo(f"run: {result.run_dir}  (plot: {result.run_dir / 'loss.png'})")
-
-
-@contextlib.contextmanager
-def one_line_warnings() -> Iterator[None]:
-    """Show each warning as one ``warning: ...`` line on stderr, not Python's two-line form."""
-
-    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-             file: object = None, line: str | None = None) -> None:
-        text = " ".join(str(message).split())
-        click.echo(f"warning: {text}", err=True)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
 
 
 def _fmt(value: float | None) -> str:

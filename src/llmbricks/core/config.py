@@ -27,6 +27,7 @@ from pydantic import (
 from .component import ComponentSpec, Dims, StrictNumbers
 from .config_io import dump_yaml, parse_yaml, read_config_file
 from .errors import ComponentError, ConfigError, did_you_mean
+from .plugin_guard import first_line
 from .registry import Registry, describe_validation_error, get_registry
 
 Spec = Annotated[
@@ -470,8 +471,11 @@ def _check_model(model: ModelConfig, registry: Registry) -> None:
             f"model.attention.n_kv_heads: {kv} must divide model.n_heads={model.n_heads} "
             "(each key/value head serves n_heads / n_kv_heads query heads)")
     if model.tokenizer is not None:
-        tok_cls = registry.get("tokenizer", model.tokenizer.name)
-        known = tok_cls.known_vocab_size(tok_cls.Params.model_validate(model.tokenizer.params))
+        name = model.tokenizer.name
+        tok_cls = registry.get("tokenizer", name)
+        known = registry.call_component("tokenizer", name, "known_vocab_size()",
+                                        tok_cls.known_vocab_size,
+                                        tok_cls.Params.model_validate(model.tokenizer.params))
         if known is not None:
             if model.vocab_size == "auto":
                 model.vocab_size = known
@@ -486,9 +490,11 @@ def _check_model(model: ModelConfig, registry: Registry) -> None:
         spec = getattr(model, key[1])
         cls = registry.get(kind, spec.name)
         try:
-            cls.check(cls.Params.model_validate(spec.params), dims)
-        except ValueError as exc:
-            raise ConfigError(f"model.{key[1]}: {exc}") from None
+            registry.call_component(kind, spec.name, "check()", cls.check,
+                                    cls.Params.model_validate(spec.params), dims)
+        except ComponentError as exc:  # check() refused the dims: say which field of the config
+            reason = first_line(exc.__cause__) if isinstance(exc.__cause__, ValueError) else exc
+            raise ConfigError(f"model.{key[1]}: {reason}") from None
 
 
 def default_config(preset: str | None = None, registry: Registry | None = None) -> Config:

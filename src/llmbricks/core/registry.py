@@ -396,17 +396,27 @@ class Registry:
         """
         spec, cls = self._lookup(kind, spec, "")
         params = self._params(kind, spec, cls, "")
+        return self.call_component(kind, spec.name, "constructor", cls, params, **context)
+
+    def call_component(self, kind: str, name: str, what: str, function: Any, /, *args: Any,
+                       **kwargs: Any) -> Any:
+        """Call a component's own code (its constructor, ``check``, ``known_vocab_size``).
+
+        Whatever it raises is named with the component and its plugin: an llmbricks error passes
+        through, a ``ValueError`` is a parameter problem (:class:`ComponentError`, exit 2), and
+        anything else a failure at run time (exit 1), never a bare ``RuntimeError: ...``.
+        """
         try:
-            return run_plugin_code(cls, params, **context)
+            return run_plugin_code(function, *args, **kwargs)
         except PluginRaised as exc:
             if isinstance(exc.error, LlmbricksError):
                 raise exc.error from None
-            plugin = self.registration(kind, spec.name).plugin
-            what = f"{kind} '{spec.name}' (plugin '{plugin}')"
+            plugin = self.registration(kind, name).plugin
+            owner = f"{kind} '{name}' (plugin '{plugin}')"
             if isinstance(exc.error, ValueError):
-                raise ComponentError(f"{what} rejected its parameters: "
+                raise ComponentError(f"{owner} rejected its parameters: "
                                      f"{str(exc).removeprefix('failed: ')}") from exc.error
-            raise LlmbricksError(f"{what} could not be built: its constructor {exc}") from exc.error
+            raise LlmbricksError(f"{owner} could not be built: its {what} {exc}") from exc.error
 
     def _lookup(self, kind: str, spec: Any, path: str) -> tuple[ComponentSpec, type[Component]]:
         at = f"{path}: " if path else ""
