@@ -107,7 +107,7 @@ def test_a_record_without_output_is_one_line_naming_it(tmp_path, book_records):
     path = tmp_path / "broken.json"
     path.write_text(json.dumps(broken), encoding="utf-8")
     result = train(str(write_config(tmp_path, "broken", path)), "--out", "run", tmp_path=tmp_path)
-    assert result.returncode == 1
+    assert result.returncode == 2  # the user's data must change (InputError)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "record 3 lacks the key 'output'" in lines[0] and str(path) in lines[0]

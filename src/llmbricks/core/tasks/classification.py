@@ -64,7 +64,7 @@ def label_names(source: DataSource, rows: Sequence[tuple[str, str]]) -> list[str
         names = [str(label) for label in declared]
         for index, (_, label) in enumerate(rows, start=1):
             if label not in names:
-                raise DataError(f"{source.describe()}: row {index} has label {label!r}, which is "
+                raise InputError(f"{source.describe()}: row {index} has label {label!r}, which is "
                                 f"not one of {source.name}'s labels ({', '.join(names)})")
         return names
     found = set(label for _, label in rows)
@@ -124,7 +124,7 @@ def check_splits(splits: dict[str, list[tuple[str, str]]], labels: Sequence[str]
         counts = Counter(label for _, label in splits[name])
         for label in labels:
             if counts[label] == 0:
-                raise DataError(f"class {label!r} has no examples in the {name} split "
+                raise InputError(f"class {label!r} has no examples in the {name} split "
                                 f"({total.get(label, 0)} rows of {label!r} in all); add rows of "
                                 "that class, or change train.trainer.split or the seed")
 
@@ -198,11 +198,11 @@ def prepare_labeled(source: DataSource, tokenizer: Tokenizer, *, context: int, b
     """Rows -> labels -> (balance) -> split -> checks -> token ids, all seeded by ``seed``."""
     rows = labeled_rows(source)
     if not rows:
-        raise DataError(f"{source.describe()}: no labeled rows")
+        raise InputError(f"{source.describe()}: no labeled rows")
     labels = label_names(source, rows)
     counts = Counter(label for _, label in rows)
     if len(counts) < 2:
-        raise DataError(f"{source.describe()}: every row has the label {next(iter(counts))!r}; "
+        raise InputError(f"{source.describe()}: every row has the label {next(iter(counts))!r}; "
                         "a classifier needs at least two classes")
     kept = balance_rows(rows, seed) if balance else list(rows)
     kept_counts = dict(Counter(label for _, label in kept))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import resolve_config
-from ..errors import CheckpointError, ConfigError, DataError
+from ..errors import CheckpointError, ConfigError, InputError
 from ..interfaces import Model, Tokenizer
 from ..registry import Registry, get_registry
 from ..store.runs import load_run
@@ -193,7 +193,7 @@ def evaluate_classifier(path: str | Path, *, data: dict[str, Any] | None = None,
         index = {label: i for i, label in enumerate(info.labels)}
         unknown = sorted({label for _, label in rows if label not in index})
         if unknown:
-            raise DataError(f"{source.describe()}: label(s) {', '.join(map(repr, unknown[:5]))} "
+            raise InputError(f"{source.describe()}: label(s) {', '.join(map(repr, unknown[:5]))} "
                             f"are not among the classifier's labels ({', '.join(info.labels)})")
         ids = encode_texts(classifier.tokenizer, [t for t, _ in rows], context)
         labels, name = [index[label] for _, label in rows], source_spec.name
@@ -202,7 +202,7 @@ def evaluate_classifier(path: str | Path, *, data: dict[str, Any] | None = None,
         prepared = prepare_labeled(source, classifier.tokenizer, context=context,
                                    balance=info.balance, fractions=info.split, seed=info.seed)
         if prepared.labels != info.labels:
-            raise DataError(f"{source.describe()} now has labels {prepared.labels}, not the "
+            raise InputError(f"{source.describe()} now has labels {prepared.labels}, not the "
                             f"run's {info.labels}")
         ids, labels = prepared.splits["test"]
         name = f"{run_config.data.source.name} (test split)"

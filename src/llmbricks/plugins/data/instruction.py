@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.errors import DataError, InputError
+from llmbricks.core.errors import InputError
 from llmbricks.core.interfaces import DataSource
 from llmbricks.core.store.text_input import check_parsed_text
 from llmbricks.plugins.data import corpora, textio
@@ -23,22 +23,22 @@ _HINT = "JSON files must be UTF-8"
 
 def _check_record(record: Any, where: str) -> dict[str, Any]:
     if not isinstance(record, dict):
-        raise DataError(f"{where} is a JSON {type(record).__name__}, not an object with "
+        raise InputError(f"{where} is a JSON {type(record).__name__}, not an object with "
                         "'instruction', 'input' and 'output'")
     for key in FIELDS:
         if key not in record:
-            raise DataError(f"{where} lacks the key {key!r} (every record needs 'instruction', "
+            raise InputError(f"{where} lacks the key {key!r} (every record needs 'instruction', "
                             "'input' and 'output' strings; 'input' may be empty)")
         if not isinstance(record[key], str):
-            raise DataError(f"{where}: {key!r} is a JSON {type(record[key]).__name__}, "
+            raise InputError(f"{where}: {key!r} is a JSON {type(record[key]).__name__}, "
                             "not a string")
         check_parsed_text(record[key], f"{where}, {key!r}")  # a "\ud800" escape is no text
     return dict(record)
 
 
-def _json_error(path: Path, exc: json.JSONDecodeError, lineno: int | None = None) -> DataError:
+def _json_error(path: Path, exc: json.JSONDecodeError, lineno: int | None = None) -> InputError:
     line = lineno if lineno is not None else exc.lineno
-    return DataError(f"{path}: invalid JSON at line {line}, column {exc.colno}: {exc.msg}")
+    return InputError(f"{path}: invalid JSON at line {line}, column {exc.colno}: {exc.msg}")
 
 
 def load_instruction_records(path: str | Path,
@@ -67,7 +67,7 @@ def load_instruction_records(path: str | Path,
     except json.JSONDecodeError as exc:
         raise _json_error(path, exc) from None
     if not isinstance(data, list):
-        raise DataError(f"{path}: expected a JSON list of records with 'instruction', 'input' and "
+        raise InputError(f"{path}: expected a JSON list of records with 'instruction', 'input' and "
                         f"'output', found a JSON {type(data).__name__}")
     return [_check_record(record, f"{path}: record {i}") for i, record in enumerate(data)]
 
@@ -96,7 +96,7 @@ class InstructionJsonSource(DataSource):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         if not self.params.path:
-            raise DataError("the 'instruction_json' data source needs a `path` to a JSON or JSONL "
+            raise InputError("the 'instruction_json' data source needs a `path` to a JSON or JSONL "
                             "file of {instruction, input, output} records")
         path = Path(self.params.path).expanduser()
         textio.require_file(path, "instruction_json `path`")

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from llmbricks.core.component import ParamsModel
-from llmbricks.core.errors import DataError, InputError, did_you_mean
+from llmbricks.core.errors import InputError, did_you_mean
 from llmbricks.core.interfaces import DataSource
 from llmbricks.plugins.data import textio
 
@@ -54,14 +54,14 @@ class LabeledTextSource(DataSource):
     def _path_and_format(self) -> tuple[Path, str]:
         p = self.params
         if not p.path:
-            raise DataError("the 'labeled_text' data source needs a `path` to a CSV, TSV or JSONL file")
+            raise InputError("the 'labeled_text' data source needs a `path` to a CSV, TSV or JSONL file")
         path = Path(p.path).expanduser()
         textio.require_file(path, "labeled_text `path`")
         fmt = p.format
         if fmt == "auto":
             found = SUFFIX_FORMATS.get(path.suffix.lower())
             if found is None:
-                raise DataError(f"{path}: cannot tell the format from the suffix "
+                raise InputError(f"{path}: cannot tell the format from the suffix "
                                 f"{path.suffix or '(none)'!r}; set `format: csv`, `tsv` or `jsonl`")
             fmt = found
         return path, fmt
@@ -98,27 +98,27 @@ class LabeledTextSource(DataSource):
                                self._index(p.label_column, "label_column", names, path))
                 width = max(indices) + 1
                 if len(row) < width:
-                    raise DataError(f"{path}, line {reader.line_num}: the row has {len(row)} "
+                    raise InputError(f"{path}, line {reader.line_num}: the row has {len(row)} "
                                     f"field(s) but the columns need {width}; is the {fmt.upper()} "
                                     "delimiter right?")
                 text, label = row[indices[0]], row[indices[1]]
                 if not label:
-                    raise DataError(f"{path}, line {reader.line_num}: empty label")
+                    raise InputError(f"{path}, line {reader.line_num}: empty label")
                 yield text, label
         except csv.Error as exc:
-            raise DataError(f"{path}, line {reader.line_num}: malformed {fmt.upper()}: {exc}") from None
+            raise InputError(f"{path}, line {reader.line_num}: malformed {fmt.upper()}: {exc}") from None
 
     @staticmethod
     def _index(column: Column, param: str, names: list[str] | None, path: Path) -> int:
         if isinstance(column, int):
             if column < 0:
-                raise DataError(f"{param} {column} must be a 0-based column number")
+                raise InputError(f"{param} {column} must be a 0-based column number")
             return column
         if names is None:
-            raise DataError(f"{path}: {param} {column!r} is a name but `header` is false; give a "
+            raise InputError(f"{path}: {param} {column!r} is a name but `header` is false; give a "
                             "0-based column number")
         if column not in names:
-            raise DataError(f"{path}: no column {column!r} for {param}"
+            raise InputError(f"{path}: no column {column!r} for {param}"
                             f"{did_you_mean(column, names)} (the header has {', '.join(names)})")
         return names.index(column)
 
@@ -126,28 +126,28 @@ class LabeledTextSource(DataSource):
         p = self.params
         for key, param in ((p.text_column, "text_column"), (p.label_column, "label_column")):
             if not isinstance(key, str):
-                raise DataError(f"{param} must name a key for JSONL, not the number {key}")
+                raise InputError(f"{param} must name a key for JSONL, not the number {key}")
         for lineno, line in enumerate(textio.iter_lines(path, p.encoding, p.errors), start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {lineno}: invalid JSON at column {exc.colno}: "
+                raise InputError(f"{path}, line {lineno}: invalid JSON at column {exc.colno}: "
                                 f"{exc.msg}") from None
             if not isinstance(row, dict):
-                raise DataError(f"{path}, line {lineno}: expected a JSON object, found a "
+                raise InputError(f"{path}, line {lineno}: expected a JSON object, found a "
                                 f"{type(row).__name__}")
             for key in (p.text_column, p.label_column):
                 if key not in row:
-                    raise DataError(f"{path}, line {lineno}: no key {key!r}"
+                    raise InputError(f"{path}, line {lineno}: no key {key!r}"
                                     f"{did_you_mean(str(key), row)} (keys: {', '.join(row)})")
             text, label = row[p.text_column], row[p.label_column]
             if not isinstance(text, str):
-                raise DataError(f"{path}, line {lineno}: {p.text_column!r} is a JSON "
+                raise InputError(f"{path}, line {lineno}: {p.text_column!r} is a JSON "
                                 f"{type(text).__name__}, not a string")
             if isinstance(label, bool) or not isinstance(label, str | int):
-                raise DataError(f"{path}, line {lineno}: label {p.label_column!r} must be a string "
+                raise InputError(f"{path}, line {lineno}: label {p.label_column!r} must be a string "
                                 f"or an integer, not a JSON {type(label).__name__}")
             yield text, label
 

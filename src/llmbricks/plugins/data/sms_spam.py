@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import ClassVar
 
-from llmbricks.core.errors import DataError
+from llmbricks.core.errors import InputError
 from llmbricks.plugins.data import corpora, textio
 from llmbricks.plugins.data.named import NamedFileParams, NamedFileSource
 
@@ -37,9 +37,9 @@ class SmsSpamSource(NamedFileSource):
                 continue
             label, tab, text = row.partition("\t")
             if not tab:
-                raise DataError(f"{path}, line {lineno}: expected 'label<TAB>text' but the row has "
+                raise InputError(f"{path}, line {lineno}: expected 'label<TAB>text' but the row has "
                                 f"no tab: {row[:60]!r}")
             if label not in self.labels:
-                raise DataError(f"{path}, line {lineno}: label {label[:30]!r} is not 'ham' or "
+                raise InputError(f"{path}, line {lineno}: label {label[:30]!r} is not 'ham' or "
                                 "'spam' (rows are 'label<TAB>text')")
             yield text, label
