@@ -118,6 +118,22 @@ def test_resuming_a_stopped_run_continues_from_the_last_good_checkpoint(setup):
     assert checkpoint_steps(run) == [1]
 
 
+def test_resuming_with_a_lower_lr_continues_from_the_last_good_checkpoint(setup):
+    config, env = setup
+    good, run = train(config, env, "train.max_steps=3")
+    assert good.code == 0, good.stderr
+    # At lr=1e300 step 4's update overflows: its weights are infinite, so no step-4 checkpoint.
+    bad = invoke("train", str(config), *FAST, "--set", "train.lr=1e300", "--out", str(run), "--resume",
+                 env=env)
+    assert_clean_failure(bad, 1, "step 4", "the last good checkpoint is step 3")
+    fixed = invoke("train", str(config), *FAST, "--set", "train.lr=1e-3", "--set", "train.grad_clip=1.0",
+                   "--out", str(run), "--resume", env=env)
+    assert fixed.code == 0, fixed.stderr
+    assert [e["step"] for e in events(run) if e["event"] == "resume"] == [3]
+    assert checkpoint_steps(run) == [1, 2, 3, 4, 5, 6]
+    assert_checkpoints_finite(run)
+
+
 def test_skip_below_the_limit_finishes_with_finite_checkpoints(setup):
     config, env = setup
     result, run = train(config, env, "train.lr=1e30", "train.on_nonfinite=skip")

@@ -398,7 +398,8 @@ class _Loop:
                 state.step, "the weights are not finite after the optimizer step and were not saved",
                 self.optimizer.param_groups[0]["lr"]))
         if self.dist.is_main:
-            record = {**asdict(state), "evaluated": self.evaluated_at == state.step, "final": final}
+            record = {**asdict(state), "evaluated": self.evaluated_at == state.step, "final": final,
+                      "budget": training_budget(self.train)}
             path = self.store.save_checkpoint(state.step, self.model, self.optimizer, record,
                                               keep=self.train.keep_checkpoints)
             self.events("checkpoint", step=state.step, path=str(path))
@@ -446,6 +447,11 @@ def _restored_state(resume: Checkpoint | None, model: nn.Module,
     load_checkpoint(resume, model, optimizer, restore_rng=True)
     known = set(LoopState.__dataclass_fields__)
     return LoopState(**{k: v for k, v in resume.state.items() if k in known})
+
+
+def training_budget(train: Any) -> dict[str, Any]:
+    """The fields that say when a run is done: a final checkpoint is final under these only."""
+    return {"max_steps": train.max_steps, "epochs": train.epochs, "max_tokens": train.max_tokens}
 
 
 def _weights_finite(model: nn.Module) -> bool:

@@ -37,7 +37,7 @@ from ..store.model_dir import CONFIG_FILE
 from ..store.runs import RUN_KIND, Checkpoint, Run, load_run, read_training_state
 from ..store.token_cache import ready_tokenizer
 from .distributed import Distributed, from_environment, pick_device, shutdown
-from .loop import TrainTask, run_loop
+from .loop import TrainTask, run_loop, training_budget
 from .memory import check_memory
 from .plots import read_events
 from .trainable import Policy, apply_trainable
@@ -47,7 +47,9 @@ RUNS_ROOT = Path("runs")
 #: continuation a different experiment from the one its checkpoints belong to.
 RESUMABLE_CHANGES = {"max_steps", "epochs", "max_tokens", "eval_every", "eval_batches",
                      "checkpoint_every", "keep_checkpoints", "log_every", "loggers",
-                     "sample_prompt", "sample_tokens", "device", "compile"}
+                     "sample_prompt", "sample_tokens", "device", "compile",
+                     # the fixes a non-finite stop suggests, applied from the last good checkpoint
+                     "lr", "min_lr", "grad_clip", "precision", "on_nonfinite"}
 
 
 @dataclass
@@ -264,8 +266,7 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
         remove_leftovers(run.checkpoints_dir)
         remove_leftovers(run.directory)
     checkpoint = _checkpoint_to_resume(run)
-    budget = {"train.max_steps", "train.epochs", "train.max_tokens"}
-    finished = bool(checkpoint and checkpoint.state.get("final") and not budget & set(changed))
+    finished = _is_finished(checkpoint, config, changed)
     if checkpoint is not None and not finished:
         read_training_state(checkpoint, mmap=True)  # refused before anything is rewritten
     if changed:  # budget and reporting: the caller's values win, and the run records them
@@ -279,6 +280,21 @@ def _resume(directory: Path, config: Config, dist: Distributed, device: torch.de
     return Session(run=run, config=run.config, tokenizer=run.tokenizer(registry), dist=dist,
                    device=device, registry=registry, resume=checkpoint, history=history,
                    finished=finished)
+
+
+def _is_finished(checkpoint: Checkpoint | None, config: Config, changed: list[str]) -> bool:
+    """Whether ``checkpoint`` ended the run under ``config``'s budget (then nothing is left to do).
+
+    The final checkpoint records the budget it ended (``max_steps``, ``epochs``, ``max_tokens``):
+    a run resumed once with a larger budget, stopped, and resumed again still has the steps the
+    stored config now asks for. Checkpoints from before that record compare the configs instead.
+    """
+    if checkpoint is None or not checkpoint.state.get("final"):
+        return False
+    ended = checkpoint.state.get("budget")
+    if isinstance(ended, dict):
+        return ended == training_budget(config.train)
+    return not {"train.max_steps", "train.epochs", "train.max_tokens"} & set(changed)
 
 
 def _checkpoint_to_resume(run: Run) -> Checkpoint | None:
