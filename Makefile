@@ -56,6 +56,7 @@ bench: $(BENCH_STAMP)
 
 docs: $(STAMP)
 	$(BIN)/python docs/gen_components.py > docs/components.md
+	$(BIN)/python docs/gen_cli_help.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples docs
