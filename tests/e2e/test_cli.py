@@ -64,7 +64,8 @@ def test_components_show():
     assert "eps" in result.stdout and "1e-05" in result.stdout
     assert "plugin: layers (llmbricks " in result.stdout
     info = json.loads(run_cli("components", "show", "attention", "mha", "--json").stdout)
-    assert {p["name"]: p["default"] for p in info["params"]} == {"qkv_bias": False, "n_kv_heads": None}
+    assert {p["name"]: p["default"] for p in info["params"]} == {"qkv_bias": False, "n_kv_heads": None,
+                                                                        "out_bias": True}
 
 
 def test_components_errors():

@@ -14,6 +14,8 @@ class AttentionParams(ParamsModel):
     qkv_bias: bool = Field(False, description="bias on the query/key/value projections")
     n_kv_heads: int | None = Field(
         None, ge=1, le=1 << 14, description="key/value heads for GQA (1 = MQA); unset = n_heads")
+    out_bias: bool = Field(True, description="bias on the output projection (GPT-2: yes; Llama, "
+                           "Mistral, Qwen: no)")
 
 
 class ProjectedAttention(Attention):
@@ -32,7 +34,7 @@ class ProjectedAttention(Attention):
         self.q_proj = nn.Linear(d, dims.n_heads * hd, bias=params.qkv_bias)
         self.k_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
         self.v_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
-        self.out_proj = nn.Linear(dims.n_heads * hd, d)
+        self.out_proj = nn.Linear(dims.n_heads * hd, d, bias=params.out_bias)
 
     def residual_projections(self) -> list[nn.Module]:
         return [self.out_proj]

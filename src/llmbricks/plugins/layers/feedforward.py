@@ -59,16 +59,21 @@ class SwiGLUFeedForward(FeedForward):
                                    "emb_dim before rounding (8/3 matches a 4x GELU MLP's size)")
         multiple_of: int = Field(64, ge=1, le=1 << 16, description="round the hidden width up to a multiple "
                                  "of this (hardware-friendly sizes)")
+        hidden: int | None = Field(None, ge=1, le=1 << 20, description="the hidden width itself "
+                                   "(a checkpoint's intermediate_size); set, it replaces hidden_mult "
+                                   "and multiple_of")
 
     @staticmethod
     def hidden_size(params: Params, dims: Dims) -> int:
+        if params.hidden is not None:
+            return params.hidden
         # hidden = multiple_of * ceil(hidden_mult * D / multiple_of)
         raw = int(params.hidden_mult * dims.emb_dim)
         return params.multiple_of * -(-raw // params.multiple_of)
 
     @classmethod
     def check(cls, params: Params, dims: Dims) -> None:
-        if int(params.hidden_mult * dims.emb_dim) < 1:
+        if params.hidden is None and int(params.hidden_mult * dims.emb_dim) < 1:
             raise ValueError(f"hidden_mult {params.hidden_mult} x emb_dim {dims.emb_dim} leaves no "
                              "hidden units; raise hidden_mult")
 

@@ -11,11 +11,20 @@ permutation of the head dimensions, but weights trained with one do not load int
 
 Partial rotary (GPT-NeoX, Phi): only the first ``r = int(head_dim * rotary_fraction)`` dims of each
 head (rounded down to an even number) are rotated; the rest pass through and carry content only.
+
+Frequency scaling, for checkpoints trained to reach past their original context:
+
+- ``linear`` (position interpolation, Chen et al. 2023): every ``w_j`` divided by ``factor``;
+- ``llama3`` (Llama 3.1/3.2): with wavelength ``L_j = 2 pi / w_j`` and the original context
+  ``C``, low frequencies (``L_j > C / low_freq_factor``) are divided by ``factor``, high ones
+  (``L_j < C / high_freq_factor``) are kept, and those between are blended:
+  ``s = (C / L_j - low) / (high - low)``, ``w_j' = (1 - s) w_j / factor + s w_j``.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import math
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -42,7 +51,8 @@ class RotaryPositional(PositionalEncoding):
 
     name = "rope"
     #: Angles exist for every position, so sequences past the context length run; quality there
-    #: degrades without scaling tricks (NTK, YaRN), which this component does not apply.
+    #: degrades unless the model was trained for it (the linear and llama3 scalings below; NTK
+    #: and YaRN are not implemented).
     extrapolates: ClassVar[bool] = True
 
     class Params(ParamsModel):
@@ -51,6 +61,17 @@ class RotaryPositional(PositionalEncoding):
         rotary_fraction: float = Field(1.0, gt=0.0, le=1.0, description="fraction of each head's "
                                        "dims that are rotated (GPT-NeoX 0.25, Phi 0.4...); the rest "
                                        "pass through")
+        scaling: Literal["none", "linear", "llama3"] = Field(
+            "none", description="frequency scaling: linear divides every frequency by "
+            "scaling_factor; llama3 divides the low ones and blends the middle (Llama 3.1/3.2)")
+        scaling_factor: float = Field(1.0, ge=1.0, le=1e6, description="how far the context was "
+                                      "stretched (linear, llama3)")
+        low_freq_factor: float = Field(1.0, gt=0.0, le=1e6, description="llama3: wavelengths above "
+                                       "original_context / low_freq_factor are divided by the factor")
+        high_freq_factor: float = Field(4.0, gt=0.0, le=1e6, description="llama3: wavelengths below "
+                                        "original_context / high_freq_factor are kept")
+        original_context: int = Field(8192, ge=1, le=1 << 24, description="llama3: the context the "
+                                      "model was pretrained with")
 
     @classmethod
     def check(cls, params: Params, dims: Dims) -> None:
@@ -60,6 +81,9 @@ class RotaryPositional(PositionalEncoding):
             raise ValueError(
                 f"rope rotates int({dims.head_dim} * {params.rotary_fraction}) rounded down to even "
                 f"= 0 dims of each head; raise rotary_fraction or the head size (emb_dim / n_heads)")
+        if params.scaling == "llama3" and params.high_freq_factor <= params.low_freq_factor:
+            raise ValueError(f"llama3 scaling needs high_freq_factor ({params.high_freq_factor}) > "
+                             f"low_freq_factor ({params.low_freq_factor})")
         if params.rotary_fraction == 1.0 and dims.head_dim % 2:
             raise ValueError(
                 f"rope pairs dimensions, but head_dim = emb_dim / n_heads = {dims.head_dim} is odd; "
@@ -79,13 +103,29 @@ class RotaryPositional(PositionalEncoding):
         Computed from the positions rather than kept in a buffer, so the module has no state and
         a model cast to bf16 keeps exact frequencies.
         """
-        r = self.rotary_dim
-        # w_j = theta^(-2j / r), j = 0 .. r/2 - 1
-        inv_freq = self.params.theta ** (
-            -torch.arange(0, r, 2, device=positions.device, dtype=torch.float32) / r)
+        inv_freq = self.frequencies(positions.device)
         angles = positions.to(torch.float32)[:, None] * inv_freq   # [T, r/2]: p * w_j
         angles = torch.cat((angles, angles), dim=-1)                # [T, r]: both halves of a pair
         return angles.cos(), angles.sin()
+
+    def frequencies(self, device: torch.device | None = None) -> Tensor:
+        """``w_j`` for ``j = 0 .. r/2 - 1``, float32, after the configured scaling."""
+        p, r = self.params, self.rotary_dim
+        # w_j = theta^(-2j / r)
+        inv_freq = p.theta ** (-torch.arange(0, r, 2, device=device, dtype=torch.float32) / r)
+        if p.scaling == "linear":
+            return inv_freq / p.scaling_factor
+        if p.scaling == "llama3":
+            wavelength = 2 * math.pi / inv_freq
+            low_wave = p.original_context / p.low_freq_factor    # longer: divided by the factor
+            high_wave = p.original_context / p.high_freq_factor  # shorter: kept
+            blend = ((p.original_context / wavelength - p.low_freq_factor)
+                     / (p.high_freq_factor - p.low_freq_factor))
+            scaled = torch.where(wavelength > low_wave, inv_freq / p.scaling_factor, inv_freq)
+            mixed = (1 - blend) * scaled / p.scaling_factor + blend * scaled
+            middle = (wavelength >= high_wave) & (wavelength <= low_wave)
+            return torch.where(middle, mixed, scaled)
+        return inv_freq
 
     def rotate(self, q: Tensor, k: Tensor, pos: PositionContext) -> tuple[Tensor, Tensor]:
         """Rotate queries ``[B, H, T, hd]`` and keys ``[B, H_kv, T, hd]`` (head counts may differ)."""

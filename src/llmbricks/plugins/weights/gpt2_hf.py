@@ -345,8 +345,8 @@ def to_hf_state_dict(state: Mapping[str, Tensor], *, n_layers: int, tied: bool,
                      prefix: str = PREFIX) -> dict[str, Tensor]:
     """llmbricks ``GPT`` state-dict -> ``GPT2LMHeadModel`` names and layouts.
 
-    Missing q/k/v biases (``qkv_bias: false``) are written as zeros: GPT-2 always has them, and
-    a zero bias is the same function. Every tensor is a fresh contiguous copy (safetensors
+    Missing q/k/v and output biases (``qkv_bias: false``, ``out_bias: false``) are written as
+    zeros: GPT-2 always has them, and a zero bias is the same function. Every tensor is a fresh contiguous copy (safetensors
     stores no views), and ``lm_head.weight`` is written only when the head is untied.
     """
     used: set[str] = set()
@@ -368,7 +368,10 @@ def to_hf_state_dict(state: Mapping[str, Tensor], *, n_layers: int, tied: bool,
         out[h + "attn.c_attn.weight"] = torch.cat([q, k, v], dim=0).t()  # [D, 3D] = [Wq^T|Wk^T|Wv^T]
         out[h + "attn.c_attn.bias"] = torch.cat(biases)
         for ours, theirs, transposed in LAYER_TENSORS:
-            tensor = get(b + ours)
+            if ours == "attn.out_proj.bias" and b + ours not in state:  # out_bias: false
+                tensor = torch.zeros(out[h + "attn.c_attn.weight"].shape[0], dtype=q.dtype)
+            else:
+                tensor = get(b + ours)
             out[h + theirs] = tensor.t() if transposed else tensor
     out["ln_f.weight"], out["ln_f.bias"] = get("norm.weight"), get("norm.bias")
     head = get("head.proj.weight")

@@ -1,0 +1,427 @@
+"""Llama-shaped checkpoints (Llama 2/3/3.1/3.2, Mistral, Qwen2) <-> llmbricks model directories.
+
+Each family is the GPT assembly with other components, so importing one is two tables of data:
+the config fields each family's ``config.json`` holds (:data:`FAMILIES`: defaults, what must
+keep a value we implement), and the tensor names (:data:`LAYER_NAMES`), the same for all three::
+
+    model.embed_tokens.weight                    -> embedding.table.weight
+    model.layers.{i}.input_layernorm.weight      -> blocks.{i}.attn_norm.weight        (RMSNorm)
+    model.layers.{i}.self_attn.{q,k,v}_proj.*    -> blocks.{i}.attn.{q,k,v}_proj.*     (GQA)
+    model.layers.{i}.self_attn.o_proj.*          -> blocks.{i}.attn.out_proj.*
+    model.layers.{i}.post_attention_layernorm.*  -> blocks.{i}.ff_norm.*
+    model.layers.{i}.mlp.{gate,up,down}_proj.*   -> blocks.{i}.ff.{gate,up,down}.*     (SwiGLU)
+    model.norm.weight                            -> norm.weight
+    lm_head.weight                               -> head.proj.weight  (absent when tied)
+
+Both layouts store ``nn.Linear`` weights ``[out, in]``, and rotary embeddings use the same
+"rotate half" pairing, so every tensor is copied as is: no transposes, no permutations.
+
+A field we do not implement (another activation, a rope scaling we lack, a sliding window
+shorter than the context, per-layer attention types) is refused in one line naming it: never a
+silently different model. The model is built on the meta device and filled one tensor at a time
+from the memory-mapped files, so an import holds one copy of the weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from llmbricks.core.build import build_model
+from llmbricks.core.config import Config, load_config
+from llmbricks.core.errors import CheckpointError, ConfigError
+from llmbricks.core.registry import Registry, get_registry
+from llmbricks.core.store.atomic import atomic_directory, check_output_dir
+from llmbricks.core.store.model_dir import CONFIG_FILE, MODEL_KIND, load_model_dir, save_model_dir
+
+from .hf_folder import HF_CONFIG_FILE, HF_WEIGHTS_FILE, HFWeights, read_json
+
+__all__ = [
+    "FAMILIES",
+    "HF_SOURCE_FILE",
+    "Family",
+    "config_from_llama",
+    "export_llama",
+    "hf_name",
+    "import_llama",
+    "llama_config_from",
+]
+
+#: The source's config.json, kept in the model directory so an export writes the same family.
+HF_SOURCE_FILE = "hf_config.json"
+
+
+@dataclass(frozen=True)
+class Family:
+    """One Hugging Face family of the Llama shape: its class, defaults and fixed values."""
+
+    model_type: str
+    architecture: str
+    #: transformers' defaults for the fields a config.json may leave out.
+    defaults: Mapping[str, Any]
+    #: q/k/v bias and output bias, when the family fixes them (None: read ``attention_bias``).
+    qkv_bias: bool | None = None
+    out_bias: bool | None = None
+    #: Fields that must keep a value (anything else changes the maths we implement).
+    required: Mapping[str, Any] = field(default_factory=dict)
+
+
+_COMMON = {"hidden_act": "silu", "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
+           "rope_theta": 10000.0, "num_key_value_heads": None, "head_dim": None}
+
+FAMILIES: dict[str, Family] = {
+    "llama": Family("llama", "LlamaForCausalLM",
+                    {**_COMMON, "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
+                     "num_hidden_layers": 32, "num_attention_heads": 32,
+                     "max_position_embeddings": 2048, "attention_bias": False, "mlp_bias": False},
+                    required={"mlp_bias": False}),
+    "mistral": Family("mistral", "MistralForCausalLM",
+                      {**_COMMON, "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+                       "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+                       "max_position_embeddings": 4096 * 32, "sliding_window": 4096},
+                      qkv_bias=False, out_bias=False),
+    "qwen2": Family("qwen2", "Qwen2ForCausalLM",
+                    {**_COMMON, "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016,
+                     "num_hidden_layers": 32, "num_attention_heads": 32,
+                     "max_position_embeddings": 32768, "use_sliding_window": False},
+                    qkv_bias=True, out_bias=False, required={"use_sliding_window": False}),
+}
+
+#: Per-layer tensors: (llmbricks name after ``blocks.{i}.``, Hugging Face name after
+#: ``model.layers.{i}.``). Biases appear only when the config has them.
+LAYER_NAMES: tuple[tuple[str, str], ...] = (
+    ("attn_norm.weight", "input_layernorm.weight"),
+    ("attn.q_proj.weight", "self_attn.q_proj.weight"),
+    ("attn.q_proj.bias", "self_attn.q_proj.bias"),
+    ("attn.k_proj.weight", "self_attn.k_proj.weight"),
+    ("attn.k_proj.bias", "self_attn.k_proj.bias"),
+    ("attn.v_proj.weight", "self_attn.v_proj.weight"),
+    ("attn.v_proj.bias", "self_attn.v_proj.bias"),
+    ("attn.out_proj.weight", "self_attn.o_proj.weight"),
+    ("attn.out_proj.bias", "self_attn.o_proj.bias"),
+    ("ff_norm.weight", "post_attention_layernorm.weight"),
+    ("ff.gate.weight", "mlp.gate_proj.weight"),
+    ("ff.up.weight", "mlp.up_proj.weight"),
+    ("ff.down.weight", "mlp.down_proj.weight"),
+)
+GLOBAL_NAMES: dict[str, str] = {
+    "embedding.table.weight": "model.embed_tokens.weight",
+    "norm.weight": "model.norm.weight",
+    "head.proj.weight": "lm_head.weight",
+}
+_LAYER = dict(LAYER_NAMES)
+#: Buffers some checkpoints carry that are not weights (recomputed from the config).
+IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
+
+
+def hf_name(ours: str) -> str:
+    """The Hugging Face name of an llmbricks parameter of a Llama-shaped model."""
+    if ours in GLOBAL_NAMES:
+        return GLOBAL_NAMES[ours]
+    _, index, rest = ours.split(".", 2)  # blocks.{i}.rest
+    if rest not in _LAYER:
+        raise ConfigError(f"the model has a parameter the Llama layout has no place for: {ours}")
+    return f"model.layers.{index}.{_LAYER[rest]}"
+
+
+# --- config.json -> llmbricks config ---------------------------------------------------------------
+
+
+def _family(hf: Mapping[str, Any]) -> Family:
+    model_type = hf.get("model_type")
+    if model_type not in FAMILIES:
+        known = ", ".join(["gpt2", *FAMILIES])
+        raise ConfigError(f"config.json: model_type {json.dumps(model_type)} is not supported "
+                          f"(llmbricks imports: {known})")
+    return FAMILIES[model_type]
+
+
+def _value(hf: Mapping[str, Any], family: Family, key: str) -> Any:
+    value = hf.get(key)
+    return family.defaults.get(key) if value is None else value
+
+
+def _int(hf: Mapping[str, Any], family: Family, key: str) -> int:
+    value = _value(hf, family, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"config.json: {key} must be a positive integer, got {value!r}")
+    return value
+
+
+def _number(value: Any, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"config.json: {key} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _rope(hf: Mapping[str, Any], family: Family) -> dict[str, Any]:
+    """The rope component of ``rope_parameters`` (transformers 5) or ``rope_theta``/``rope_scaling``."""
+    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"config.json: rope_parameters must be an object, got {params!r}")
+    theta = _number(params.get("rope_theta", _value(hf, family, "rope_theta")), "rope_theta")
+    kind = params.get("rope_type", params.get("type", "default"))
+    rope: dict[str, Any] = {"name": "rope", "theta": theta}
+    if params.get("partial_rotary_factor", 1.0) != 1.0:
+        raise ConfigError("config.json: partial_rotary_factor "
+                          f"{params['partial_rotary_factor']} is not supported for {family.model_type}")
+    if kind == "default":
+        return rope
+    if kind == "linear":
+        return {**rope, "scaling": "linear", "scaling_factor": _number(params.get("factor"), "factor")}
+    if kind == "llama3":
+        original = params.get("original_max_position_embeddings")
+        if isinstance(original, bool) or not isinstance(original, int) or original < 1:
+            raise ConfigError("config.json: rope llama3 scaling needs original_max_position_embeddings, "
+                              f"got {original!r}")
+        return {**rope, "scaling": "llama3", "scaling_factor": _number(params.get("factor"), "factor"),
+                "low_freq_factor": _number(params.get("low_freq_factor"), "low_freq_factor"),
+                "high_freq_factor": _number(params.get("high_freq_factor"), "high_freq_factor"),
+                "original_context": original}
+    raise ConfigError(f"config.json: rope_type {json.dumps(kind)} is not supported "
+                      "(llmbricks' rope implements default, linear and llama3)")
+
+
+def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict[str, Any]:
+    """The llmbricks config (a raw mapping for ``load_config``) of a Llama-shaped ``config.json``.
+
+    Raises ``ConfigError`` naming the first field whose value llmbricks does not implement.
+    """
+    family = _family(hf)
+    for key, wanted in family.required.items():
+        if _value(hf, family, key) != wanted:
+            raise ConfigError(f"config.json: {key}={json.dumps(hf.get(key))} is not supported "
+                              f"for {family.model_type} (llmbricks needs {json.dumps(wanted)})")
+    act = _value(hf, family, "hidden_act")
+    if act != "silu":
+        raise ConfigError(f"config.json: hidden_act {json.dumps(act)} is not supported "
+                          f"for {family.model_type} (llmbricks' swiglu uses silu)")
+    emb, heads = _int(hf, family, "hidden_size"), _int(hf, family, "num_attention_heads")
+    layers, context = _int(hf, family, "num_hidden_layers"), _int(hf, family, "max_position_embeddings")
+    kv = hf.get("num_key_value_heads") or family.defaults.get("num_key_value_heads") or heads
+    if isinstance(kv, bool) or not isinstance(kv, int) or kv < 1 or heads % kv:
+        raise ConfigError(f"config.json: num_key_value_heads {kv!r} must divide "
+                          f"num_attention_heads {heads}")
+    if emb % heads:
+        raise ConfigError(f"config.json: hidden_size {emb} is not divisible by num_attention_heads {heads}")
+    head_dim = hf.get("head_dim")
+    if head_dim is not None and head_dim != emb // heads:
+        raise ConfigError(f"config.json: head_dim {head_dim} differs from hidden_size / "
+                          f"num_attention_heads = {emb // heads}, which llmbricks does not support yet")
+    window = hf.get("sliding_window") if family.model_type == "mistral" else None
+    if window is not None and window < context:
+        raise ConfigError(f"config.json: sliding_window {window} is shorter than the context "
+                          f"({context}), which llmbricks does not support yet")
+    types = hf.get("layer_types")
+    if types is not None and any(t != "full_attention" for t in types):
+        raise ConfigError(f"config.json: layer_types {types} holds attention other than "
+                          "full_attention, which llmbricks does not support yet")
+    bias = _value(hf, family, "attention_bias")
+    qkv_bias = family.qkv_bias if family.qkv_bias is not None else bool(bias)
+    out_bias = family.out_bias if family.out_bias is not None else bool(bias)
+    eps = _number(_value(hf, family, "rms_norm_eps"), "rms_norm_eps")
+    model: dict[str, Any] = {
+        "vocab_size": _int(hf, family, "vocab_size"),
+        "context_length": context,
+        "emb_dim": emb,
+        "n_layers": layers,
+        "n_heads": heads,
+        "dropout": 0.0,
+        "tokenizer": None,
+        "embedding": "token",
+        "positional": _rope(hf, family),
+        "attention": {"name": attention, "n_kv_heads": kv, "qkv_bias": qkv_bias, "out_bias": out_bias},
+        "norm": {"name": "rmsnorm", "eps": eps},
+        "feedforward": {"name": "swiglu", "hidden": _int(hf, family, "intermediate_size")},
+        "block": "gpt",
+        "arch": {"name": "gpt", "init": "normal"},
+        "head": {"name": "lm", "tie_weights": bool(_value(hf, family, "tie_word_embeddings"))},
+    }
+    return {"model": model}
+
+
+# --- import ------------------------------------------------------------------------------------
+
+
+@dataclass
+class LlamaImport:
+    """What ``import_llama`` wrote."""
+
+    out: Path
+    config: Config
+    family: str
+    parameters: int
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_tensors(weights: HFWeights, expected: Mapping[str, tuple[int, ...]], tied: bool) -> None:
+    names = {n for n in weights if not n.endswith(IGNORED_SUFFIXES)}
+    missing = [n for n in expected if n not in names]
+    if missing:
+        hint = " (config.json says tie_word_embeddings: false)" if missing == ["lm_head.weight"] else ""
+        raise CheckpointError(f"{weights.root}: {len(missing)} tensor(s) missing, e.g. {missing[0]}{hint}")
+    extra = sorted(names - set(expected) - ({"lm_head.weight"} if tied else set()))
+    if extra:
+        raise CheckpointError(f"{weights.root}: unexpected tensor {extra[0]} for this config.json "
+                              f"({len(extra)} in all; a bias or a layer the config does not declare)")
+    for name, shape in expected.items():
+        if weights.shape(name) != shape:
+            raise CheckpointError(f"{weights.root}: {name} has shape {list(weights.shape(name))} "
+                                  f"but config.json implies {list(shape)}")
+        if not weights.is_float(name):
+            raise CheckpointError(f"{weights.root}: {name} is not a floating-point tensor")
+
+
+def import_llama(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False,
+                 attention: str = "sdpa", registry: Registry | None = None) -> LlamaImport:
+    """Convert a Llama-shaped Hugging Face folder into a llmbricks model directory at ``out``.
+
+    Weights become float32. The source's ``config.json`` is kept beside them
+    (``hf_config.json``), so ``export hf`` writes the same family back.
+    """
+    registry = registry or get_registry()
+    check_output_dir(out, overwrite=overwrite, kind=MODEL_KIND)
+    root = Path(hf_dir)
+    hf = read_json(root / HF_CONFIG_FILE)
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{root / HF_CONFIG_FILE}: expected a JSON object")
+    family = _family(hf)
+    config = load_config(config_from_llama(hf, attention=attention), registry=registry)
+    weights = HFWeights(root)
+    model = build_model(config, registry, device="meta")
+    tied = bool(config.model.head.params.get("tie_weights"))
+    ours = {n: tuple(p.shape) for n, p in model.state_dict().items()
+            if not (tied and n == "head.proj.weight")}
+    _check_tensors(weights, {hf_name(n): s for n, s in ours.items()}, tied)
+    notes: list[str] = []
+    if tied and "lm_head.weight" in weights:
+        notes.append("lm_head.weight is in the folder but config.json ties it to the embedding; "
+                     "used model.embed_tokens.weight, as transformers does")
+    # One tensor at a time from the memory-mapped files into the meta model: one copy in memory.
+    state = {n: weights.get(hf_name(n), torch.float32) for n in ours}
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if unexpected or set(missing) - {"head.proj.weight"}:  # the tied head is the embedding
+        raise CheckpointError(f"{root}: the weights do not fill the model ({(missing + unexpected)[:3]})")
+    model.head.tie(model.embedding.weight)
+    del state
+    model.eval()
+    notes.append("no tokenizer imported (tokenizer files are not read yet): set model.tokenizer "
+                 "in config.yaml, or pass token ids")
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / HF_SOURCE_FILE
+        source.write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
+        save_model_dir(out, config, model, None, overwrite=overwrite, extra_files=[source])
+    parameters = sum(p.numel() for p in model.parameters())
+    return LlamaImport(out=Path(out), config=config, family=family.model_type,
+                       parameters=parameters, notes=notes)
+
+
+# --- export ------------------------------------------------------------------------------------
+
+
+def _name(config: Config, key: str, registry: Registry) -> str:
+    spec = getattr(config.model, key)
+    kind = {"arch": "model"}.get(key, key)
+    return registry.get(kind, spec.name).name
+
+
+def check_llama_exportable(config: Config, registry: Registry) -> None:
+    """Raise ``ConfigError`` naming the first component the Llama layout cannot hold."""
+    needed = {"arch": "gpt", "embedding": "token", "positional": "rope", "norm": "rmsnorm",
+              "feedforward": "swiglu", "block": "gpt", "head": "lm"}
+    for key, wanted in needed.items():
+        name = _name(config, key, registry)
+        if name != wanted:
+            raise ConfigError(f"model.{key}: '{name}' cannot be exported to the Llama layout "
+                              f"(it needs '{wanted}')")
+    if _name(config, "attention", registry) not in ("mha", "sdpa"):
+        raise ConfigError("model.attention: only 'mha' and 'sdpa' export to the Llama layout")
+    rope = config.model.positional.params
+    if rope.get("rotary_fraction", 1.0) != 1.0:
+        raise ConfigError("model.positional.rotary_fraction: the Llama layout rotates whole heads (1.0)")
+    if config.model.vocab_size == "auto":
+        raise ConfigError("model.vocab_size: 'auto' cannot be exported; it needs a number")
+
+
+def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``config.json`` of a Llama-shaped llmbricks config, in the source's family when known.
+
+    The source's own fields (bos/eos ids, its family) are kept; every field that decides the
+    maths is written from the llmbricks config.
+    """
+    m = config.model
+    attn, rope = m.attention.params, m.positional.params
+    qkv_bias, out_bias = bool(attn.get("qkv_bias")), bool(attn.get("out_bias", True))
+    base = dict(source or {})
+    family = FAMILIES.get(str(base.get("model_type")))
+    if family is None or (family.qkv_bias is not None and family.qkv_bias != qkv_bias) or \
+            (family.out_bias is not None and family.out_bias != out_bias):
+        family = FAMILIES["qwen2"] if (qkv_bias and not out_bias) else FAMILIES["llama"]
+        base = {key: value for key, value in base.items() if key in ("bos_token_id", "eos_token_id")}
+    if family.model_type == "llama" and qkv_bias != out_bias:
+        raise ConfigError("model.attention: the Llama layout has one attention_bias for q/k/v and "
+                          f"the output (here qkv_bias {qkv_bias}, out_bias {out_bias})")
+    rope_params: dict[str, Any] = {"rope_theta": float(rope.get("theta", 10000.0)),
+                                   "rope_type": "default"}
+    if rope.get("scaling", "none") == "linear":
+        rope_params.update(rope_type="linear", factor=float(rope["scaling_factor"]))
+    elif rope.get("scaling") == "llama3":
+        rope_params.update(rope_type="llama3", factor=float(rope["scaling_factor"]),
+                           low_freq_factor=float(rope["low_freq_factor"]),
+                           high_freq_factor=float(rope["high_freq_factor"]),
+                           original_max_position_embeddings=int(rope["original_context"]))
+    for key in ("rope_scaling", "rope_theta", "transformers_version", "torch_dtype"):
+        base.pop(key, None)
+    hidden = int(m.feedforward.params.get("hidden") or 0) or None
+    if hidden is None:
+        raise ConfigError("model.feedforward.hidden: set the SwiGLU width explicitly to export it")
+    base.update({
+        "architectures": [family.architecture],
+        "model_type": family.model_type,
+        "vocab_size": int(m.vocab_size),
+        "hidden_size": m.emb_dim,
+        "intermediate_size": hidden,
+        "num_hidden_layers": m.n_layers,
+        "num_attention_heads": m.n_heads,
+        "num_key_value_heads": m.n_kv_heads,
+        "head_dim": m.emb_dim // m.n_heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": m.context_length,
+        "rms_norm_eps": float(m.norm.params.get("eps", 1e-6)),
+        "rope_parameters": rope_params,
+        "tie_word_embeddings": bool(m.head.params.get("tie_weights", True)),
+        "attention_dropout": 0.0,
+        "dtype": "float32",
+    })
+    if family.model_type == "llama":
+        base.update(attention_bias=qkv_bias, mlp_bias=False)
+    return base
+
+
+def export_llama(model_dir: str | Path, out: str | Path, *, overwrite: bool = False,
+                 registry: Registry | None = None, kind: Any = None) -> dict[str, Any]:
+    """Write a Llama-shaped llmbricks model directory as a Hugging Face folder; returns config.json."""
+    registry = registry or get_registry()
+    root = Path(model_dir)
+    check_output_dir(out, overwrite=overwrite, kind=kind)
+    config = load_config(root / CONFIG_FILE, registry=registry)
+    check_llama_exportable(config, registry)
+    source_file = root / HF_SOURCE_FILE
+    source = read_json(source_file) if source_file.is_file() else None
+    hf_config = llama_config_from(config, source if isinstance(source, dict) else None)
+    config, model, _ = load_model_dir(root, registry=registry, with_tokenizer=False)
+    tied = bool(hf_config["tie_word_embeddings"])
+    tensors = {hf_name(n): t.detach().contiguous().clone() for n, t in model.state_dict().items()
+               if not (tied and n == "head.proj.weight")}
+    with atomic_directory(out, overwrite=overwrite, kind=kind) as tmp:
+        save_file(tensors, str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+    return hf_config
