@@ -1,11 +1,17 @@
-"""``llmbricks import gpt2 HF_DIR OUT`` and ``llmbricks export hf MODEL_DIR OUT``: thin Click verbs."""
+"""``llmbricks import hf SOURCE OUT`` (``import gpt2`` too) and ``llmbricks export hf MODEL_DIR OUT``.
+
+Thin Click verbs over ``families.import_hf`` and ``families.export_any``.
+"""
 
 from __future__ import annotations
 
 import click
 
 overwrite_option = click.option("--overwrite", is_flag=True,
-                                help="Replace OUT if it exists and is not empty.")
+                                help="Replace OUT if it is a directory of the same kind.")
+attention_option = click.option(
+    "--attention", type=click.Choice(["mha", "sdpa"]), default="sdpa", show_default=True,
+    help="Attention component to write in the config (same weights, sdpa is faster).")
 
 
 @click.group("import")
@@ -13,27 +19,45 @@ def import_group() -> None:
     """Import weights from other tools into a llmbricks model directory."""
 
 
+def _import(source: str, out: str, revision: str | None, attention: str, overwrite: bool) -> None:
+    from llmbricks.plugins.weights.families import import_hf
+
+    result = import_hf(source, out, revision=revision, overwrite=overwrite, attention=attention)
+    m = result.config.model
+    kv = f" ({m.n_kv_heads} key/value)" if m.n_kv_heads != m.n_heads else ""
+    click.echo(f"imported {result.family} from {source} into {out}: {result.parameters:,} "
+               f"parameters, {m.n_layers} layers, {m.emb_dim} dims, {m.n_heads} heads{kv}, "
+               f"context {m.context_length}, vocab {m.vocab_size}")
+    for note in result.notes:
+        click.echo(f"note: {note}", err=True)
+
+
+@import_group.command("hf")
+@click.argument("source")
+@click.argument("out", type=click.Path(path_type=str))
+@click.option("--revision", default=None, help="A Hub branch, tag or commit (with a repo id).")
+@attention_option
+@overwrite_option
+def import_hf_command(source: str, out: str, revision: str | None, attention: str,
+                      overwrite: bool) -> None:
+    """Convert a Hugging Face model (a folder, or a Hub repo id) into the model directory OUT.
+
+    SOURCE is a folder with config.json and *.safetensors, or a Hub repo id (owner/name,
+    needs llmbricks[hub]; HF_HOME, HF_TOKEN and HF_HUB_OFFLINE apply). Families: gpt2,
+    llama, mistral, qwen2. OUT gets config.yaml, model.safetensors and the source's
+    config.json (hf_config.json).
+    """
+    _import(source, out, revision, attention, overwrite)
+
+
 @import_group.command("gpt2")
 @click.argument("hf_dir", type=click.Path(path_type=str))
 @click.argument("out", type=click.Path(path_type=str))
-@click.option("--attention", type=click.Choice(["mha", "sdpa"]), default="sdpa", show_default=True,
-              help="Attention component to write in the config (same weights, sdpa is faster).")
+@attention_option
 @overwrite_option
 def import_gpt2_command(hf_dir: str, out: str, attention: str, overwrite: bool) -> None:
-    """Convert a Hugging Face GPT-2 folder (config.json + model.safetensors) into OUT.
-
-    OUT becomes a model directory: config.yaml, model.safetensors, tokenizer/. Nothing is
-    downloaded; bring the folder (e.g. from GPT2LMHeadModel.save_pretrained).
-    """
-    from llmbricks.plugins.weights.gpt2_hf import import_gpt2
-
-    result = import_gpt2(hf_dir, out, overwrite=overwrite, attention=attention)
-    m = result.config.model
-    click.echo(f"imported GPT-2 from {hf_dir} into {out}: {result.parameters:,} parameters, "
-               f"{m.n_layers} layers, {m.emb_dim} dims, {m.n_heads} heads, context "
-               f"{m.context_length}, vocab {m.vocab_size}")
-    for note in result.notes:
-        click.echo(f"note: {note}", err=True)
+    """Convert a Hugging Face GPT-2 folder into OUT (the same as `import hf`)."""
+    _import(hf_dir, out, None, attention, overwrite)
 
 
 @click.group("export")
@@ -46,17 +70,21 @@ def export_group() -> None:
 @click.argument("out", type=click.Path(path_type=str))
 @overwrite_option
 def export_hf_command(model_dir: str, out: str, overwrite: bool) -> None:
-    """Write MODEL_DIR as a Hugging Face GPT-2 folder (config.json + model.safetensors).
+    """Write MODEL_DIR as a Hugging Face folder (config.json + model.safetensors).
 
-    Only GPT-2-shaped models export: absolute positions, layernorm, gelu, full multi-head
-    attention, an lm head. transformers.GPT2LMHeadModel.from_pretrained(OUT) loads the result.
+    GPT-2-shaped models (absolute positions, layernorm, gelu) export as GPT2LMHeadModel;
+    Llama-shaped ones (rope, rmsnorm, swiglu) as the family they were imported from (else
+    Llama, or Qwen2 for q/k/v biases without an output bias).
+    transformers.AutoModelForCausalLM.from_pretrained(OUT) loads the result.
     """
-    from llmbricks.plugins.weights.gpt2_hf import export_hf
+    from llmbricks.plugins.weights.families import export_any
 
-    result = export_hf(model_dir, out, overwrite=overwrite)
+    result = export_any(model_dir, out, overwrite=overwrite)
     c = result.hf_config
-    click.echo(f"exported {model_dir} to {out} (GPT2LMHeadModel: {c['n_layer']} layers, "
-               f"{c['n_embd']} dims, vocab {c['vocab_size']}, "
+    layers = c.get("n_layer", c.get("num_hidden_layers"))
+    dims = c.get("n_embd", c.get("hidden_size"))
+    click.echo(f"exported {model_dir} to {out} ({result.architecture}: {layers} layers, "
+               f"{dims} dims, vocab {c['vocab_size']}, "
                f"{'tied' if c['tie_word_embeddings'] else 'untied'} lm_head)")
     for note in result.notes:
         click.echo(f"note: {note}", err=True)

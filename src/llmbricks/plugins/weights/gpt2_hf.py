@@ -41,11 +41,7 @@ from llmbricks.core.build import build_model, build_tokenizer, load_tokenizer
 from llmbricks.core.config import Config, load_config
 from llmbricks.core.errors import CheckpointError, ConfigError, LlmbricksError
 from llmbricks.core.registry import Registry, get_registry
-from llmbricks.core.store.atomic import (
-    OutputKind,
-    atomic_directory,
-    check_output_dir,
-)
+from llmbricks.core.store.atomic import atomic_directory, check_output_dir
 from llmbricks.core.store.model_dir import (
     CONFIG_FILE,
     MODEL_KIND,
@@ -53,6 +49,8 @@ from llmbricks.core.store.model_dir import (
     load_model_dir,
     save_model_dir,
 )
+
+from .hf_folder import HF_CONFIG_FILE, HF_KIND, HF_WEIGHTS_FILE, read_json, weight_files
 
 __all__ = [
     "ExportResult",
@@ -69,11 +67,6 @@ __all__ = [
     "to_hf_state_dict",
 ]
 
-HF_CONFIG_FILE = "config.json"
-HF_WEIGHTS_FILE = "model.safetensors"
-HF_INDEX_FILE = "model.safetensors.index.json"
-#: What ``export hf`` writes: only such a folder is replaced by ``--overwrite``.
-HF_KIND = OutputKind("Hugging Face model folder", (HF_CONFIG_FILE, HF_WEIGHTS_FILE))
 PREFIX = "transformer."
 #: GPT-2's tokenizer: 50257 tokens, ``<|endoftext|>`` = 50256.
 GPT2_VOCAB = 50257
@@ -209,13 +202,6 @@ def config_from_hf(hf_config: Mapping[str, Any], *, attention: str = "sdpa") -> 
     return {"model": model}
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"cannot read {path}: {exc}") from None
-
-
 def read_hf_config(hf_dir: str | Path) -> dict[str, Any]:
     """The ``config.json`` of a Hugging Face folder, with clear errors for a missing folder/file."""
     root = Path(hf_dir)
@@ -226,7 +212,7 @@ def read_hf_config(hf_dir: str | Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise CheckpointError(f"{root} holds no {HF_CONFIG_FILE} (a Hugging Face GPT-2 folder "
                               f"has {HF_CONFIG_FILE} and {HF_WEIGHTS_FILE})")
-    hf_config = _read_json(config_path)
+    hf_config = read_json(config_path)
     if not isinstance(hf_config, dict):
         raise CheckpointError(f"{config_path}: expected a JSON object")
     return hf_config
@@ -238,25 +224,7 @@ def read_hf_tensors(hf_dir: str | Path) -> dict[str, Tensor]:
     Names lose their ``transformer.`` prefix, so ``GPT2LMHeadModel`` and ``GPT2Model`` layouts
     read the same. Only safetensors are read.
     """
-    root = Path(hf_dir)
-    weights, index = root / HF_WEIGHTS_FILE, root / HF_INDEX_FILE
-    if weights.is_file():
-        files = [weights]
-    elif index.is_file():
-        data = _read_json(index)
-        weight_map = data.get("weight_map") if isinstance(data, dict) else None
-        if not isinstance(weight_map, dict):
-            raise CheckpointError(f"{index}: no 'weight_map' object")
-        files = [root / name for name in sorted(set(weight_map.values()))]
-        for path in files:
-            if not path.is_file():
-                raise CheckpointError(f"{index} lists {path.name}, which is missing")
-    elif (root / "pytorch_model.bin").is_file():
-        raise CheckpointError(f"{root} holds pytorch_model.bin but no {HF_WEIGHTS_FILE}; llmbricks "
-                              "never unpickles: save it with safetensors "
-                              "(save_pretrained(dir, safe_serialization=True))")
-    else:
-        raise CheckpointError(f"{root} holds no {HF_WEIGHTS_FILE}")
+    files = weight_files(Path(hf_dir))
     tensors: dict[str, Tensor] = {}
     for path in files:
         try:

@@ -21,12 +21,16 @@ from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
 from llmbricks.core.errors import CheckpointError
+from llmbricks.core.store.atomic import OutputKind
 
-__all__ = ["HF_CONFIG_FILE", "HF_INDEX_FILE", "HF_WEIGHTS_FILE", "HFWeights", "read_json"]
+__all__ = ["HF_CONFIG_FILE", "HF_INDEX_FILE", "HF_KIND", "HF_WEIGHTS_FILE", "HFWeights", "read_json",
+           "weight_files"]
 
 HF_CONFIG_FILE = "config.json"
 HF_WEIGHTS_FILE = "model.safetensors"
 HF_INDEX_FILE = "model.safetensors.index.json"
+#: What ``export hf`` writes: only such a folder is replaced by ``--overwrite``.
+HF_KIND = OutputKind("Hugging Face model folder", (HF_CONFIG_FILE, HF_WEIGHTS_FILE))
 
 _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
 

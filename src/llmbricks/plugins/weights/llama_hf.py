@@ -42,7 +42,7 @@ from llmbricks.core.registry import Registry, get_registry
 from llmbricks.core.store.atomic import atomic_directory, check_output_dir
 from llmbricks.core.store.model_dir import CONFIG_FILE, MODEL_KIND, load_model_dir, save_model_dir
 
-from .hf_folder import HF_CONFIG_FILE, HF_WEIGHTS_FILE, HFWeights, read_json
+from .hf_folder import HF_CONFIG_FILE, HF_KIND, HF_WEIGHTS_FILE, HFWeights, read_json
 
 __all__ = [
     "FAMILIES",
@@ -407,11 +407,11 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -
 
 
 def export_llama(model_dir: str | Path, out: str | Path, *, overwrite: bool = False,
-                 registry: Registry | None = None, kind: Any = None) -> dict[str, Any]:
+                 registry: Registry | None = None) -> dict[str, Any]:
     """Write a Llama-shaped llmbricks model directory as a Hugging Face folder; returns config.json."""
     registry = registry or get_registry()
     root = Path(model_dir)
-    check_output_dir(out, overwrite=overwrite, kind=kind)
+    check_output_dir(out, overwrite=overwrite, kind=HF_KIND)
     config = load_config(root / CONFIG_FILE, registry=registry)
     check_llama_exportable(config, registry)
     source_file = root / HF_SOURCE_FILE
@@ -421,7 +421,7 @@ def export_llama(model_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
     tied = bool(hf_config["tie_word_embeddings"])
     tensors = {hf_name(n): t.detach().contiguous().clone() for n, t in model.state_dict().items()
                if not (tied and n == "head.proj.weight")}
-    with atomic_directory(out, overwrite=overwrite, kind=kind) as tmp:
+    with atomic_directory(out, overwrite=overwrite, kind=HF_KIND) as tmp:
         save_file(tensors, str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
     return hf_config
