@@ -38,6 +38,7 @@ CASES = {
                                                   "original_max_position_embeddings": 16}}),
     "llama-linear-rope": ("Llama", {"rope_parameters": {"rope_type": "linear", "rope_theta": 10000.0,
                                                         "factor": 2.0}}),
+    "llama-head-dim": ("Llama", {"head_dim": 24}),
     "mistral": ("Mistral", {"sliding_window": None}),
     "qwen2": ("Qwen2", {}),
 }
@@ -124,7 +125,8 @@ def test_the_import_keeps_the_source_config_and_counts_parameters(family_case):
     ({"hidden_act": "gelu"}, ("hidden_act \"gelu\" is not supported",)),
     ({"mlp_bias": True}, ("mlp_bias=true is not supported",)),
     ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, ("rope_type \"yarn\"",)),
-    ({"head_dim": 32}, ("head_dim 32 differs",)),
+    ({"head_dim": 0}, ("head_dim must be a positive integer",)),
+    ({"hidden_size": 66}, ("hidden_size 66 is not divisible by num_attention_heads 4",)),
     ({"num_key_value_heads": 3}, ("num_key_value_heads 3 must divide",)),
     ({"model_type": "mistral", "sliding_window": 32}, ("sliding_window 32 is shorter",)),
     ({"model_type": "qwen2", "use_sliding_window": True}, ("use_sliding_window=true",)),

@@ -145,10 +145,12 @@ class Dims:
     n_kv_heads: int
     n_layers: int
     dropout: float
+    #: One attention head's width when set apart from ``emb_dim / n_heads`` (Qwen3, Gemma).
+    head_size: int | None = None
 
     @property
     def head_dim(self) -> int:
-        return self.emb_dim // self.n_heads
+        return self.head_size if self.head_size is not None else self.emb_dim // self.n_heads
 
 
 class ComponentSpec(BaseModel):

@@ -66,6 +66,8 @@ class ModelConfig(Section):
     emb_dim: int = Field(384, ge=1, le=MAX_EMB_DIM)
     n_layers: int = Field(6, ge=1, le=MAX_LAYERS)
     n_heads: int = Field(6, ge=1, le=MAX_HEADS)
+    head_dim: int | None = Field(None, ge=1, le=MAX_EMB_DIM, description="one attention head's "
+                                 "width; unset = emb_dim / n_heads (Qwen3 and Gemma set it apart)")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
     tokenizer: Spec | None = None
     embedding: Spec = ComponentSpec(name="token")
@@ -97,7 +99,7 @@ class ModelConfig(Section):
                 + "; set model.vocab_size to a number or build the model with a trained tokenizer")
         return Dims(vocab_size=int(vocab), context_length=self.context_length,
                     emb_dim=self.emb_dim, n_heads=self.n_heads, n_kv_heads=self.n_kv_heads,
-                    n_layers=self.n_layers, dropout=self.dropout)
+                    n_layers=self.n_layers, dropout=self.dropout, head_size=self.head_dim)
 
 
 class DataConfig(Section):
@@ -460,7 +462,7 @@ def _resolve_components(config: Config, registry: Registry) -> None:
 
 def _check_model(model: ModelConfig, registry: Registry) -> None:
     """Cross-field checks that would otherwise fail deep inside torch."""
-    if model.emb_dim % model.n_heads:
+    if model.head_dim is None and model.emb_dim % model.n_heads:
         lower = model.emb_dim - model.emb_dim % model.n_heads
         raise ConfigError(
             f"model.emb_dim: {model.emb_dim} is not divisible by model.n_heads={model.n_heads}; "

@@ -210,12 +210,13 @@ def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict
     if isinstance(kv, bool) or not isinstance(kv, int) or kv < 1 or heads % kv:
         raise ConfigError(f"config.json: num_key_value_heads {kv!r} must divide "
                           f"num_attention_heads {heads}")
-    if emb % heads:
-        raise ConfigError(f"config.json: hidden_size {emb} is not divisible by num_attention_heads {heads}")
     head_dim = hf.get("head_dim")
-    if head_dim is not None and head_dim != emb // heads:
-        raise ConfigError(f"config.json: head_dim {head_dim} differs from hidden_size / "
-                          f"num_attention_heads = {emb // heads}, which llmbricks does not support yet")
+    if head_dim is not None and (isinstance(head_dim, bool) or not isinstance(head_dim, int)
+                                 or head_dim < 1):
+        raise ConfigError(f"config.json: head_dim must be a positive integer, got {head_dim!r}")
+    if head_dim is None and emb % heads:
+        raise ConfigError(f"config.json: hidden_size {emb} is not divisible by num_attention_heads "
+                          f"{heads} and no head_dim is given")
     window = hf.get("sliding_window") if family.model_type == "mistral" else None
     if window is not None and window < context:
         raise ConfigError(f"config.json: sliding_window {window} is shorter than the context "
@@ -234,6 +235,7 @@ def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict
         "emb_dim": emb,
         "n_layers": layers,
         "n_heads": heads,
+        "head_dim": None if head_dim in (None, emb // heads) and not emb % heads else head_dim,
         "dropout": 0.0,
         "tokenizer": None,
         "embedding": "token",
@@ -392,7 +394,7 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -
         "num_hidden_layers": m.n_layers,
         "num_attention_heads": m.n_heads,
         "num_key_value_heads": m.n_kv_heads,
-        "head_dim": m.emb_dim // m.n_heads,
+        "head_dim": m.head_dim or m.emb_dim // m.n_heads,
         "hidden_act": "silu",
         "max_position_embeddings": m.context_length,
         "rms_norm_eps": float(m.norm.params.get("eps", 1e-6)),
