@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -108,15 +106,23 @@ def _flush(folder: Path, shards: list[dict[str, torch.Tensor]], _: int) -> None:
     shards[-1].clear()
 
 
+#: Run by a bare interpreter, so the measured process is forked from a small parent: Linux
+#: carries a parent's resident size at fork into the child's ru_maxrss, even across exec.
+_MEASURE = ("import os, subprocess, sys, time\n"
+            "start = time.perf_counter()\n"
+            "child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+            "_, status, usage = os.wait4(child.pid, 0)\n"
+            "print(os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss)\n")
+
+
 def peak_of(command: list[str]) -> tuple[float, float]:
     """(seconds, peak RSS in GiB) of a command run in a fresh process."""
-    start = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{' '.join(command)} failed: {process.stderr.read().decode()[-2000:]}")
-    return seconds, usage.ru_maxrss / 2**20
+    done = subprocess.run([sys.executable, "-S", "-c", _MEASURE, *command], capture_output=True,
+                          text=True)
+    code, seconds, peak_kib = done.stdout.split()
+    if code != "0":
+        raise SystemExit(f"{' '.join(command)} failed: {done.stderr[-2000:]}")
+    return float(seconds), int(peak_kib) / 2**20
 
 
 def main() -> None:
