@@ -6,6 +6,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from llmbricks.core.component import Dims, ParamsModel
+from llmbricks.core.config import MAX_CONTEXT
 from llmbricks.core.interfaces import Attention, PositionContext
 from llmbricks.core.kv_cache import LayerKVCache
 
@@ -16,6 +17,9 @@ class AttentionParams(ParamsModel):
         None, ge=1, le=1 << 14, description="key/value heads for GQA (1 = MQA); unset = n_heads")
     out_bias: bool = Field(True, description="bias on the output projection (GPT-2: yes; Llama, "
                            "Mistral, Qwen: no)")
+    window: int | None = Field(
+        None, ge=1, le=MAX_CONTEXT, description="sliding window: each query sees the last `window` "
+        "keys, itself included (Mistral, Gemma 2-3, Qwen2); unset = full causal attention")
 
 
 class ProjectedAttention(Attention):
@@ -24,6 +28,11 @@ class ProjectedAttention(Attention):
     Subclasses implement ``attend(q, k, v, pos)`` on ``[B, H, Tq, hd]`` queries and
     ``[B, H_kv, Tk, hd]`` keys/values. The parameter names are the same for every subclass, so
     their weights are interchangeable.
+
+    With ``window`` W set, the query at position p attends only to keys at positions
+    ``p - W < j <= p`` (``core.masks.causal_mask``), in training and against a cache alike. The
+    KV cache still keeps every key: memory is not yet bounded by the window, only what attention
+    reads is.
     """
 
     Params = AttentionParams

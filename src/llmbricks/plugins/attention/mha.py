@@ -1,7 +1,10 @@
 """The book's multi-head causal attention, written out: ``softmax(QK^T / sqrt(d) + mask) V``.
 
 The reference implementation and the oracle for fused kinds. Supports grouped-query attention:
-``n_kv_heads`` key/value heads each serve ``n_heads / n_kv_heads`` query heads (MQA at 1).
+``n_kv_heads`` key/value heads each serve ``n_heads / n_kv_heads`` query heads (MQA at 1). With
+a sliding ``window`` W, the mask also hides keys more than ``W - 1`` positions back: query ``p``
+sees keys ``p - W < j <= p``. Written out on the full ``[Tq, Tk]`` scores, no shortcut, so it
+stays the oracle for ``sdpa``'s.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class MultiHeadAttention(ProjectedAttention):
         scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # QK^T / sqrt(d)
         if pos.bias is not None:
             scores = scores + pos.bias                                # ALiBi / T5: + b[h, i, j]
-        mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device)
+        # Hidden: future keys (j > p) and, with a window W, keys too old (j <= p - W).
+        mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device, window=self.params.window)
         scores = scores.masked_fill(mask, float("-inf"))
         weights = self.dropout(torch.softmax(scores, dim=-1))         # dropout on the weights
         return weights @ v

@@ -1,7 +1,9 @@
 """Fused attention through ``torch.nn.functional.scaled_dot_product_attention``.
 
 The same maths as ``mha`` (and the same parameters), computed by PyTorch's fused kernels
-(flash / memory-efficient on GPU, a fused CPU kernel otherwise): the fast default.
+(flash / memory-efficient on GPU, a fused CPU kernel otherwise): the fast default. Without a
+sliding window, or with one that covers every key, it takes the same fast paths as always
+(``is_causal``, or no mask for one new token); a window that hides keys costs an explicit mask.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmbricks.core.interfaces import PositionContext
-from llmbricks.core.masks import causal_mask
+from llmbricks.core.masks import causal_mask, window_hides_keys
 from llmbricks.plugins.attention.base import ProjectedAttention
 
 _HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
@@ -23,6 +25,19 @@ class SDPAttention(ProjectedAttention):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: PositionContext) -> Tensor:
         q_len, k_len = q.shape[-2], k.shape[-2]
+        bias = pos.bias
+        window = self.params.window
+        if window_hides_keys(window, k_len):
+            # Query i sits at p = k_len - q_len + i and sees keys p - W < j <= p, so no query sees
+            # a key before (k_len - q_len) - W + 1: drop those. One decoded token then reads W
+            # keys, not the whole cache. The rule is relative, so it holds on what is left.
+            first = max(k_len - q_len - window + 1, 0)
+            if first:
+                k, v = k[..., first:, :], v[..., first:, :]
+                bias = bias[..., first:] if bias is not None else None
+                k_len -= first
+        else:
+            window = None  # the window covers every key: plain causal, and its fast paths
         groups = q.shape[1] // k.shape[1]
         extra = {}
         if groups > 1:
@@ -32,16 +47,16 @@ class SDPAttention(ProjectedAttention):
                 k = k.repeat_interleave(groups, dim=1)
                 v = v.repeat_interleave(groups, dim=1)
         dropout = self.dims.dropout if self.training else 0.0
-        if pos.bias is None:
-            if q_len == k_len:
-                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True, **extra)
-            if q_len == 1:  # one new token sees every cached key: no mask at all
-                return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, **extra)
-            mask = ~causal_mask(q_len, k_len, device=q.device)  # True = may attend
+        if bias is None:
+            if not window_hides_keys(window, k_len):
+                if q_len == k_len:
+                    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True,
+                                                          **extra)
+                if q_len == 1:  # one new token sees every (remaining) key: no mask at all
+                    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, **extra)
+            mask = ~causal_mask(q_len, k_len, device=q.device, window=window)  # True = may attend
         else:
-            # Relative biases go in as an additive float mask, with -inf above the diagonal.
-            future = causal_mask(q_len, k_len, device=q.device)
-            mask = pos.bias.to(q.dtype).masked_fill(future, float("-inf"))
+            # Relative biases go in as an additive float mask, with -inf on the hidden keys.
+            hidden = causal_mask(q_len, k_len, device=q.device, window=window)
+            mask = bias.to(q.dtype).masked_fill(hidden, float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, **extra)
-
-
