@@ -17,7 +17,7 @@ from llmbricks.core.errors import ComponentError, ConfigError
 def test_defaults_resolve_every_component_param():
     config = load_config()
     assert config.model.norm == ComponentSpec(name="layernorm", params={"eps": 1e-5, "bias": True})
-    assert config.model.attention.params == {"qkv_bias": False, "n_kv_heads": None, "out_bias": True}
+    assert config.model.attention.params == {"qkv_bias": False, "n_kv_heads": None, "out_bias": True, "window": None}
     assert config.model.arch.params == {"init": "normal"}
     assert config.seed == 123
 
@@ -33,7 +33,7 @@ def test_spec_with_same_name_merges_params_new_name_replaces():
     same = load_config({"model": {"preset": "gpt2-small", "head": {"tie_weights": True}}})
     assert same.model.head == ComponentSpec(name="lm", params={"tie_weights": True})
     same_named = load_config({"model": {"preset": "gpt2-small", "attention": {"name": "sdpa", "n_kv_heads": 4}}})
-    assert same_named.model.attention.params == {"qkv_bias": False, "n_kv_heads": 4, "out_bias": True}
+    assert same_named.model.attention.params == {"qkv_bias": False, "n_kv_heads": 4, "out_bias": True, "window": None}
 
 
 def test_override_sets_dotted_paths_with_yaml_values():
@@ -51,9 +51,9 @@ def test_restating_the_same_name_keeps_params():
     for override in ("model.attention.name=mha", "model.attention=mha", "model.attention={name: mha}"):
         kept = load_config(base, [override])
         assert kept.model.attention.params == {"qkv_bias": True, "n_kv_heads": 2,
-                                               "out_bias": True}, override
+                                               "out_bias": True, "window": None}, override
     merged = load_config(base, ["model.attention={n_kv_heads: 3}"])
-    assert merged.model.attention.params == {"qkv_bias": True, "n_kv_heads": 3, "out_bias": True}
+    assert merged.model.attention.params == {"qkv_bias": True, "n_kv_heads": 3, "out_bias": True, "window": None}
     preset = load_config({"model": {"preset": "gpt2-small", "arch": "gpt"}})
     assert preset.model.arch.params == {"init": "torch"}  # the preset's param survives
 

@@ -65,7 +65,7 @@ def test_components_show():
     assert "plugin: layers (llmbricks " in result.stdout
     info = json.loads(run_cli("components", "show", "attention", "mha", "--json").stdout)
     assert {p["name"]: p["default"] for p in info["params"]} == {"qkv_bias": False, "n_kv_heads": None,
-                                                                        "out_bias": True}
+                                                                        "out_bias": True, "window": None}
 
 
 def test_components_errors():

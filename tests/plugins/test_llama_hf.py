@@ -1,8 +1,9 @@
-"""Llama-shaped families (Llama, Mistral, Qwen2) against transformers: import, logits, cache, export.
+"""Llama-shaped families (Llama, Mistral, Qwen2, Phi-3) against transformers: import, logits, cache, export.
 
 Each case builds a tiny random ``XForCausalLM`` with transformers, saves it as a Hugging Face
 folder, imports it, and holds llmbricks to transformers on the same weights: logits (fp32, max
-abs diff <= 1e-4) on a right-padded ragged batch, 20 greedy tokens through the KV cache, and an
+abs diff <= 1e-4) on a right-padded ragged batch (40 tokens: past Mistral's window of 8), 20
+greedy tokens through the KV cache, and an
 export that ``from_pretrained`` reads back to the same logits with every tensor bit for bit.
 """
 
@@ -40,7 +41,12 @@ CASES = {
                                                         "factor": 2.0}}),
     "llama-head-dim": ("Llama", {"head_dim": 24}),
     "mistral": ("Mistral", {"sliding_window": None}),
+    "mistral-window": ("Mistral", {"sliding_window": 8}),
     "qwen2": ("Qwen2", {}),
+    "phi3": ("Phi3", {"pad_token_id": 0, "eos_token_id": 2}),
+    "phi3-partial-rotary": ("Phi3", {"pad_token_id": 0, "eos_token_id": 2,
+                                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
+                                                         "partial_rotary_factor": 0.5}}),
 }
 
 
@@ -121,14 +127,15 @@ def test_the_import_keeps_the_source_config_and_counts_parameters(family_case):
 
 
 @pytest.mark.parametrize("fields,words", [
-    ({"model_type": "falcon"}, ("model_type \"falcon\" is not supported", "llama, mistral, qwen2")),
+    ({"model_type": "falcon"}, ("model_type \"falcon\" is not supported", "llama, mistral, qwen2, phi3")),
+    ({"partial_rotary_factor": 0.5}, ("partial_rotary_factor 0.5 is not supported for llama",)),
     ({"hidden_act": "gelu"}, ("hidden_act \"gelu\" is not supported",)),
     ({"mlp_bias": True}, ("mlp_bias=true is not supported",)),
     ({"rope_parameters": {"rope_type": "yarn", "factor": 4.0}}, ("rope_type \"yarn\"",)),
     ({"head_dim": 0}, ("head_dim must be a positive integer",)),
     ({"hidden_size": 66}, ("hidden_size 66 is not divisible by num_attention_heads 4",)),
     ({"num_key_value_heads": 3}, ("num_key_value_heads 3 must divide",)),
-    ({"model_type": "mistral", "sliding_window": 32}, ("sliding_window 32 is shorter",)),
+    ({"model_type": "mistral", "sliding_window": 0}, ("sliding_window must be a positive integer",)),
     ({"model_type": "qwen2", "use_sliding_window": True}, ("use_sliding_window=true",)),
     ({"layer_types": ["sliding_attention", "full_attention"]}, ("layer_types",)),
     ({"rms_norm_eps": float("nan")}, ("rms_norm_eps must be a finite number",)),

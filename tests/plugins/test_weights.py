@@ -84,7 +84,7 @@ def test_import_matches_hf_logits(hf, imported):
     m = config.model
     assert (m.n_layers, m.emb_dim, m.n_heads, m.context_length, m.vocab_size) == (2, 64, 4, 128, 50257)
     assert m.attention.to_data() == {"name": "sdpa", "qkv_bias": True, "n_kv_heads": None,
-                                     "out_bias": True}
+                                     "out_bias": True, "window": None}
     assert m.positional.name == "absolute" and m.feedforward.name == "gelu"
     assert m.norm.params["eps"] == 1e-5 and m.head.params["tie_weights"] is True
     assert m.arch.to_data() == {"name": "gpt", "init": "normal"}

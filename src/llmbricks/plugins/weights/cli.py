@@ -44,7 +44,7 @@ def import_hf_command(source: str, out: str, revision: str | None, attention: st
 
     SOURCE is a folder with config.json and *.safetensors, or a Hub repo id (owner/name,
     needs llmbricks[hub]; HF_HOME, HF_TOKEN and HF_HUB_OFFLINE apply). Families: gpt2,
-    llama, mistral, qwen2. OUT gets config.yaml, model.safetensors and the source's
+    llama, mistral, qwen2, phi3. OUT gets config.yaml, model.safetensors and the source's
     config.json (hf_config.json).
     """
     _import(source, out, revision, attention, overwrite)

@@ -2,7 +2,7 @@
 ``model_type``, ``export_any`` picks the layout a model's components fit.
 
 The families themselves are data in their own modules: GPT-2 in ``gpt2_hf`` (Conv1D layouts,
-packed q/k/v), the Llama shape (Llama, Mistral, Qwen2) in ``llama_hf``.
+packed q/k/v), the Llama shape (Llama, Mistral, Qwen2, Phi-3) in ``llama_hf``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Llama-shaped checkpoints (Llama 2/3/3.1/3.2, Mistral, Qwen2) <-> llmbricks model directories.
+"""Llama-shaped checkpoints (Llama 2/3/3.1/3.2, Mistral, Qwen2, Phi-3) <-> llmbricks model directories.
 
 Each family is the GPT assembly with other components, so importing one is two tables of data:
 the config fields each family's ``config.json`` holds (:data:`FAMILIES`: defaults, what must
@@ -14,7 +14,11 @@ keep a value we implement), and the tensor names (:data:`LAYER_NAMES`), the same
     lm_head.weight                               -> head.proj.weight  (absent when tied)
 
 Both layouts store ``nn.Linear`` weights ``[out, in]``, and rotary embeddings use the same
-"rotate half" pairing, so every tensor is copied as is: no transposes, no permutations.
+"rotate half" pairing, so every tensor is copied as is: no transposes, no permutations. Phi-3
+fuses two groups of projections along their output rows, split on import and joined on export::
+
+    model.layers.{i}.self_attn.qkv_proj.weight   = [W_q; W_k; W_v]   (h + 2 kv) * hd rows
+    model.layers.{i}.mlp.gate_up_proj.weight     = [W_gate; W_up]    2 * intermediate rows
 
 A field we do not implement (another activation, a rope scaling we lack, a sliding window
 shorter than the context, per-layer attention types) is refused in one line naming it: never a
@@ -72,6 +76,10 @@ class Family:
     out_bias: bool | None = None
     #: Fields that must keep a value (anything else changes the maths we implement).
     required: Mapping[str, Any] = field(default_factory=dict)
+    #: Phi-3 packs q/k/v into ``qkv_proj`` and gate/up into ``gate_up_proj``.
+    fused: bool = False
+    #: Whether ``partial_rotary_factor`` (rotating the first part of each head) is the family's.
+    partial_rotary: bool = False
 
 
 _COMMON = {"hidden_act": "silu", "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
@@ -93,6 +101,11 @@ FAMILIES: dict[str, Family] = {
                      "num_hidden_layers": 32, "num_attention_heads": 32,
                      "max_position_embeddings": 32768, "use_sliding_window": False},
                     qkv_bias=True, out_bias=False, required={"use_sliding_window": False}),
+    "phi3": Family("phi3", "Phi3ForCausalLM",
+                   {**_COMMON, "vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192,
+                    "num_hidden_layers": 32, "num_attention_heads": 32,
+                    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "sliding_window": None},
+                   qkv_bias=False, out_bias=False, fused=True, partial_rotary=True),
 }
 
 #: Per-layer tensors: (llmbricks name after ``blocks.{i}.``, Hugging Face name after
@@ -118,18 +131,51 @@ GLOBAL_NAMES: dict[str, str] = {
     "head.proj.weight": "lm_head.weight",
 }
 _LAYER = dict(LAYER_NAMES)
+#: Phi-3's fused tensors: their parts, in row order.
+FUSED_NAMES: dict[str, tuple[str, ...]] = {
+    "self_attn.qkv_proj.weight": ("attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"),
+    "mlp.gate_up_proj.weight": ("ff.gate.weight", "ff.up.weight"),
+}
+_PART_OF = {part: fused for fused, parts in FUSED_NAMES.items() for part in parts}
 #: Buffers some checkpoints carry that are not weights (recomputed from the config).
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
-def hf_name(ours: str) -> str:
-    """The Hugging Face name of an llmbricks parameter of a Llama-shaped model."""
+def hf_name(ours: str, *, fused: bool = False) -> str:
+    """The Hugging Face name of an llmbricks parameter of a Llama-shaped model.
+
+    With ``fused`` (Phi-3), q/k/v and gate/up name the fused tensor they are rows of.
+    """
     if ours in GLOBAL_NAMES:
         return GLOBAL_NAMES[ours]
     _, index, rest = ours.split(".", 2)  # blocks.{i}.rest
+    if fused and rest in _PART_OF:
+        return f"model.layers.{index}.{_PART_OF[rest]}"
     if rest not in _LAYER:
         raise ConfigError(f"the model has a parameter the Llama layout has no place for: {ours}")
     return f"model.layers.{index}.{_LAYER[rest]}"
+
+
+def hf_layout(ours: Mapping[str, tuple[int, ...]], *, fused: bool = False,
+              ) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """Each Hugging Face tensor with the llmbricks parameters it holds, in row order."""
+    layout: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    for name, shape in ours.items():
+        layout.setdefault(hf_name(name, fused=fused), []).append((name, shape))
+    for parts in layout.values():  # fused rows follow FUSED_NAMES' order (q, k, v; gate, up)
+        parts.sort(key=lambda part: _fused_rank(part[0]))
+    return layout
+
+
+def _fused_rank(ours: str) -> int:
+    rest = ours.split(".", 2)[-1]
+    fused = _PART_OF.get(rest)
+    return FUSED_NAMES[fused].index(rest) if fused else 0
+
+
+def _joined_shape(parts: list[tuple[str, tuple[int, ...]]]) -> tuple[int, ...]:
+    first = parts[0][1]
+    return (sum(shape[0] for _, shape in parts), *first[1:])
 
 
 # --- config.json -> llmbricks config ---------------------------------------------------------------
@@ -170,9 +216,12 @@ def _rope(hf: Mapping[str, Any], family: Family) -> dict[str, Any]:
     theta = _number(params.get("rope_theta", _value(hf, family, "rope_theta")), "rope_theta")
     kind = params.get("rope_type", params.get("type", "default"))
     rope: dict[str, Any] = {"name": "rope", "theta": theta}
-    if params.get("partial_rotary_factor", 1.0) != 1.0:
-        raise ConfigError("config.json: partial_rotary_factor "
-                          f"{params['partial_rotary_factor']} is not supported for {family.model_type}")
+    fraction = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
+    if fraction != 1.0:
+        if not family.partial_rotary:
+            raise ConfigError(f"config.json: partial_rotary_factor {fraction} is not supported for "
+                              f"{family.model_type}")
+        rope["rotary_fraction"] = _number(fraction, "partial_rotary_factor")
     if kind == "default":
         return rope
     if kind == "linear":
@@ -217,10 +266,9 @@ def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict
     if head_dim is None and emb % heads:
         raise ConfigError(f"config.json: hidden_size {emb} is not divisible by num_attention_heads "
                           f"{heads} and no head_dim is given")
-    window = hf.get("sliding_window") if family.model_type == "mistral" else None
-    if window is not None and window < context:
-        raise ConfigError(f"config.json: sliding_window {window} is shorter than the context "
-                          f"({context}), which llmbricks does not support yet")
+    window = hf.get("sliding_window") if family.model_type in ("mistral", "phi3") else None
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+        raise ConfigError(f"config.json: sliding_window must be a positive integer, got {window!r}")
     types = hf.get("layer_types")
     if types is not None and any(t != "full_attention" for t in types):
         raise ConfigError(f"config.json: layer_types {types} holds attention other than "
@@ -240,7 +288,8 @@ def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict
         "tokenizer": None,
         "embedding": "token",
         "positional": _rope(hf, family),
-        "attention": {"name": attention, "n_kv_heads": kv, "qkv_bias": qkv_bias, "out_bias": out_bias},
+        "attention": {"name": attention, "n_kv_heads": kv, "qkv_bias": qkv_bias, "out_bias": out_bias,
+                      "window": window if window is not None and window < context else None},
         "norm": {"name": "rmsnorm", "eps": eps},
         "feedforward": {"name": "swiglu", "hidden": _int(hf, family, "intermediate_size")},
         "block": "gpt",
@@ -302,13 +351,21 @@ def import_llama(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False
     tied = bool(config.model.head.params.get("tie_weights"))
     ours = {n: tuple(p.shape) for n, p in model.state_dict().items()
             if not (tied and n == "head.proj.weight")}
-    _check_tensors(weights, {hf_name(n): s for n, s in ours.items()}, tied)
+    layout = hf_layout(ours, fused=family.fused)
+    _check_tensors(weights, {name: _joined_shape(parts) for name, parts in layout.items()}, tied)
     notes: list[str] = []
     if tied and "lm_head.weight" in weights:
         notes.append("lm_head.weight is in the folder but config.json ties it to the embedding; "
                      "used model.embed_tokens.weight, as transformers does")
     # One tensor at a time from the memory-mapped files into the meta model: one copy in memory.
-    state = {n: weights.get(hf_name(n), torch.float32) for n in ours}
+    state: dict[str, torch.Tensor] = {}
+    for name, parts in layout.items():
+        tensor = weights.get(name, torch.float32)
+        if len(parts) == 1:
+            state[parts[0][0]] = tensor
+            continue
+        pieces = tensor.split([shape[0] for _, shape in parts])  # fused rows: own storage each
+        state.update((n, piece.clone()) for (n, _), piece in zip(parts, pieces, strict=True))
     missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if unexpected or set(missing) - {"head.proj.weight"}:  # the tied head is the embedding
         raise CheckpointError(f"{root}: the weights do not fill the model ({(missing + unexpected)[:3]})")
@@ -346,9 +403,6 @@ def check_llama_exportable(config: Config, registry: Registry) -> None:
                               f"(it needs '{wanted}')")
     if _name(config, "attention", registry) not in ("mha", "sdpa"):
         raise ConfigError("model.attention: only 'mha' and 'sdpa' export to the Llama layout")
-    rope = config.model.positional.params
-    if rope.get("rotary_fraction", 1.0) != 1.0:
-        raise ConfigError("model.positional.rotary_fraction: the Llama layout rotates whole heads (1.0)")
     if config.model.vocab_size == "auto":
         raise ConfigError("model.vocab_size: 'auto' cannot be exported; it needs a number")
 
@@ -368,11 +422,21 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -
             (family.out_bias is not None and family.out_bias != out_bias):
         family = FAMILIES["qwen2"] if (qkv_bias and not out_bias) else FAMILIES["llama"]
         base = {key: value for key, value in base.items() if key in ("bos_token_id", "eos_token_id")}
+    fraction = float(rope.get("rotary_fraction", 1.0))
+    if fraction != 1.0 and not family.partial_rotary:
+        raise ConfigError(f"model.positional.rotary_fraction: {fraction} cannot be exported as "
+                          f"{family.model_type}, which rotates whole heads (1.0)")
+    window = attn.get("window")
+    if window is not None and window < m.context_length and "sliding_window" not in family.defaults:
+        raise ConfigError(f"model.attention.window: {window} cannot be exported as "
+                          f"{family.model_type}, which has no sliding window (Mistral and Phi-3 do)")
     if family.model_type == "llama" and qkv_bias != out_bias:
         raise ConfigError("model.attention: the Llama layout has one attention_bias for q/k/v and "
                           f"the output (here qkv_bias {qkv_bias}, out_bias {out_bias})")
     rope_params: dict[str, Any] = {"rope_theta": float(rope.get("theta", 10000.0)),
                                    "rope_type": "default"}
+    if family.partial_rotary:
+        rope_params["partial_rotary_factor"] = fraction
     if rope.get("scaling", "none") == "linear":
         rope_params.update(rope_type="linear", factor=float(rope["scaling_factor"]))
     elif rope.get("scaling") == "llama3":
@@ -405,6 +469,8 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -
     })
     if family.model_type == "llama":
         base.update(attention_bias=qkv_bias, mlp_bias=False)
+    if "sliding_window" in family.defaults and family.model_type != "qwen2":
+        base["sliding_window"] = window if window is not None and window < m.context_length else None
     return base
 
 
@@ -421,8 +487,12 @@ def export_llama(model_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
     hf_config = llama_config_from(config, source if isinstance(source, dict) else None)
     config, model, _ = load_model_dir(root, registry=registry, with_tokenizer=False)
     tied = bool(hf_config["tie_word_embeddings"])
-    tensors = {hf_name(n): t.detach().contiguous().clone() for n, t in model.state_dict().items()
-               if not (tied and n == "head.proj.weight")}
+    state = {n: t.detach() for n, t in model.state_dict().items()
+             if not (tied and n == "head.proj.weight")}
+    fused = FAMILIES[hf_config["model_type"]].fused
+    layout = hf_layout({n: tuple(t.shape) for n, t in state.items()}, fused=fused)
+    tensors = {name: torch.cat([state[n] for n, _ in parts]).contiguous().clone()
+               for name, parts in layout.items()}
     with atomic_directory(out, overwrite=overwrite, kind=HF_KIND) as tmp:
         save_file(tensors, str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
