@@ -230,3 +230,28 @@ def test_window_greedy_tokens_through_the_cache_equal_transformers_mistral(mistr
                                pad_token_id=0)[:, 12:]
     ours = generate_ids(model, prompt, max_new_tokens=20, use_cache=True).tokens[:, 12:]
     assert ours.tolist() == theirs.tolist()
+
+
+@pytest.mark.parametrize("qk_norm", ["head", "full"])
+def test_qk_norm_offset_stores_w_and_applies_one_plus_w(qk_norm):
+    """Gemma 3's norms store w and scale by 1 + w: the same function as offset 0 storing 1 + w."""
+    from llmbricks.core.component import Dims
+    from llmbricks.core.interfaces import PositionContext
+    from llmbricks.plugins.attention.base import AttentionParams
+    from llmbricks.plugins.attention.sdpa import SDPAttention
+
+    dims = Dims(vocab_size=10, context_length=16, emb_dim=32, n_heads=4, n_kv_heads=2, n_layers=1,
+                dropout=0.0)
+    plain = SDPAttention(AttentionParams(qk_norm=qk_norm, n_kv_heads=2), dims)
+    offset = SDPAttention(AttentionParams(qk_norm=qk_norm, n_kv_heads=2, qk_norm_offset=1.0), dims)
+    assert torch.equal(offset.q_norm.weight, torch.zeros_like(offset.q_norm.weight))
+    state = plain.state_dict()
+    with torch.no_grad():
+        for name in ("q_norm.weight", "k_norm.weight"):
+            state[name] = torch.randn_like(state[name])
+    plain.load_state_dict(state)
+    offset.load_state_dict({n: t - 1 if n.endswith("norm.weight") else t for n, t in state.items()})
+    x = torch.randn(2, 9, 32)
+    pos = PositionContext(torch.arange(9), torch.arange(9))
+    torch.testing.assert_close(offset(x, pos), plain(x, pos), rtol=1e-5, atol=1e-6)
+    assert tuple(plain.q_norm.weight.shape) == ((8,) if qk_norm == "head" else (32,))

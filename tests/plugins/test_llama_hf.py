@@ -1,4 +1,4 @@
-"""Llama-shaped families (Llama, Mistral, Qwen2, Phi-3) against transformers: import, logits, cache, export.
+"""Llama-shaped families (Llama, Mistral, Qwen2, Qwen3, OLMo 2, Phi-3) against transformers: import, logits, cache, export.
 
 Each case builds a tiny random ``XForCausalLM`` with transformers, saves it as a Hugging Face
 folder, imports it, and holds llmbricks to transformers on the same weights: logits (fp32, max
@@ -43,6 +43,8 @@ CASES = {
     "mistral": ("Mistral", {"sliding_window": None}),
     "mistral-window": ("Mistral", {"sliding_window": 8}),
     "qwen2": ("Qwen2", {}),
+    "qwen3": ("Qwen3", {"head_dim": 24}),
+    "qwen3-tied": ("Qwen3", {"tie_word_embeddings": True, "attention_bias": True}),
     "phi3": ("Phi3", {"pad_token_id": 0, "eos_token_id": 2}),
     "phi3-partial-rotary": ("Phi3", {"pad_token_id": 0, "eos_token_id": 2,
                                      "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
@@ -127,7 +129,7 @@ def test_the_import_keeps_the_source_config_and_counts_parameters(family_case):
 
 
 @pytest.mark.parametrize("fields,words", [
-    ({"model_type": "falcon"}, ("model_type \"falcon\" is not supported", "llama, mistral, qwen2, phi3")),
+    ({"model_type": "falcon"}, ("model_type \"falcon\" is not supported", "llama, mistral, qwen2, qwen3, olmo2, phi3")),
     ({"partial_rotary_factor": 0.5}, ("partial_rotary_factor 0.5 is not supported for llama",)),
     ({"hidden_act": "gelu"}, ("hidden_act \"gelu\" is not supported",)),
     ({"mlp_bias": True}, ("mlp_bias=true is not supported",)),

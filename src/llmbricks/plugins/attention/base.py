@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -20,6 +24,31 @@ class AttentionParams(ParamsModel):
     window: int | None = Field(
         None, ge=1, le=MAX_CONTEXT, description="sliding window: each query sees the last `window` "
         "keys, itself included (Mistral, Gemma 2-3, Qwen2); unset = full causal attention")
+    qk_norm: Literal["none", "head", "full"] = Field(
+        "none", description="RMSNorm on the queries and keys before rotation: head = over each "
+        "head's dims (Qwen3, Gemma 3), full = over the whole projection (OLMo 2)")
+    qk_norm_eps: float = Field(1e-6, gt=0.0, le=1.0, description="the query/key norms' epsilon")
+    qk_norm_offset: float = Field(0.0, ge=0.0, le=1.0, description="the query/key norms scale by "
+                                  "offset + weight (Gemma 3 stores w and applies 1 + w)")
+
+
+class QKNorm(nn.Module):
+    """RMSNorm of queries or keys: ``y = x / sqrt(mean(x^2) + eps) * (offset + w)``.
+
+    Why in attention: it bounds the attention logits (q . k) without touching the residual
+    stream, which keeps large models' training stable (Qwen3, OLMo 2, Gemma 3).
+    """
+
+    def __init__(self, size: int, eps: float, offset: float) -> None:
+        super().__init__()
+        self.eps, self.offset = eps, offset
+        self.weight = nn.Parameter(torch.full((size,), 1.0 - offset))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.offset:
+            return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+        normed = F.rms_norm(x.float(), (x.shape[-1],), None, self.eps)
+        return (normed * (self.offset + self.weight.float())).to(x.dtype)
 
 
 class ProjectedAttention(Attention):
@@ -44,6 +73,12 @@ class ProjectedAttention(Attention):
         self.k_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
         self.v_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
         self.out_proj = nn.Linear(dims.n_heads * hd, d, bias=params.out_bias)
+        if params.qk_norm != "none":
+            per_head = params.qk_norm == "head"
+            self.q_norm = QKNorm(hd if per_head else dims.n_heads * hd, params.qk_norm_eps,
+                                 params.qk_norm_offset)
+            self.k_norm = QKNorm(hd if per_head else kv * hd, params.qk_norm_eps,
+                                 params.qk_norm_offset)
 
     def residual_projections(self) -> list[nn.Module]:
         return [self.out_proj]
@@ -51,8 +86,14 @@ class ProjectedAttention(Attention):
     def forward(self, x: Tensor, pos: PositionContext, cache: LayerKVCache | None = None) -> Tensor:
         b, t, _ = x.shape
         h, kv, hd = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
-        q = self.q_proj(x).view(b, t, h, hd).transpose(1, 2)    # [B, H, T, hd]
-        k = self.k_proj(x).view(b, t, kv, hd).transpose(1, 2)   # [B, H_kv, T, hd]
+        q, k = self.q_proj(x), self.k_proj(x)
+        norm = self.params.qk_norm
+        if norm == "full":                                      # over all heads at once (OLMo 2)
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.view(b, t, h, hd), k.view(b, t, kv, hd)
+        if norm == "head":                                      # over each head (Qwen3, Gemma 3)
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = q.transpose(1, 2), k.transpose(1, 2)             # [B, H, T, hd], [B, H_kv, T, hd]
         v = self.v_proj(x).view(b, t, kv, hd).transpose(1, 2)
         q, k = pos.rotate(q, k)
         if cache is not None:

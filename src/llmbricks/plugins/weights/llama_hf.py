@@ -80,6 +80,15 @@ class Family:
     fused: bool = False
     #: Whether ``partial_rotary_factor`` (rotating the first part of each head) is the family's.
     partial_rotary: bool = False
+    #: Query/key RMSNorm: "head" (Qwen3: over each head) or "full" (OLMo 2: over the projection).
+    qk_norm: str = "none"
+    #: Where the block's norms sit: "pre" (Llama) or "post" (OLMo 2: after each sublayer).
+    placement: str = "pre"
+
+    @property
+    def layer_names(self) -> dict[str, str]:
+        """llmbricks name -> Hugging Face name, per layer, for this family's block."""
+        return POST_NORM_NAMES if self.placement == "post" else LAYER_NAMES
 
 
 _COMMON = {"hidden_act": "silu", "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
@@ -101,6 +110,17 @@ FAMILIES: dict[str, Family] = {
                      "num_hidden_layers": 32, "num_attention_heads": 32,
                      "max_position_embeddings": 32768, "use_sliding_window": False},
                     qkv_bias=True, out_bias=False, required={"use_sliding_window": False}),
+    "qwen3": Family("qwen3", "Qwen3ForCausalLM",
+                    {**_COMMON, "vocab_size": 151936, "hidden_size": 4096, "intermediate_size": 22016,
+                     "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
+                     "head_dim": 128, "max_position_embeddings": 32768, "attention_bias": False,
+                     "use_sliding_window": False},
+                    required={"use_sliding_window": False}, qk_norm="head"),
+    "olmo2": Family("olmo2", "Olmo2ForCausalLM",
+                    {**_COMMON, "vocab_size": 50304, "hidden_size": 4096, "intermediate_size": 11008,
+                     "num_hidden_layers": 32, "num_attention_heads": 32,
+                     "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "attention_bias": False},
+                    qk_norm="full", placement="post"),
     "phi3": Family("phi3", "Phi3ForCausalLM",
                    {**_COMMON, "vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192,
                     "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -108,29 +128,36 @@ FAMILIES: dict[str, Family] = {
                    qkv_bias=False, out_bias=False, fused=True, partial_rotary=True),
 }
 
-#: Per-layer tensors: (llmbricks name after ``blocks.{i}.``, Hugging Face name after
-#: ``model.layers.{i}.``). Biases appear only when the config has them.
-LAYER_NAMES: tuple[tuple[str, str], ...] = (
-    ("attn_norm.weight", "input_layernorm.weight"),
-    ("attn.q_proj.weight", "self_attn.q_proj.weight"),
-    ("attn.q_proj.bias", "self_attn.q_proj.bias"),
-    ("attn.k_proj.weight", "self_attn.k_proj.weight"),
-    ("attn.k_proj.bias", "self_attn.k_proj.bias"),
-    ("attn.v_proj.weight", "self_attn.v_proj.weight"),
-    ("attn.v_proj.bias", "self_attn.v_proj.bias"),
-    ("attn.out_proj.weight", "self_attn.o_proj.weight"),
-    ("attn.out_proj.bias", "self_attn.o_proj.bias"),
-    ("ff_norm.weight", "post_attention_layernorm.weight"),
-    ("ff.gate.weight", "mlp.gate_proj.weight"),
-    ("ff.up.weight", "mlp.up_proj.weight"),
-    ("ff.down.weight", "mlp.down_proj.weight"),
-)
+#: Per-layer tensors: llmbricks name after ``blocks.{i}.`` -> Hugging Face name after
+#: ``model.layers.{i}.``. Biases and query/key norms appear only when the config has them.
+_PROJECTIONS: dict[str, str] = {
+    "attn.q_proj.weight": "self_attn.q_proj.weight",
+    "attn.q_proj.bias": "self_attn.q_proj.bias",
+    "attn.k_proj.weight": "self_attn.k_proj.weight",
+    "attn.k_proj.bias": "self_attn.k_proj.bias",
+    "attn.v_proj.weight": "self_attn.v_proj.weight",
+    "attn.v_proj.bias": "self_attn.v_proj.bias",
+    "attn.out_proj.weight": "self_attn.o_proj.weight",
+    "attn.out_proj.bias": "self_attn.o_proj.bias",
+    "attn.q_norm.weight": "self_attn.q_norm.weight",
+    "attn.k_norm.weight": "self_attn.k_norm.weight",
+    "ff.gate.weight": "mlp.gate_proj.weight",
+    "ff.up.weight": "mlp.up_proj.weight",
+    "ff.down.weight": "mlp.down_proj.weight",
+}
+#: Pre-norm blocks (Llama, Mistral, Qwen, Phi-3): HF's "post_attention_layernorm" is the norm
+#: before the feed-forward.
+LAYER_NAMES: dict[str, str] = {"attn_norm.weight": "input_layernorm.weight",
+                               "ff_norm.weight": "post_attention_layernorm.weight", **_PROJECTIONS}
+#: Post-norm blocks (OLMo 2): the norms follow attention and the feed-forward.
+POST_NORM_NAMES: dict[str, str] = {"attn_post_norm.weight": "post_attention_layernorm.weight",
+                                   "ff_post_norm.weight": "post_feedforward_layernorm.weight",
+                                   **_PROJECTIONS}
 GLOBAL_NAMES: dict[str, str] = {
     "embedding.table.weight": "model.embed_tokens.weight",
     "norm.weight": "model.norm.weight",
     "head.proj.weight": "lm_head.weight",
 }
-_LAYER = dict(LAYER_NAMES)
 #: Phi-3's fused tensors: their parts, in row order.
 FUSED_NAMES: dict[str, tuple[str, ...]] = {
     "self_attn.qkv_proj.weight": ("attn.q_proj.weight", "attn.k_proj.weight", "attn.v_proj.weight"),
@@ -141,27 +168,30 @@ _PART_OF = {part: fused for fused, parts in FUSED_NAMES.items() for part in part
 IGNORED_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
-def hf_name(ours: str, *, fused: bool = False) -> str:
-    """The Hugging Face name of an llmbricks parameter of a Llama-shaped model.
+def hf_name(ours: str, family: Family | None = None) -> str:
+    """The Hugging Face name of an llmbricks parameter of a Llama-shaped model (default: Llama's).
 
-    With ``fused`` (Phi-3), q/k/v and gate/up name the fused tensor they are rows of.
+    In Phi-3, q/k/v and gate/up name the fused tensor they are rows of.
     """
+    family = family or FAMILIES["llama"]
     if ours in GLOBAL_NAMES:
         return GLOBAL_NAMES[ours]
     _, index, rest = ours.split(".", 2)  # blocks.{i}.rest
-    if fused and rest in _PART_OF:
+    if family.fused and rest in _PART_OF:
         return f"model.layers.{index}.{_PART_OF[rest]}"
-    if rest not in _LAYER:
-        raise ConfigError(f"the model has a parameter the Llama layout has no place for: {ours}")
-    return f"model.layers.{index}.{_LAYER[rest]}"
+    names = family.layer_names
+    if rest not in names:
+        raise ConfigError(f"the model has a parameter the {family.model_type} layout has no place "
+                          f"for: {ours}")
+    return f"model.layers.{index}.{names[rest]}"
 
 
-def hf_layout(ours: Mapping[str, tuple[int, ...]], *, fused: bool = False,
+def hf_layout(ours: Mapping[str, tuple[int, ...]], family: Family,
               ) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
     """Each Hugging Face tensor with the llmbricks parameters it holds, in row order."""
     layout: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
     for name, shape in ours.items():
-        layout.setdefault(hf_name(name, fused=fused), []).append((name, shape))
+        layout.setdefault(hf_name(name, family), []).append((name, shape))
     for parts in layout.values():  # fused rows follow FUSED_NAMES' order (q, k, v; gate, up)
         parts.sort(key=lambda part: _fused_rank(part[0]))
     return layout
@@ -289,10 +319,12 @@ def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict
         "embedding": "token",
         "positional": _rope(hf, family),
         "attention": {"name": attention, "n_kv_heads": kv, "qkv_bias": qkv_bias, "out_bias": out_bias,
-                      "window": window if window is not None and window < context else None},
+                      "window": window if window is not None and window < context else None,
+                      **({"qk_norm": family.qk_norm, "qk_norm_eps": eps}
+                         if family.qk_norm != "none" else {})},
         "norm": {"name": "rmsnorm", "eps": eps},
         "feedforward": {"name": "swiglu", "hidden": _int(hf, family, "intermediate_size")},
-        "block": "gpt",
+        "block": {"name": "gpt", "placement": family.placement} if family.placement != "pre" else "gpt",
         "arch": {"name": "gpt", "init": "normal"},
         "head": {"name": "lm", "tie_weights": bool(_value(hf, family, "tie_word_embeddings"))},
     }
@@ -351,7 +383,7 @@ def import_llama(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False
     tied = bool(config.model.head.params.get("tie_weights"))
     ours = {n: tuple(p.shape) for n, p in model.state_dict().items()
             if not (tied and n == "head.proj.weight")}
-    layout = hf_layout(ours, fused=family.fused)
+    layout = hf_layout(ours, family)
     _check_tensors(weights, {name: _joined_shape(parts) for name, parts in layout.items()}, tied)
     notes: list[str] = []
     if tied and "lm_head.weight" in weights:
@@ -407,21 +439,44 @@ def check_llama_exportable(config: Config, registry: Registry) -> None:
         raise ConfigError("model.vocab_size: 'auto' cannot be exported; it needs a number")
 
 
-def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The ``config.json`` of a Llama-shaped llmbricks config, in the source's family when known.
+def _fits(family: Family, config: Config) -> bool:
+    """Whether ``family``'s layout holds this model's attention and block."""
+    attn = config.model.attention.params
+    qkv_bias, out_bias = bool(attn.get("qkv_bias")), bool(attn.get("out_bias", True))
+    placement = config.model.block.params.get("placement", "pre")
+    if family.qkv_bias is None and qkv_bias != out_bias:  # one attention_bias for all four
+        return False
+    return ((family.qkv_bias is None or family.qkv_bias == qkv_bias)
+            and (family.out_bias is None or family.out_bias == out_bias)
+            and family.qk_norm == attn.get("qk_norm", "none") and family.placement == placement)
+
+
+def llama_config_from(config: Config, source: Mapping[str, Any] | None = None, *,
+                      hidden: int) -> dict[str, Any]:
+    """The ``config.json`` of a Llama-shaped llmbricks config, in the source's family when it fits.
 
     The source's own fields (bos/eos ids, its family) are kept; every field that decides the
-    maths is written from the llmbricks config.
+    maths is written from the llmbricks config. Without a source that fits, the first family
+    whose layout holds the model (Llama, Mistral, Qwen2, Qwen3, OLMo 2, Phi-3) is written.
+    ``hidden`` is the feed-forward's width (read from the weights).
     """
     m = config.model
     attn, rope = m.attention.params, m.positional.params
-    qkv_bias, out_bias = bool(attn.get("qkv_bias")), bool(attn.get("out_bias", True))
+    qkv_bias = bool(attn.get("qkv_bias"))
     base = dict(source or {})
     family = FAMILIES.get(str(base.get("model_type")))
-    if family is None or (family.qkv_bias is not None and family.qkv_bias != qkv_bias) or \
-            (family.out_bias is not None and family.out_bias != out_bias):
-        family = FAMILIES["qwen2"] if (qkv_bias and not out_bias) else FAMILIES["llama"]
+    if family is None or not _fits(family, config):
+        family = next((f for f in FAMILIES.values() if _fits(f, config)), None)
+        if family is None:
+            raise ConfigError("model.attention/model.block: no Llama-shaped family has this "
+                              f"combination (qkv_bias {qkv_bias}, out_bias "
+                              f"{attn.get('out_bias', True)}, qk_norm {attn.get('qk_norm', 'none')}, "
+                              f"placement {m.block.params.get('placement', 'pre')})")
         base = {key: value for key, value in base.items() if key in ("bos_token_id", "eos_token_id")}
+    if family.qk_norm != "none" and attn.get("qk_norm_eps") != m.norm.params.get("eps"):
+        raise ConfigError(f"model.attention.qk_norm_eps: {family.model_type} uses rms_norm_eps for "
+                          f"every norm, but it is {attn.get('qk_norm_eps')} here and model.norm.eps "
+                          f"{m.norm.params.get('eps')}")
     fraction = float(rope.get("rotary_fraction", 1.0))
     if fraction != 1.0 and not family.partial_rotary:
         raise ConfigError(f"model.positional.rotary_fraction: {fraction} cannot be exported as "
@@ -430,9 +485,6 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -
     if window is not None and window < m.context_length and "sliding_window" not in family.defaults:
         raise ConfigError(f"model.attention.window: {window} cannot be exported as "
                           f"{family.model_type}, which has no sliding window (Mistral and Phi-3 do)")
-    if family.model_type == "llama" and qkv_bias != out_bias:
-        raise ConfigError("model.attention: the Llama layout has one attention_bias for q/k/v and "
-                          f"the output (here qkv_bias {qkv_bias}, out_bias {out_bias})")
     rope_params: dict[str, Any] = {"rope_theta": float(rope.get("theta", 10000.0)),
                                    "rope_type": "default"}
     if family.partial_rotary:
@@ -446,9 +498,6 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -
                            original_max_position_embeddings=int(rope["original_context"]))
     for key in ("rope_scaling", "rope_theta", "transformers_version", "torch_dtype"):
         base.pop(key, None)
-    hidden = int(m.feedforward.params.get("hidden") or 0) or None
-    if hidden is None:
-        raise ConfigError("model.feedforward.hidden: set the SwiGLU width explicitly to export it")
     base.update({
         "architectures": [family.architecture],
         "model_type": family.model_type,
@@ -467,8 +516,10 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None) -
         "attention_dropout": 0.0,
         "dtype": "float32",
     })
+    if family.qkv_bias is None:  # one flag for q, k, v and the output
+        base["attention_bias"] = qkv_bias
     if family.model_type == "llama":
-        base.update(attention_bias=qkv_bias, mlp_bias=False)
+        base["mlp_bias"] = False
     if "sliding_window" in family.defaults and family.model_type != "qwen2":
         base["sliding_window"] = window if window is not None and window < m.context_length else None
     return base
@@ -484,13 +535,14 @@ def export_llama(model_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
     check_llama_exportable(config, registry)
     source_file = root / HF_SOURCE_FILE
     source = read_json(source_file) if source_file.is_file() else None
-    hf_config = llama_config_from(config, source if isinstance(source, dict) else None)
     config, model, _ = load_model_dir(root, registry=registry, with_tokenizer=False)
+    hidden = int(model.state_dict()["blocks.0.ff.up.weight"].shape[0])
+    hf_config = llama_config_from(config, source if isinstance(source, dict) else None, hidden=hidden)
     tied = bool(hf_config["tie_word_embeddings"])
     state = {n: t.detach() for n, t in model.state_dict().items()
              if not (tied and n == "head.proj.weight")}
-    fused = FAMILIES[hf_config["model_type"]].fused
-    layout = hf_layout({n: tuple(t.shape) for n, t in state.items()}, fused=fused)
+    layout = hf_layout({n: tuple(t.shape) for n, t in state.items()},
+                       FAMILIES[hf_config["model_type"]])
     tensors = {name: torch.cat([state[n] for n, _ in parts]).contiguous().clone()
                for name, parts in layout.items()}
     with atomic_directory(out, overwrite=overwrite, kind=HF_KIND) as tmp:
