@@ -5,6 +5,7 @@ from llmbricks.core.hookspecs import hookimpl
 
 @hookimpl
 def llmbricks_components():
+    from llmbricks.plugins.prompts.chat import ChatTemplate
     from llmbricks.plugins.prompts.templates import AlpacaTemplate, Phi3Template
 
-    return [AlpacaTemplate, Phi3Template]
+    return [AlpacaTemplate, Phi3Template, ChatTemplate]
