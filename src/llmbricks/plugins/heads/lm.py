@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -17,6 +18,9 @@ class LMHead(Head):
     class Params(ParamsModel):
         tie_weights: bool = Field(
             True, description="share the token embedding table (GPT-2); false = separate weights")
+        softcap: float | None = Field(
+            None, gt=0.0, description="soft-cap the logits: softcap * tanh(logits / softcap) "
+            "keeps them in (-softcap, softcap) (Gemma 2 and 3: 30); unset = raw logits")
 
     def __init__(self, params: Params, dims: Dims) -> None:
         super().__init__(params, dims)
@@ -30,4 +34,10 @@ class LMHead(Head):
         return self.proj.weight
 
     def forward(self, hidden: Tensor, lengths: Tensor | None = None) -> Tensor:
-        return self.proj(hidden)  # every position's logits; padding needs no special case
+        logits = self.proj(hidden)  # every position's logits; padding needs no special case
+        cap = self.params.softcap
+        if cap is not None:
+            # logits = cap * tanh(logits / cap): near-linear for small logits, bounded for large
+            # ones, so no single logit runs away (Gemma 2 trained with it, so its logits need it)
+            logits = cap * torch.tanh(logits / cap)
+        return logits

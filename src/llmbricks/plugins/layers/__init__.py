@@ -7,7 +7,12 @@ from llmbricks.core.hookspecs import hookimpl
 def llmbricks_components():
     from llmbricks.plugins.layers.blocks import GPTBlock
     from llmbricks.plugins.layers.embeddings import TokenEmbedding
-    from llmbricks.plugins.layers.feedforward import GELUFeedForward, SwiGLUFeedForward
+    from llmbricks.plugins.layers.feedforward import (
+        GeGLUFeedForward,
+        GELUFeedForward,
+        SwiGLUFeedForward,
+    )
     from llmbricks.plugins.layers.norms import LayerNorm, RMSNorm
 
-    return [TokenEmbedding, LayerNorm, RMSNorm, GELUFeedForward, SwiGLUFeedForward, GPTBlock]
+    return [TokenEmbedding, LayerNorm, RMSNorm, GELUFeedForward, SwiGLUFeedForward, GeGLUFeedForward,
+            GPTBlock]

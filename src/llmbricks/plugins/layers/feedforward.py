@@ -49,10 +49,12 @@ class GELUFeedForward(FeedForward):
         return self.down(F.gelu(self.up(x), approximate=self.params.approximate))
 
 
-class SwiGLUFeedForward(FeedForward):
-    """Gated MLP: down(silu(gate(x)) * up(x)), no biases (PaLM, Llama)."""
+class GatedFeedForward(FeedForward):
+    """Gated MLP: down(act(gate(x)) * up(x)), no biases; subclasses choose act.
 
-    name = "swiglu"
+    SwiGLU and GeGLU differ only in the activation, so the widths, the parameter names (gate,
+    up, down) and the maths live here once, and a checkpoint of either shape fits both.
+    """
 
     class Params(ParamsModel):
         hidden_mult: float = Field(8 / 3, gt=0.0, le=1024.0, description="hidden width as a multiple of "
@@ -87,6 +89,31 @@ class SwiGLUFeedForward(FeedForward):
     def residual_projections(self) -> list[nn.Module]:
         return [self.down]
 
+    def activation(self, z: Tensor) -> Tensor:
+        """The gate's nonlinearity."""
+        raise NotImplementedError
+
     def forward(self, x: Tensor) -> Tensor:
-        # SwiGLU(x) = (silu(x W_gate) * x W_up) W_down, silu(z) = z * sigmoid(z)
-        return self.down(F.silu(self.gate(x)) * self.up(x))
+        # y = (act(x W_gate) * x W_up) W_down
+        return self.down(self.activation(self.gate(x)) * self.up(x))
+
+
+class SwiGLUFeedForward(GatedFeedForward):
+    """Gated MLP: down(silu(gate(x)) * up(x)), no biases (PaLM, Llama)."""
+
+    name = "swiglu"
+
+    def activation(self, z: Tensor) -> Tensor:
+        # silu(z) = z * sigmoid(z)
+        return F.silu(z)
+
+
+class GeGLUFeedForward(GatedFeedForward):
+    """Gated MLP: down(gelu_tanh(gate(x)) * up(x)), no biases (Gemma)."""
+
+    name = "geglu"
+
+    def activation(self, z: Tensor) -> Tensor:
+        # GELU's tanh approximation, Gemma's hidden_activation gelu_pytorch_tanh:
+        # gelu(z) ~= 0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3)))
+        return F.gelu(z, approximate="tanh")

@@ -32,17 +32,31 @@ class LayerNorm(Norm):
 
 
 class RMSNorm(Norm):
-    """Root-mean-square normalization with a learned scale, no centering (Llama, T5)."""
+    """Root-mean-square normalization with a learned scale, no centering (Llama, T5).
+
+    ``y = x / sqrt(mean(x^2) + eps) * (offset + weight)``. Gemma stores ``w`` and applies
+    ``1 + w`` (``offset: 1``), so its checkpoints load as they are; the weight starts at
+    ``1 - offset``, so every norm starts as the plain ``x / rms(x)`` whatever the offset.
+    """
 
     name = "rmsnorm"
 
     class Params(ParamsModel):
         eps: float = Field(1e-6, gt=0.0, le=1.0, description="added to the mean square for stability")
+        offset: float = Field(0.0, ge=0.0, le=1.0, description="scale by offset + weight: 0 = the "
+                              "weight itself (Llama); 1 = 1 + weight, the weight stored as a "
+                              "difference from 1 (Gemma)")
 
     def __init__(self, params: Params, dims: Dims) -> None:
         super().__init__(params, dims)
-        self.weight = nn.Parameter(torch.ones(dims.emb_dim))
+        self.weight = nn.Parameter(torch.full((dims.emb_dim,), 1.0 - params.offset))
 
     def forward(self, x: Tensor) -> Tensor:
-        # y = x / sqrt(mean(x^2) + eps) * weight
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.params.eps)
+        eps, offset = self.params.eps, self.params.offset
+        if not offset:  # the fast path: y = x / sqrt(mean(x^2) + eps) * weight, fused
+            return F.rms_norm(x, (x.shape[-1],), self.weight, eps)
+        # y = x / sqrt(mean(x^2) + eps) * (offset + weight), all in float32 and rounded once
+        # at the end, as Gemma does: in bf16, 1 + w would lose w's low bits before the product.
+        x32 = x.float()
+        normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+        return (normed * (offset + self.weight.float())).to(x.dtype)
