@@ -101,3 +101,60 @@ def test_export_of_a_model_no_family_fits_names_both_reasons(tmp_path):
     assert_clean_failure(done, 2, "fits no Hugging Face family", "GPT-2: model.positional: 'alibi'",
                          "Llama: model.positional: 'alibi'")
 
+
+
+@pytest.fixture(scope="module")
+def llama_with_tokenizer(tmp_path_factory) -> Path:
+    """A tiny Llama whose folder holds its own tokenizer.json and tokenizer_config.json."""
+    from tests.plugins.test_hf_tokenizer import make_hf_folder
+
+    folder = make_hf_folder(tmp_path_factory.mktemp("hf-tok") / "tiny-llama")
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=432, hidden_size=64, intermediate_size=88,
+                                      num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, max_position_embeddings=128)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    return folder
+
+
+def test_the_folder_tokenizer_comes_along_and_generate_needs_nothing_else(llama_with_tokenizer, tmp_path):
+    done = invoke("import", "hf", str(llama_with_tokenizer), str(tmp_path / "ours"))
+    assert done.code == 0, done.stderr
+    assert (tmp_path / "ours" / "tokenizer" / "hf_tokenizer.json").is_file()
+    ours = invoke("generate", str(tmp_path / "ours"), "--prompt", "The sea", "-n", "12")
+    assert ours.code == 0, ours.stderr
+    hf_model = transformers.AutoModelForCausalLM.from_pretrained(llama_with_tokenizer).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(llama_with_tokenizer)
+    prompt = tokenizer("The sea", add_special_tokens=False, return_tensors="pt")["input_ids"]
+    theirs = hf_model.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                               pad_token_id=0)
+    assert ours.stdout.rstrip("\n") == tokenizer.decode(theirs[0])
+
+
+def test_a_lora_finetune_of_an_import_merges_and_exports_to_transformers(llama_with_tokenizer, tmp_path):
+    invoke("import", "hf", str(llama_with_tokenizer), str(tmp_path / "ours"))
+    (tmp_path / "corpus.txt").write_text("The sea is calm and the ship sails on. " * 400)
+    trained = invoke("train", str(tmp_path / "ours"),
+                     "--set", f"data.source={{name: text, path: {tmp_path / 'corpus.txt'}}}",
+                     "--set", "model.adapters=[{name: lora, r: 4}]", "--set", "train.max_steps=12",
+                     "--set", "train.batch_size=4", "--set", "model.context_length=32",
+                     "--set", "train.eval_every=6", "--set", "train.warmup_steps=0",
+                     "--set", "train.lr=0.01", "--set", "train.sample_prompt=null",
+                     "--out", str(tmp_path / "run"))
+    assert trained.code == 0, trained.stderr
+    evals = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [e["val_loss"] for e in evals if e["event"] == "eval"]
+    assert len(losses) == 2 and losses[-1] < losses[0]
+    assert invoke("model", "merge", str(tmp_path / "run"), str(tmp_path / "merged")).code == 0
+    assert invoke("export", "hf", str(tmp_path / "merged"), str(tmp_path / "back")).code == 0
+    from llmbricks.core.store.model_dir import load_model_dir
+
+    _, merged, tokenizer = load_model_dir(tmp_path / "merged")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "back").eval()
+    their_tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "back")
+    text = "The ship sails on the calm sea"
+    ids = tokenizer.encode(text)
+    assert ids == their_tokenizer(text, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        batch = torch.tensor([ids])
+        assert (theirs(batch).logits - merged(batch)).abs().max().item() <= 1e-4

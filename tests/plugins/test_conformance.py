@@ -43,6 +43,9 @@ def params_for(kind: str, name: str, tmp: Path) -> dict:
     if (kind, name) == ("datasource", "instruction_json"):
         (tmp / "data.json").write_text('[{"instruction": "Add.", "input": "1 1", "output": "2"}]')
         return {"path": str(tmp / "data.json")}
+    if (kind, name) == ("tokenizer", "hf"):  # a Hugging Face tokenizer.json built in the test
+        from tests.plugins.test_hf_tokenizer import make_hf_folder
+        return {"path": str(make_hf_folder(tmp / "hf"))}
     return {}
 
 

@@ -94,11 +94,16 @@ def check_generation_params(*, max_new_tokens: Any = 50, temperature: Any = 0.0,
 
 
 def stop_token_id(tokenizer: Tokenizer, stop: str | None, *, cli: bool = False) -> int | None:
-    """The id of the special token ``stop`` (default ``<|endoftext|>`` when the tokenizer has it)."""
+    """The id of the special token ``stop``.
+
+    By default: the tokenizer's own end-of-sequence token when it names one (a Hugging Face
+    tokenizer's ``eos_token``, e.g. ``<|eot_id|>``), else ``<|endoftext|>`` when it has it.
+    """
     check_generation_params(stop=stop, cli=cli)
     specials = tokenizer.special_tokens
     if stop is None:
-        return specials.get("<|endoftext|>")
+        eos = getattr(tokenizer, "eos_token", None)
+        return specials.get(eos) if eos in specials else specials.get("<|endoftext|>")
     if stop not in specials:
         known = ", ".join(repr(name) for name in sorted(specials)[:5])
         has = f"it has {known}" if known else "it has none"

@@ -202,8 +202,10 @@ class HFTokenizer(Tokenizer):
         self.chat_template = chat_template_of(config, files)
 
     @classmethod
-    def known_vocab_size(cls, params: Params) -> int:
-        path = Path(_require_path(params)).expanduser()
+    def known_vocab_size(cls, params: Params) -> int | None:
+        if params.path is None:  # a saved tokenizer folder knows it; a config alone cannot
+            return None
+        path = Path(params.path).expanduser()
         file = path / HF_TOKENIZER if path.is_dir() else path
         if not file.is_file():
             HFFiles.read(path)  # raises the one-line error that says what is missing

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,11 +41,19 @@ import torch
 from safetensors.torch import save_file
 
 from llmbricks.core.build import build_model
+from llmbricks.core.component import ComponentSpec
 from llmbricks.core.config import Config, load_config
 from llmbricks.core.errors import CheckpointError, ConfigError
+from llmbricks.core.interfaces import Tokenizer
 from llmbricks.core.registry import Registry, get_registry
 from llmbricks.core.store.atomic import atomic_directory, check_output_dir
-from llmbricks.core.store.model_dir import CONFIG_FILE, MODEL_KIND, load_model_dir, save_model_dir
+from llmbricks.core.store.model_dir import (
+    CONFIG_FILE,
+    MODEL_KIND,
+    TOKENIZER_DIR,
+    load_model_dir,
+    save_model_dir,
+)
 
 from .hf_folder import HF_CONFIG_FILE, HF_KIND, HF_WEIGHTS_FILE, HFWeights, read_json
 
@@ -61,6 +70,8 @@ __all__ = [
 
 #: The source's config.json, kept in the model directory so an export writes the same family.
 HF_SOURCE_FILE = "hf_config.json"
+#: A Hugging Face folder's tokenizer, carried into the model directory as the ``hf`` component.
+HF_TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclass(frozen=True)
@@ -404,15 +415,33 @@ def import_llama(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False
     model.head.tie(model.embedding.weight)
     del state
     model.eval()
-    notes.append("no tokenizer imported (tokenizer files are not read yet): set model.tokenizer "
-                 "in config.yaml, or pass token ids")
+    tokenizer = _folder_tokenizer(root, config, registry, notes)
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / HF_SOURCE_FILE
         source.write_text(json.dumps(hf, indent=2) + "\n", encoding="utf-8")
-        save_model_dir(out, config, model, None, overwrite=overwrite, extra_files=[source])
+        save_model_dir(out, config, model, tokenizer, overwrite=overwrite, extra_files=[source])
     parameters = sum(p.numel() for p in model.parameters())
     return LlamaImport(out=Path(out), config=config, family=family.model_type,
                        parameters=parameters, notes=notes)
+
+
+def _folder_tokenizer(root: Path, config: Config, registry: Registry,
+                      notes: list[str]) -> Tokenizer | None:
+    """The folder's own tokenizer (``tokenizer.json``) as the ``hf`` component, or ``None``.
+
+    The model directory's config names ``hf`` without a path: its ``tokenizer/`` folder holds
+    the files, so the directory needs nothing from the source afterwards.
+    """
+    if not (root / HF_TOKENIZER_FILE).is_file():
+        notes.append(f"{root} has no {HF_TOKENIZER_FILE}: no tokenizer imported; generate, train "
+                     "and eval need one (set model.tokenizer in config.yaml)")
+        return None
+    tokenizer = registry.build("tokenizer", {"name": "hf", "path": str(root)})
+    if tokenizer.vocab_size > int(config.model.vocab_size):
+        raise CheckpointError(f"{root / HF_TOKENIZER_FILE} has {tokenizer.vocab_size} tokens but "
+                              f"the model's vocabulary is {config.model.vocab_size}")
+    config.model.tokenizer = ComponentSpec(name="hf", params={"path": None})
+    return tokenizer
 
 
 # --- export ------------------------------------------------------------------------------------
@@ -548,4 +577,18 @@ def export_llama(model_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
     with atomic_directory(out, overwrite=overwrite, kind=HF_KIND) as tmp:
         save_file(tensors, str(tmp / HF_WEIGHTS_FILE), metadata={"format": "pt"})
         (tmp / HF_CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
+        _copy_hf_tokenizer(root / TOKENIZER_DIR, tmp)
     return hf_config
+
+
+def _copy_hf_tokenizer(saved: Path, out: Path) -> None:
+    """Put an ``hf`` tokenizer's files back under their Hugging Face names.
+
+    The ``hf`` component saves the source's files as ``hf_<name>`` beside its own state file
+    (which is also called ``tokenizer.json``); other tokenizers have no such files.
+    """
+    if not saved.is_dir():
+        return
+    for path in sorted(saved.glob("hf_*")):
+        if path.is_file():
+            shutil.copyfile(path, out / path.name.removeprefix("hf_"))
