@@ -158,3 +158,27 @@ def test_a_lora_finetune_of_an_import_merges_and_exports_to_transformers(llama_w
     with torch.no_grad():
         batch = torch.tensor([ids])
         assert (theirs(batch).logits - merged(batch)).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("change,words", [
+    ({"embedding": {"name": "token", "scale": "sqrt_dim"}}, ("model.embedding.scale", "sqrt_dim")),
+    ({"head": {"name": "lm", "tie_weights": False, "softcap": 30.0}}, ("model.head.softcap",)),
+    ({"norm": {"name": "rmsnorm", "offset": 1.0}}, ("model.norm.offset",)),
+    ({"block": {"name": "gpt", "placement": "sandwich"}}, ("placement sandwich",)),
+    ({"feedforward": "geglu"}, ("model.feedforward: 'geglu'",)),
+])
+def test_export_refuses_what_the_layout_cannot_hold(tmp_path, change, words):
+    """A Llama-shaped model with one Gemma-style part is refused, never written as another model."""
+    from llmbricks.core.build import build_model
+    from llmbricks.core.config import load_config
+    from llmbricks.core.store.model_dir import save_model_dir
+
+    model = {"vocab_size": 50, "context_length": 16, "emb_dim": 32, "n_layers": 1, "n_heads": 4,
+             "positional": "rope", "norm": "rmsnorm", "feedforward": "swiglu",
+             "attention": {"name": "sdpa", "out_bias": False},
+             "head": {"name": "lm", "tie_weights": False}}
+    config = load_config({"model": {**model, **change}})
+    save_model_dir(tmp_path / "model", config, build_model(config))
+    done = invoke("export", "hf", str(tmp_path / "model"), str(tmp_path / "out"))
+    assert_clean_failure(done, 2, *words)
+    assert not (tmp_path / "out").exists()

@@ -45,6 +45,7 @@ CASES = {
     "qwen2": ("Qwen2", {}),
     "qwen3": ("Qwen3", {"head_dim": 24}),
     "qwen3-tied": ("Qwen3", {"tie_word_embeddings": True, "attention_bias": True}),
+    "olmo2": ("Olmo2", {"pad_token_id": 0}),
     "phi3": ("Phi3", {"pad_token_id": 0, "eos_token_id": 2}),
     "phi3-partial-rotary": ("Phi3", {"pad_token_id": 0, "eos_token_id": 2,
                                      "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,

@@ -459,8 +459,31 @@ def check_exportable(config: Config, registry: Registry | None = None) -> None:
         if params.get("bias") is False:
             raise ConfigError(f"model.{key}.bias: false cannot be exported to GPT-2 "
                               "(it needs biases)")
+    refuse_unexported_params(config, GPT2_PLAIN_PARAMS, "GPT-2")
     if config.model.vocab_size == "auto":
         raise ConfigError("model.vocab_size: 'auto' cannot be exported; it needs a number")
+
+
+#: Params whose non-default values change the maths a layout has no field for: (slot, param,
+#: the value the layout computes). Shared by every exporter that writes a plain decoder.
+PLAIN_PARAMS: tuple[tuple[str, str, Any], ...] = (
+    ("embedding", "scale", "none"),
+    ("head", "softcap", None),
+    ("block", "placement", "pre"),
+    ("norm", "offset", 0.0),
+    ("attention", "qk_norm", "none"),
+)
+GPT2_PLAIN_PARAMS = (*PLAIN_PARAMS, ("attention", "window", None))
+
+
+def refuse_unexported_params(config: Config, plain: tuple[tuple[str, str, Any], ...],
+                             layout: str) -> None:
+    """Raise ``ConfigError`` naming the first param whose value ``layout`` cannot write."""
+    for key, param, wanted in plain:
+        value = getattr(config.model, key).params.get(param, wanted)
+        if value != wanted:
+            raise ConfigError(f"model.{key}.{param}: {json.dumps(value)} cannot be exported to "
+                              f"{layout} (it needs {json.dumps(wanted)})")
 
 
 def _eos_id(tokenizer: Any) -> int | None:

@@ -55,6 +55,7 @@ from llmbricks.core.store.model_dir import (
     save_model_dir,
 )
 
+from .gpt2_hf import PLAIN_PARAMS, refuse_unexported_params
 from .hf_folder import HF_CONFIG_FILE, HF_KIND, HF_WEIGHTS_FILE, HFWeights, read_json
 
 __all__ = [
@@ -464,6 +465,9 @@ def check_llama_exportable(config: Config, registry: Registry) -> None:
                               f"(it needs '{wanted}')")
     if _name(config, "attention", registry) not in ("mha", "sdpa"):
         raise ConfigError("model.attention: only 'mha' and 'sdpa' export to the Llama layout")
+    # placement and qk_norm pick the family (OLMo 2, Qwen3); the rest has no Llama field
+    plain = tuple(p for p in PLAIN_PARAMS if p[1] not in ("placement", "qk_norm"))
+    refuse_unexported_params(config, (*plain, ("attention", "qk_norm_offset", 0.0)), "the Llama layout")
     if config.model.vocab_size == "auto":
         raise ConfigError("model.vocab_size: 'auto' cannot be exported; it needs a number")
 
