@@ -35,7 +35,7 @@ def test_import_from_a_folder_then_export_round_trips(llama_folder, tmp_path):
     folder, hf_model = llama_folder
     done = invoke("import", "hf", str(folder), str(tmp_path / "ours"))
     assert done.code == 0, done.stderr
-    assert done.stdout.startswith(f"imported llama from {folder} into {tmp_path / 'ours'}: ")
+    assert done.stdout.startswith(f"imported Llama from {folder} into {tmp_path / 'ours'}: ")
     assert "2 layers, 64 dims, 4 heads (2 key/value), context 96, vocab 151" in done.stdout
     exported = invoke("export", "hf", str(tmp_path / "ours"), str(tmp_path / "back"))
     assert exported.code == 0, exported.stderr
@@ -52,7 +52,7 @@ def test_import_from_an_offline_hub_cache(llama_folder, tmp_path):
     env = {"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_OFFLINE": "1"}
     done = invoke("import", "hf", "acme/tiny-llama", str(tmp_path / "ours"), env=env, subprocess=True)
     assert done.code == 0, done.stderr
-    assert "imported llama from acme/tiny-llama" in done.stdout
+    assert "imported Llama from acme/tiny-llama" in done.stdout
     assert json.loads((tmp_path / "ours" / "hf_config.json").read_text())["model_type"] == "llama"
 
 
@@ -85,7 +85,7 @@ def test_a_local_path_that_is_neither_folder_nor_repo_id(tmp_path):
     done = invoke("import", "hf", str(tmp_path / "weights.bin"), str(tmp_path / "ours"))
     assert_clean_failure(done, 1, "is a file; give the folder that holds config.json")
     done = invoke("import", "hf", "not a repo", str(tmp_path / "ours"))
-    assert_clean_failure(done, 1, "neither a folder nor a Hub repo id")
+    assert_clean_failure(done, 1, "not a repo does not exist", "a Hub repo id (owner/name)")
 
 
 def test_export_of_a_model_no_family_fits_names_both_reasons(tmp_path):

@@ -25,7 +25,10 @@ def _import(source: str, out: str, revision: str | None, attention: str, overwri
     result = import_hf(source, out, revision=revision, overwrite=overwrite, attention=attention)
     m = result.config.model
     kv = f" ({m.n_kv_heads} key/value)" if m.n_kv_heads != m.n_heads else ""
-    click.echo(f"imported {result.family} from {source} into {out}: {result.parameters:,} "
+    from llmbricks.plugins.weights.families import DISPLAY_NAMES
+
+    family = DISPLAY_NAMES.get(result.family, result.family)
+    click.echo(f"imported {family} from {source} into {out}: {result.parameters:,} "
                f"parameters, {m.n_layers} layers, {m.emb_dim} dims, {m.n_heads} heads{kv}, "
                f"context {m.context_length}, vocab {m.vocab_size}")
     for note in result.notes:

@@ -47,6 +47,11 @@ class ExportSummary:
     notes: list[str] = field(default_factory=list)
 
 
+#: How each model_type is written for people.
+DISPLAY_NAMES = {"gpt2": "GPT-2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2",
+                 "qwen3": "Qwen3", "olmo2": "OLMo 2", "phi3": "Phi-3"}
+
+
 def supported_model_types() -> list[str]:
     return ["gpt2", *llama_hf.FAMILIES]
 

@@ -45,7 +45,8 @@ def resolve_source(source: str | Path, revision: str | None = None) -> Path:
     if path.exists():
         raise CheckpointError(f"{source} is a file; give the folder that holds config.json")
     if not is_repo_id(str(source)):
-        raise CheckpointError(f"{source} is neither a folder nor a Hub repo id (owner/name)")
+        raise CheckpointError(f"{source} does not exist: give a folder holding config.json and "
+                              "*.safetensors, or a Hub repo id (owner/name)")
     try:
         from huggingface_hub import snapshot_download
         from huggingface_hub.errors import (
