@@ -182,3 +182,33 @@ def test_export_refuses_what_the_layout_cannot_hold(tmp_path, change, words):
     done = invoke("export", "hf", str(tmp_path / "model"), str(tmp_path / "out"))
     assert_clean_failure(done, 2, *words)
     assert not (tmp_path / "out").exists()
+
+
+def test_classify_with_a_new_head_and_ablate_a_component_of_an_import(llama_with_tokenizer, tmp_path):
+    """Point 4: an import is a model like any other: a classifier head trains on it, and an
+    ablation swaps one of its components (the attention window) while starting from its weights."""
+    assert invoke("import", "hf", str(llama_with_tokenizer), str(tmp_path / "ours")).code == 0
+    rows = ["text,label"] + [f"the sea is calm {i},sea" if i % 2 else f"the hill is cold {i},land"
+                             for i in range(60)]
+    (tmp_path / "rows.csv").write_text("\n".join(rows) + "\n")
+    fast = ["--set", "train.batch_size=8", "--set", "train.warmup_steps=0", "--set", "train.lr=1e-3",
+            "--set", "train.sample_prompt=null", "--set", "train.loggers=[jsonl]"]
+    trained = invoke("train", str(tmp_path / "ours"), "--set", "train.trainer=classify",
+                     "--set", "model.head={name: classification, num_classes: 2}",
+                     "--set", f"data.source={{name: labeled_text, path: {tmp_path / 'rows.csv'}}}",
+                     "--set", "train.max_steps=6", "--set", "train.eval_every=6", *fast,
+                     "--out", str(tmp_path / "classifier"))
+    assert trained.code == 0, trained.stderr
+    labels = invoke("classify", str(tmp_path / "classifier"), "the sea is calm")
+    assert labels.code == 0 and labels.stdout.split()[0] in ("sea", "land"), labels.stderr
+    (tmp_path / "corpus.txt").write_text("The sea is calm and the ship sails on. " * 200)
+    shutil.copy(tmp_path / "ours" / "config.yaml", tmp_path / "import.yaml")
+    ablated = invoke("ablate", "run", str(tmp_path / "import.yaml"),
+                     "--grid", "model.attention.window=null,8", "--seeds", "1",
+                     "--set", f"train.init_from={tmp_path / 'ours'}",
+                     "--set", f"data.source={{name: text, path: {tmp_path / 'corpus.txt'}}}",
+                     "--set", "train.max_steps=3", "--set", "train.eval_every=3",
+                     "--set", "model.context_length=32", *fast, "--out", str(tmp_path / "ablation"))
+    assert ablated.code == 0, ablated.stderr
+    summary = (tmp_path / "ablation" / "summary.csv").read_text()
+    assert "window=null" in summary and "window=8" in summary
