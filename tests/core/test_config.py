@@ -14,10 +14,16 @@ from llmbricks.core.config_io import parse_yaml
 from llmbricks.core.errors import ComponentError, ConfigError
 
 
+def default_attention(**changes: object) -> dict:
+    """The attention's params with every default written out, then ``changes``."""
+    from llmbricks.plugins.attention.base import AttentionParams
+
+    return {**AttentionParams().model_dump(), **changes}
+
 def test_defaults_resolve_every_component_param():
     config = load_config()
     assert config.model.norm == ComponentSpec(name="layernorm", params={"eps": 1e-5, "bias": True})
-    assert config.model.attention.params == {"qkv_bias": False, "n_kv_heads": None, "out_bias": True, "window": None}
+    assert config.model.attention.params == default_attention()
     assert config.model.arch.params == {"init": "normal"}
     assert config.seed == 123
 
@@ -26,14 +32,14 @@ def test_preset_fills_fields_and_explicit_fields_win():
     config = load_config({"model": {"preset": "gpt2-small", "n_layers": 2}})
     m = config.model
     assert (m.vocab_size, m.context_length, m.emb_dim, m.n_heads, m.n_layers) == (50257, 1024, 768, 12, 2)
-    assert m.head.params == {"tie_weights": False}
+    assert m.head.params == {"tie_weights": False, "softcap": None}
 
 
 def test_spec_with_same_name_merges_params_new_name_replaces():
     same = load_config({"model": {"preset": "gpt2-small", "head": {"tie_weights": True}}})
-    assert same.model.head == ComponentSpec(name="lm", params={"tie_weights": True})
+    assert same.model.head == ComponentSpec(name="lm", params={"tie_weights": True, "softcap": None})
     same_named = load_config({"model": {"preset": "gpt2-small", "attention": {"name": "sdpa", "n_kv_heads": 4}}})
-    assert same_named.model.attention.params == {"qkv_bias": False, "n_kv_heads": 4, "out_bias": True, "window": None}
+    assert same_named.model.attention.params == default_attention(n_kv_heads=4)
 
 
 def test_override_sets_dotted_paths_with_yaml_values():
@@ -50,10 +56,9 @@ def test_restating_the_same_name_keeps_params():
     base = {"model": {"attention": {"name": "mha", "qkv_bias": True, "n_kv_heads": 2}}}
     for override in ("model.attention.name=mha", "model.attention=mha", "model.attention={name: mha}"):
         kept = load_config(base, [override])
-        assert kept.model.attention.params == {"qkv_bias": True, "n_kv_heads": 2,
-                                               "out_bias": True, "window": None}, override
+        assert kept.model.attention.params == default_attention(qkv_bias=True, n_kv_heads=2), override
     merged = load_config(base, ["model.attention={n_kv_heads: 3}"])
-    assert merged.model.attention.params == {"qkv_bias": True, "n_kv_heads": 3, "out_bias": True, "window": None}
+    assert merged.model.attention.params == default_attention(qkv_bias=True, n_kv_heads=3)
     preset = load_config({"model": {"preset": "gpt2-small", "arch": "gpt"}})
     assert preset.model.arch.params == {"init": "torch"}  # the preset's param survives
 
@@ -239,3 +244,41 @@ def test_property_override_dump_load(tmp_path, values, preset):
     path.write_text(dumped, encoding="utf-8")
     assert load_config(path) == config
     assert Config.model_validate(config.to_data()) == config
+
+
+@pytest.mark.parametrize("model,words", [
+    ({"local_layers": [0, 5]}, "5 is not a block of this model"),
+    ({"local_layers": [1, 1]}, "names a block twice"),
+    ({"local_layers": [0], "local_attention": {"name": "sdpa", "n_kv_heads": 1}},
+     "differs from the other layers' 2"),
+    ({"local_attention": {"name": "sdpa", "window": 4}}, "model.local_layers is empty"),
+])
+def test_local_layers_are_checked(model, words):
+    base = {"n_layers": 2, "n_heads": 2, "emb_dim": 16, "vocab_size": 10, "context_length": 8}
+    with pytest.raises(ConfigError, match=words):
+        load_config({"model": {**base, **model}})
+
+
+def test_local_layers_get_their_own_attention_and_positional():
+    import torch
+
+    from llmbricks.core.build import build_model
+
+    base = {"n_layers": 3, "n_heads": 2, "emb_dim": 16, "vocab_size": 10, "context_length": 32,
+            "positional": {"name": "rope", "theta": 10000.0}, "dropout": 0.0}
+    window = {"local_layers": [0, 2], "local_attention": {"name": "sdpa", "window": 3}}
+    rope = {"local_positional": {"name": "rope", "theta": 50.0}}
+
+    def build(model: dict) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return build_model(load_config({"model": {**base, **model}})).eval()
+
+    plain, windowed, both = build({}), build(window), build({**window, **rope})
+    assert [b.attn.params.window for b in windowed.blocks] == [3, None, 3]
+    assert both.local_positional.params.theta == 50.0 and both.local_layers == {0, 2}
+    assert set(plain.state_dict()) == set(both.state_dict())  # local parts add no weights
+    short, long = torch.randint(0, 10, (1, 3)), torch.randint(0, 10, (1, 12))
+    with torch.no_grad():
+        assert torch.equal(windowed(short), plain(short))  # 3 tokens: the window hides nothing
+        assert not torch.allclose(windowed(long), plain(long))
+        assert not torch.allclose(both(short), windowed(short))  # the local rope turns otherwise

@@ -64,8 +64,9 @@ def test_components_show():
     assert "eps" in result.stdout and "1e-05" in result.stdout
     assert "plugin: layers (llmbricks " in result.stdout
     info = json.loads(run_cli("components", "show", "attention", "mha", "--json").stdout)
-    assert {p["name"]: p["default"] for p in info["params"]} == {"qkv_bias": False, "n_kv_heads": None,
-                                                                        "out_bias": True, "window": None}
+    from llmbricks.plugins.attention.base import AttentionParams
+
+    assert {p["name"]: p["default"] for p in info["params"]} == AttentionParams().model_dump()
 
 
 def test_components_errors():

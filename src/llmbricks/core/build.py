@@ -56,14 +56,23 @@ def build_model(config: Config | ModelConfig, registry: Registry | None = None, 
     def part(kind: str, spec: Any, **context: Any) -> Any:
         return lambda: registry.build(kind, spec, dims=dims, **context)
 
+    local = frozenset(model.local_layers)
+
+    def attention(index: int) -> Any:
+        spec = model.local_attention if index in local and model.local_attention else model.attention
+        return part("attention", spec)
+
     parts = ModelParts(
         embedding=part("embedding", model.embedding),
         positional=part("positional", model.positional),
         block=lambda index: registry.build(
-            "block", model.block, dims=dims, attention=part("attention", model.attention),
+            "block", model.block, dims=dims, attention=attention(index),
             norm=part("norm", model.norm), feedforward=part("feedforward", model.feedforward)),
         norm=part("norm", model.norm),
         head=part("head", model.head),
+        local_layers=local,
+        local_positional=(part("positional", model.local_positional)
+                          if model.local_positional is not None else None),
     )
     with torch.device(device) if device is not None else contextlib.nullcontext():
         built: Model = registry.build("model", model.arch, dims=dims, parts=parts)

@@ -78,6 +78,13 @@ class ModelConfig(Section):
     block: Spec = ComponentSpec(name="gpt")
     arch: Spec = ComponentSpec(name="gpt")
     head: Spec = ComponentSpec(name="lm")
+    local_layers: list[Annotated[int, Field(ge=0, lt=MAX_LAYERS)]] = Field(
+        default_factory=list, description="indices of the blocks that use local_attention and "
+        "local_positional instead of attention and positional (Gemma's sliding-window layers)")
+    local_attention: Spec | None = Field(None, description="the attention of the local layers "
+                                         "(e.g. {name: sdpa, window: 4096}); null = attention")
+    local_positional: Spec | None = Field(None, description="the positional encoding of the local "
+                                          "layers (Gemma 3: rope with theta 10000); null = positional")
     adapters: list[Spec] = Field(default_factory=list, description="applied in order after the "
                                  "model is built (e.g. [{name: lora, r: 16}]); their tensors are "
                                  "checkpointed apart from the base weights")
@@ -244,6 +251,8 @@ COMPONENT_FIELDS: dict[tuple[str, str], str] = {
     ("model", "block"): "block",
     ("model", "arch"): "model",
     ("model", "head"): "head",
+    ("model", "local_attention"): "attention",
+    ("model", "local_positional"): "positional",
     ("data", "source"): "datasource",
     ("data", "prompt"): "prompt",
     ("train", "trainer"): "trainer",
@@ -485,11 +494,14 @@ def _check_model(model: ModelConfig, registry: Registry) -> None:
                 raise ConfigError(
                     f"model.vocab_size: {model.vocab_size} is smaller than the vocabulary of "
                     f"tokenizer '{model.tokenizer.name}' ({known}); use vocab_size: auto or >= {known}")
+    _check_local_layers(model)
     dims = model.dims(vocab_size=0 if model.vocab_size == "auto" else None)
     for key, kind in COMPONENT_FIELDS.items():
         if key[0] != "model" or kind == "tokenizer":
             continue
         spec = getattr(model, key[1])
+        if spec is None:
+            continue
         cls = registry.get(kind, spec.name)
         try:
             registry.call_component(kind, spec.name, "check()", cls.check,
@@ -497,6 +509,26 @@ def _check_model(model: ModelConfig, registry: Registry) -> None:
         except ComponentError as exc:  # check() refused the dims: say which field of the config
             reason = first_line(exc.__cause__) if isinstance(exc.__cause__, ValueError) else exc
             raise ConfigError(f"model.{key[1]}: {reason}") from None
+
+
+def _check_local_layers(model: ModelConfig) -> None:
+    """Local layers must exist, once each, and share the cache's key/value head count."""
+    layers = model.local_layers
+    outside = [i for i in layers if i >= model.n_layers]
+    if outside:
+        raise ConfigError(f"model.local_layers: {outside[0]} is not a block of this model "
+                          f"(n_layers {model.n_layers}: 0 to {model.n_layers - 1})")
+    if len(set(layers)) != len(layers):
+        raise ConfigError(f"model.local_layers: {layers} names a block twice")
+    local = model.local_attention
+    if local is not None:
+        kv = local.params.get("n_kv_heads") or model.n_heads
+        if kv != model.n_kv_heads:
+            raise ConfigError(f"model.local_attention.n_kv_heads: {kv} differs from the other "
+                              f"layers' {model.n_kv_heads}; every layer shares the KV cache's shape")
+    if (local is not None or model.local_positional is not None) and not layers:
+        raise ConfigError("model.local_attention/local_positional are set but model.local_layers "
+                          "is empty; list the blocks that use them")
 
 
 def default_config(preset: str | None = None, registry: Registry | None = None) -> Config:

@@ -401,6 +401,10 @@ class ModelParts:
     block: Callable[[int], Block]
     norm: Callable[[], Norm]
     head: Callable[[], Head]
+    #: Blocks that attend locally (Gemma's sliding-window layers), and their own positional
+    #: encoding when it differs from ``positional`` (Gemma 3's local rope).
+    local_layers: frozenset[int] = frozenset()
+    local_positional: Callable[[], PositionalEncoding] | None = None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -30,6 +31,35 @@ class AttentionParams(ParamsModel):
     qk_norm_eps: float = Field(1e-6, gt=0.0, le=1.0, description="the query/key norms' epsilon")
     qk_norm_offset: float = Field(0.0, ge=0.0, le=1.0, description="the query/key norms scale by "
                                   "offset + weight (Gemma 3 stores w and applies 1 + w)")
+    scale: float | None = Field(None, gt=0.0, le=1e3, description="scores = q.k * scale; unset = "
+                                "1/sqrt(head_dim) (Gemma: query_pre_attn_scalar^-1/2)")
+    softcap: float | None = Field(None, gt=0.0, le=1e6, description="scores = c * tanh(scores / c) "
+                                  "before the mask (Gemma 2's attn_logit_softcapping); the fused "
+                                  "kernel cannot, so sdpa computes such scores explicitly")
+
+
+def score_scale(params: AttentionParams, head_dim: int) -> float:
+    """The factor on ``q . k``: ``params.scale``, else ``1 / sqrt(head_dim)``."""
+    return params.scale if params.scale is not None else head_dim ** -0.5
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None, mask: Tensor,
+                       scale: float, softcap: float | None,
+                       dropout: Callable[[Tensor], Tensor]) -> Tensor:
+    """``softmax(cap(q k^T * scale) + bias, hidden keys -inf) v``, written out.
+
+    ``cap(s) = c * tanh(s / c)`` bounds every score to ``(-c, c)`` (Gemma 2); ``mask`` is True
+    where a key is hidden. Key/value heads are already broadcast to the query heads.
+    ``dropout`` is applied to the attention weights (``mha`` passes its ``nn.Dropout``, where
+    tests read the weights).
+    """
+    scores = (q @ k.transpose(-2, -1)) * scale                   # QK^T * scale
+    if softcap is not None:
+        scores = softcap * torch.tanh(scores / softcap)
+    if bias is not None:
+        scores = scores + bias                                   # ALiBi / T5: + b[h, i, j]
+    scores = scores.masked_fill(mask, float("-inf"))
+    return dropout(torch.softmax(scores, dim=-1)) @ v
 
 
 class QKNorm(nn.Module):

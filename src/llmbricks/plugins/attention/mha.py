@@ -1,5 +1,7 @@
 """The book's multi-head causal attention, written out: ``softmax(QK^T / sqrt(d) + mask) V``.
 
+(``1 / sqrt(d)`` is the default ``scale``; Gemma sets its own, and Gemma 2 soft-caps the scores.)
+
 The reference implementation and the oracle for fused kinds. Supports grouped-query attention:
 ``n_kv_heads`` key/value heads each serve ``n_heads / n_kv_heads`` query heads (MQA at 1). With
 a sliding ``window`` W, the mask also hides keys more than ``W - 1`` positions back: query ``p``
@@ -9,15 +11,17 @@ stays the oracle for ``sdpa``'s.
 
 from __future__ import annotations
 
-import math
-
-import torch
 from torch import Tensor, nn
 
 from llmbricks.core.component import Dims
 from llmbricks.core.interfaces import PositionContext
 from llmbricks.core.masks import causal_mask
-from llmbricks.plugins.attention.base import AttentionParams, ProjectedAttention
+from llmbricks.plugins.attention.base import (
+    AttentionParams,
+    ProjectedAttention,
+    explicit_attention,
+    score_scale,
+)
 
 
 class MultiHeadAttention(ProjectedAttention):
@@ -34,11 +38,8 @@ class MultiHeadAttention(ProjectedAttention):
         if groups > 1:  # GQA: each key/value head serves `groups` query heads
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
-        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # QK^T / sqrt(d)
-        if pos.bias is not None:
-            scores = scores + pos.bias                                # ALiBi / T5: + b[h, i, j]
         # Hidden: future keys (j > p) and, with a window W, keys too old (j <= p - W).
         mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device, window=self.params.window)
-        scores = scores.masked_fill(mask, float("-inf"))
-        weights = self.dropout(torch.softmax(scores, dim=-1))         # dropout on the weights
-        return weights @ v
+        return explicit_attention(q, k, v, bias=pos.bias, mask=mask,
+                                  scale=score_scale(self.params, q.shape[-1]),
+                                  softcap=self.params.softcap, dropout=self.dropout)

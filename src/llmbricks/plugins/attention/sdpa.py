@@ -13,7 +13,7 @@ from torch import Tensor
 
 from llmbricks.core.interfaces import PositionContext
 from llmbricks.core.masks import causal_mask, window_hides_keys
-from llmbricks.plugins.attention.base import ProjectedAttention
+from llmbricks.plugins.attention.base import ProjectedAttention, explicit_attention, score_scale
 
 _HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
 
@@ -47,6 +47,16 @@ class SDPAttention(ProjectedAttention):
                 k = k.repeat_interleave(groups, dim=1)
                 v = v.repeat_interleave(groups, dim=1)
         dropout = self.dims.dropout if self.training else 0.0
+        scale = score_scale(self.params, q.shape[-1])
+        extra["scale"] = scale
+        if self.params.softcap is not None:  # no fused kernel caps scores: write them out
+            if groups > 1 and "enable_gqa" in extra:
+                k = k.repeat_interleave(groups, dim=1)
+                v = v.repeat_interleave(groups, dim=1)
+            hidden = causal_mask(q_len, k_len, device=q.device, window=window)
+            return explicit_attention(q, k, v, bias=bias, mask=hidden, scale=scale,
+                                      softcap=self.params.softcap,
+                                      dropout=lambda w: F.dropout(w, dropout) if dropout else w)
         if bias is None:
             if not window_hides_keys(window, k_len):
                 if q_len == k_len:

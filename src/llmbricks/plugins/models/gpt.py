@@ -28,6 +28,9 @@ class GPT(Model):
         super().__init__(params, dims, parts)
         self.embedding = parts.embedding()
         self.positional = parts.positional()
+        # Local layers (Gemma) may rotate by their own rope; absolute kinds embed only once.
+        self.local_positional = parts.local_positional() if parts.local_positional else None
+        self.local_layers = parts.local_layers
         self.dropout = nn.Dropout(dims.dropout)
         self.blocks = nn.ModuleList(parts.block(i) for i in range(dims.n_layers))
         self.norm = parts.norm()
@@ -62,9 +65,12 @@ class GPT(Model):
             earlier = positions[:1] + torch.arange(-start, 0, device=ids.device)
             k_positions = torch.cat([earlier, positions])
         pos = self.positional.context(positions, k_positions)  # rotations and biases, once
+        local_pos = (self.local_positional.context(positions, k_positions)
+                     if self.local_positional is not None else pos)
         x = self.dropout(self.positional.embed(self.embedding(ids), positions))
         for i, block in enumerate(self.blocks):
-            x = block(x, pos, cache.layer(i) if cache is not None else None)
+            x = block(x, local_pos if i in self.local_layers else pos,
+                      cache.layer(i) if cache is not None else None)
         if cache is not None:
             cache.advance(t)
         return self.norm(x)

@@ -15,7 +15,8 @@ from typing import Any
 from llmbricks.core.config import Config, load_config
 from llmbricks.core.errors import CheckpointError, ConfigError
 from llmbricks.core.registry import Registry, get_registry
-from llmbricks.core.store.model_dir import CONFIG_FILE
+from llmbricks.core.store.atomic import check_output_dir
+from llmbricks.core.store.model_dir import CONFIG_FILE, MODEL_KIND
 
 from . import gpt2_hf, llama_hf
 from .hf_folder import HF_CONFIG_FILE, read_json
@@ -61,6 +62,7 @@ def import_hf(source: str | Path, out: str | Path, *, revision: str | None = Non
               registry: Registry | None = None) -> ImportSummary:
     """Import a Hugging Face folder or Hub repo id of any supported family into ``out``."""
     registry = registry or get_registry()
+    check_output_dir(out, overwrite=overwrite, kind=MODEL_KIND)  # before any download
     folder = resolve_source(source, revision)
     config_path = folder / HF_CONFIG_FILE
     if not config_path.is_file():
