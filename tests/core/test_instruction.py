@@ -11,17 +11,24 @@ import torch.nn.functional as F
 from llmbricks.core.build import build_model
 from llmbricks.core.config import load_config
 from llmbricks.core.errors import ConfigError, DataError
+from llmbricks.core.interfaces import PromptTemplate
 from llmbricks.core.registry import get_registry
 from llmbricks.core.tasks.instruction import (
     IGNORE_INDEX,
     Example,
     InstructionBatches,
     collate,
+    default_prompt,
     encode_example,
+    encode_prompt,
     end_of_text_id,
+    end_token,
+    end_token_id,
     generate_responses,
     instruction_loss,
+    prompt_template,
     split_records,
+    template_end_token,
 )
 from tests.conftest import need_data
 
@@ -147,6 +154,75 @@ def test_a_tokenizer_without_end_of_text_is_a_config_error(gpt2):
         end_of_text_id(char)
     with pytest.raises(ConfigError, match="needs a tokenizer"):
         end_of_text_id(None)
+
+
+# --- the default template, special tokens and the end token -----------------------------------
+
+
+class Separated(PromptTemplate):
+    """A template that writes <|endoftext|> itself: between prompt and answer, and after it."""
+
+    name = "separated"
+
+    def prompt(self, record):
+        return f"Q: {record['instruction']}<|endoftext|>A:"
+
+    def response(self, record):
+        return f" {record['output']}<|endoftext|>\n"
+
+
+class WithTemplate:
+    """Stands for a tokenizer that carries a model's chat template (the hf tokenizer's attributes)."""
+
+    chat_template = "{{ messages[0]['content'] }}"
+    bos_token = "<s>"
+    eos_token = None
+
+
+def test_the_default_template_is_the_tokenizers_chat_template_else_alpaca(gpt2):
+    assert default_prompt(gpt2) == default_prompt(None) == "alpaca"
+    assert default_prompt(WithTemplate()) == {"name": "chat_template", "bos_token": "<s>",
+                                              "template": "{{ messages[0]['content'] }}"}
+    chat = prompt_template(load_config({}), tokenizer=WithTemplate())
+    assert chat.name == "chat_template" and chat.prompt({"instruction": "hi", "input": ""}) == "hi"
+    explicit = load_config({"data": {"prompt": "phi3"}})  # an explicit data.prompt wins
+    assert prompt_template(explicit, tokenizer=WithTemplate()).name == "phi3"
+
+
+def test_special_looking_text_in_a_record_stays_text(gpt2):
+    record = {"instruction": "Repeat <|endoftext|> twice.", "input": "x<|endoftext|>",
+              "output": "<|endoftext|> <|endoftext|>"}
+    # alpaca writes no special token: the whole text is plain, as before.
+    alpaca = get_registry().build("prompt", "alpaca")
+    example = encode_example(gpt2, alpaca, record, end_id=EOT)
+    assert example.ids == gpt2.encode(alpaca.prompt(record) + alpaca.response(record))
+    assert EOT not in example.ids
+    # A template that writes <|endoftext|>: its own is the id, the record's stays text.
+    separated = Separated(None)
+    prompt = encode_prompt(gpt2, separated, record)
+    assert prompt.count(EOT) == 1 and gpt2.decode(prompt) == separated.prompt(record)
+    before, after = prompt[:prompt.index(EOT)], prompt[prompt.index(EOT) + 1:]
+    assert before == gpt2.encode(f"Q: {record['instruction']}") and after == gpt2.encode("A:")
+
+
+def test_the_end_token_is_the_templates_else_the_tokenizers(gpt2):
+    separated = Separated(None)
+    alpaca = get_registry().build("prompt", "alpaca")
+    assert template_end_token(gpt2, separated) == "<|endoftext|>"
+    assert template_end_token(gpt2, alpaca) is None
+    assert end_token(gpt2, alpaca) == end_token(gpt2) == "<|endoftext|>"
+    assert end_token_id(gpt2, alpaca) == EOT
+    # The answer stops before the template's end token (collate appends it as the one target);
+    # what the template writes after it (a newline) is not learned.
+    record = {"instruction": "Say hi.", "input": "", "output": "Hi."}
+    example = encode_example(gpt2, separated, record)
+    assert example.ids[example.prompt_length:] == gpt2.encode(" Hi.")
+    char = get_registry().build("tokenizer", {"name": "char", "chars": "abc"})
+    assert end_token(char, alpaca) is None
+    with pytest.raises(ConfigError, match=r"'char' has no <\|endoftext\|> special token"):
+        end_token_id(char, alpaca)
+    with pytest.raises(ConfigError, match="needs a tokenizer"):
+        end_token_id(None, alpaca)
 
 
 # --- batches ----------------------------------------------------------------------------------

@@ -71,12 +71,7 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
     config, model, tokenizer = _load(source, config_file, overrides)
     if stop is not None:
         stop_token_id(tokenizer, stop, cli=True)  # named as the flag, before any generation
-    shown = prompt
-    if instruction is not None:
-        from llmbricks.core.tasks.instruction import instruction_prompt
-
-        prompt, shown = instruction_prompt(config, instruction, input_text), ""
-
+    shown = "" if instruction is not None else prompt
     started = [instruction is None]  # a response is printed from its first visible character
 
     def echo(row: int, text: str) -> None:
@@ -87,11 +82,17 @@ def generate(source: str | None, config_file: str | None, overrides: tuple[str, 
 
     if stream:
         click.echo(shown, nl=False)
-    text = run(model, tokenizer, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-               top_k=top_k, top_p=top_p, seed=seed, stop=stop, use_cache=not no_cache,
-               on_text=echo if stream else None, prompt_lookup=prompt_lookup)
-    if instruction is not None and not stream:
-        text = text.strip()  # as responses.json holds it
+    options = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
+                   top_p=top_p, seed=seed, stop=stop, use_cache=not no_cache,
+                   on_text=echo if stream else None, prompt_lookup=prompt_lookup)
+    if instruction is not None:
+        from llmbricks.core.tasks.instruction import answer
+
+        # The run's template (data.prompt, else the model's own chat template, else alpaca),
+        # encoded as in training, stopped at the template's end token; stripped.
+        text = answer(model, tokenizer, config, instruction, input_text, **options)
+    else:
+        text = run(model, tokenizer, prompt, **options)
     click.echo("" if stream else shown + text)
 
 

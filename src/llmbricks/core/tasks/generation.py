@@ -336,13 +336,18 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
              top_p: float | None = None, seed: int | None = None, stop: str | None = None,
              use_cache: bool = True, max_context: int | None = None,
              on_text: Callable[[int, str], None] | None = None,
-             prompt_lookup: int = 0) -> str | list[str]:
+             prompt_lookup: int = 0,
+             prompt_ids: Sequence[Sequence[int]] | None = None) -> str | list[str]:
     """Continue ``prompt`` (a string or a batch of strings of equal token length).
 
-    ``stop`` names a special token (default ``<|endoftext|>`` when the tokenizer has it) that
-    ends a row. ``on_text(row, text)`` streams each row's new text as it is generated.
-    ``prompt_lookup=N`` checks up to N tokens copied from the context per forward pass (greedy,
-    one prompt): the same text, faster when it repeats the prompt or itself.
+    ``stop`` names a special token (default: the tokenizer's ``eos_token``, else ``<|endoftext|>``
+    when it has it) that ends a row. ``on_text(row, text)`` streams each row's new text as it is
+    generated. ``prompt_lookup=N`` checks up to N tokens copied from the context per forward pass
+    (greedy, one prompt): the same text, faster when it repeats the prompt or itself.
+
+    The prompts are encoded with every special token allowed, unless ``prompt_ids`` gives their
+    ids (one list per prompt): an instruction's prompt is encoded so that only its template's
+    special tokens are ids (``instruction.encode_prompt``), and must reach the model as such.
     """
     check_generation_params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                             top_p=top_p, seed=seed, stop=stop, max_context=max_context,
@@ -352,7 +357,13 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
         raise GenerationError("generate needs the model's tokenizer to encode the prompt; pass "
                               "token ids to generate_ids instead")
     prompts = _prompt_texts(prompt)
-    encoded = [tokenizer.encode(p, allowed_special="all") for p in prompts]
+    if prompt_ids is None:
+        encoded = [tokenizer.encode(p, allowed_special="all") for p in prompts]
+    else:
+        encoded = [list(ids) for ids in prompt_ids]
+        if len(encoded) != len(prompts):
+            raise GenerationError(f"prompt_ids holds {len(encoded)} prompts' ids for "
+                                  f"{len(prompts)} prompts; give one list per prompt")
     if len({len(e) for e in encoded}) > 1:
         raise GenerationError("prompts in one batch must have the same length in tokens "
                               f"(got {sorted({len(e) for e in encoded})}); generate them separately")

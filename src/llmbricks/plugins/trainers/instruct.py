@@ -17,7 +17,9 @@ from llmbricks.core.tasks.instruction import (
     InstructionBatches,
     SplitOrder,
     encode_example,
-    end_of_text_id,
+    encode_prompt,
+    end_token,
+    end_token_id,
     generate_responses,
     instruction_loss,
     mean_loss,
@@ -73,12 +75,14 @@ class InstructTrainer(Trainer):
         context = config.model.context_length
         max_length = self.max_length(context)
         tokenizer = session.tokenizer
-        eot = end_of_text_id(tokenizer)
-        template: PromptTemplate = prompt_template(config, session.registry)
+        # data.prompt, else the model's own chat template, else alpaca; the end token is the
+        # template's (<|eot_id|>), else the tokenizer's eos_token, else <|endoftext|>.
+        template: PromptTemplate = prompt_template(config, session.registry, tokenizer)
+        eot = end_token_id(tokenizer, template)
         train_records, val_records, test_records = self.split(session)
 
         def batches(split: list[dict[str, Any]], size: int, **options: Any) -> InstructionBatches:
-            examples = [encode_example(tokenizer, template, record) for record in split]
+            examples = [encode_example(tokenizer, template, record, end_id=eot) for record in split]
             return InstructionBatches(examples, size, eot, allowed_max_length=max_length,
                                       mask_prompt=params.mask_prompt, seed=config.seed, **options)
 
@@ -100,10 +104,12 @@ class InstructTrainer(Trainer):
         sample_record = ({"instruction": train_cfg.sample_prompt, "input": "", "output": ""}
                          if train_cfg.sample_prompt else (val_records or train_records)[0])
         sample_prompt = template.prompt(sample_record)
+        sample_ids = [encode_prompt(tokenizer, template, sample_record)]
+        stop = end_token(tokenizer, template)  # eot's name
 
         def sample(net: nn.Module) -> tuple[str, str]:
             text = generate(net, tokenizer, sample_prompt, max_new_tokens=train_cfg.sample_tokens,
-                            max_context=context)
+                            max_context=context, stop=stop, prompt_ids=sample_ids)
             return sample_prompt, text
 
         def finish(net: nn.Module) -> dict[str, Any]:
@@ -112,7 +118,7 @@ class InstructTrainer(Trainer):
                                        "test_records": len(test_records)}
             if params.response_tokens:
                 results.update(write_responses(net, session, template, test_records,
-                                               params.response_tokens))
+                                               params.response_tokens, eot))
             return results
 
         task = TrainTask(
@@ -151,11 +157,13 @@ class InstructTrainer(Trainer):
 
 
 def write_responses(net: nn.Module, session: Session, template: PromptTemplate,
-                    records: list[dict[str, Any]], max_new_tokens: int) -> dict[str, Any]:
+                    records: list[dict[str, Any]], max_new_tokens: int,
+                    stop_token: int | None = None) -> dict[str, Any]:
     """Each test record with the model's greedy ``model_response``, in ``RUN/responses.json``."""
     answers = generate_responses(net, session.tokenizer, template, records,
                                  max_new_tokens=max_new_tokens,
-                                 max_context=session.config.model.context_length)
+                                 max_context=session.config.model.context_length,
+                                 stop_token=stop_token)
     entries = [{**record, "model_response": answer}
                for record, answer in zip(records, answers, strict=True)]
     write_atomic(session.run.directory / RESPONSES_FILE,
