@@ -1,4 +1,4 @@
-"""Llama-shaped families (Llama, Mistral, Qwen2, Qwen3, OLMo 2, Phi-3) against transformers: import, logits, cache, export.
+"""Llama-shaped families (Llama, Mistral, Qwen2, Qwen3, OLMo 2, Gemma 2/3, Phi-3) against transformers: import, logits, cache, export.
 
 Each case builds a tiny random ``XForCausalLM`` with transformers, saves it as a Hugging Face
 folder, imports it, and holds llmbricks to transformers on the same weights: logits (fp32, max
@@ -46,6 +46,11 @@ CASES = {
     "qwen3": ("Qwen3", {"head_dim": 24}),
     "qwen3-tied": ("Qwen3", {"tie_word_embeddings": True, "attention_bias": True}),
     "olmo2": ("Olmo2", {"pad_token_id": 0}),
+    "gemma2": ("Gemma2", {"head_dim": 24, "num_hidden_layers": 4, "sliding_window": 8}),
+    "gemma3": ("Gemma3", {"head_dim": 24, "num_hidden_layers": 6, "sliding_window": 8,
+                          "rope_parameters": {
+                              "full_attention": {"rope_type": "linear", "rope_theta": 1e6, "factor": 8.0},
+                              "sliding_attention": {"rope_type": "default", "rope_theta": 1e4}}}),
     "phi3": ("Phi3", {"pad_token_id": 0, "eos_token_id": 2}),
     "phi3-partial-rotary": ("Phi3", {"pad_token_id": 0, "eos_token_id": 2,
                                      "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
@@ -56,7 +61,8 @@ CASES = {
 def save_family(directory: Path, family: str, seed: int = 0, **fields) -> torch.nn.Module:
     """A random ``{family}ForCausalLM`` saved as safetensors, as ``save_pretrained`` writes it."""
     torch.manual_seed(seed)
-    config = getattr(transformers, f"{family}Config")(**{**SHAPE, **fields})
+    config_class = "Gemma3TextConfig" if family == "Gemma3" else f"{family}Config"
+    config = getattr(transformers, config_class)(**{**SHAPE, **fields})
     model = getattr(transformers, f"{family}ForCausalLM")(config).eval()
     with torch.no_grad():  # norms start at 1 and biases at 0: move them so a mix-up shows
         for name, tensor in model.named_parameters():
@@ -100,8 +106,8 @@ def test_logits_equal_transformers_on_a_ragged_batch(family_case):
 def test_twenty_greedy_tokens_through_the_cache_equal_transformers(family_case):
     _, hf_model, _, model = family_case
     prompt = ragged_batch()[0][:1, :12]
-    theirs = hf_model.generate(prompt, max_new_tokens=20, do_sample=False, min_new_tokens=20,
-                               pad_token_id=0)[:, 12:]
+    hf_model.generation_config.eos_token_id = None  # 20 tokens, none of them held back
+    theirs = hf_model.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0)[:, 12:]
     ours = generate_ids(model, prompt, max_new_tokens=20, use_cache=True).tokens[:, 12:]
     assert ours.tolist() == theirs.tolist()
 
@@ -130,7 +136,7 @@ def test_the_import_keeps_the_source_config_and_counts_parameters(family_case):
 
 
 @pytest.mark.parametrize("fields,words", [
-    ({"model_type": "falcon"}, ("model_type \"falcon\" is not supported", "llama, mistral, qwen2, qwen3, olmo2, phi3")),
+    ({"model_type": "falcon"}, ("model_type \"falcon\" is not supported", "llama, mistral, qwen2, qwen3, olmo2, gemma2, gemma3_text, phi3")),
     ({"partial_rotary_factor": 0.5}, ("partial_rotary_factor 0.5 is not supported for llama",)),
     ({"hidden_act": "gelu"}, ("hidden_act \"gelu\" is not supported",)),
     ({"mlp_bias": True}, ("mlp_bias=true is not supported",)),

@@ -94,17 +94,28 @@ class Family:
     partial_rotary: bool = False
     #: Query/key RMSNorm: "head" (Qwen3: over each head) or "full" (OLMo 2: over the projection).
     qk_norm: str = "none"
-    #: Where the block's norms sit: "pre" (Llama) or "post" (OLMo 2: after each sublayer).
+    #: Where the block's norms sit: "pre" (Llama), "post" (OLMo 2: after each sublayer) or
+    #: "sandwich" (Gemma: before and after).
     placement: str = "pre"
+    #: Gemma's generation (2 or 3): GeGLU, 1 + w norms, sqrt(d) embeddings, local layers.
+    gemma: int = 0
 
     @property
     def layer_names(self) -> dict[str, str]:
         """llmbricks name -> Hugging Face name, per layer, for this family's block."""
-        return POST_NORM_NAMES if self.placement == "post" else LAYER_NAMES
+        return {"pre": LAYER_NAMES, "post": POST_NORM_NAMES,
+                "sandwich": SANDWICH_NAMES}[self.placement]
 
 
 _COMMON = {"hidden_act": "silu", "rms_norm_eps": 1e-6, "tie_word_embeddings": False,
            "rope_theta": 10000.0, "num_key_value_heads": None, "head_dim": None}
+
+_GEMMA_DEFAULTS = {**_COMMON, "vocab_size": 256000, "hidden_size": 2304, "intermediate_size": 9216,
+                   "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+                   "head_dim": 256, "max_position_embeddings": 8192, "tie_word_embeddings": True,
+                   "attention_bias": False, "hidden_activation": "gelu_pytorch_tanh",
+                   "query_pre_attn_scalar": 256, "sliding_window": 4096,
+                   "attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0}
 
 FAMILIES: dict[str, Family] = {
     "llama": Family("llama", "LlamaForCausalLM",
@@ -133,6 +144,12 @@ FAMILIES: dict[str, Family] = {
                      "num_hidden_layers": 32, "num_attention_heads": 32,
                      "max_position_embeddings": 2048, "rms_norm_eps": 1e-5, "attention_bias": False},
                     qk_norm="full", placement="post"),
+    "gemma2": Family("gemma2", "Gemma2ForCausalLM", _GEMMA_DEFAULTS, placement="sandwich", gemma=2),
+    "gemma3_text": Family("gemma3_text", "Gemma3ForCausalLM",
+                          {**_GEMMA_DEFAULTS, "rope_theta": 1_000_000.0, "rope_local_base_freq": 10000.0,
+                           "attn_logit_softcapping": None, "final_logit_softcapping": None,
+                           "sliding_window_pattern": 6},
+                          placement="sandwich", qk_norm="head", gemma=3),
     "phi3": Family("phi3", "Phi3ForCausalLM",
                    {**_COMMON, "vocab_size": 32064, "hidden_size": 3072, "intermediate_size": 8192,
                     "num_hidden_layers": 32, "num_attention_heads": 32,
@@ -161,6 +178,12 @@ _PROJECTIONS: dict[str, str] = {
 #: before the feed-forward.
 LAYER_NAMES: dict[str, str] = {"attn_norm.weight": "input_layernorm.weight",
                                "ff_norm.weight": "post_attention_layernorm.weight", **_PROJECTIONS}
+#: Sandwich blocks (Gemma 2/3): a norm before and after each sublayer.
+SANDWICH_NAMES: dict[str, str] = {"attn_norm.weight": "input_layernorm.weight",
+                                  "attn_post_norm.weight": "post_attention_layernorm.weight",
+                                  "ff_norm.weight": "pre_feedforward_layernorm.weight",
+                                  "ff_post_norm.weight": "post_feedforward_layernorm.weight",
+                                  **_PROJECTIONS}
 #: Post-norm blocks (OLMo 2): the norms follow attention and the feed-forward.
 POST_NORM_NAMES: dict[str, str] = {"attn_post_norm.weight": "post_attention_layernorm.weight",
                                    "ff_post_norm.weight": "post_feedforward_layernorm.weight",
@@ -250,12 +273,17 @@ def _number(value: Any, key: str) -> float:
     return float(value)
 
 
-def _rope(hf: Mapping[str, Any], family: Family) -> dict[str, Any]:
-    """The rope component of ``rope_parameters`` (transformers 5) or ``rope_theta``/``rope_scaling``."""
-    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+def _rope(hf: Mapping[str, Any], family: Family, params: Any = None,
+          theta_key: str = "rope_theta") -> dict[str, Any]:
+    """The rope component of ``rope_parameters`` (transformers 5) or ``rope_theta``/``rope_scaling``.
+
+    ``params`` is one layer type's rope parameters (Gemma 3 keeps one set per type).
+    """
+    if params is None:
+        params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     if not isinstance(params, Mapping):
         raise ConfigError(f"config.json: rope_parameters must be an object, got {params!r}")
-    theta = _number(params.get("rope_theta", _value(hf, family, "rope_theta")), "rope_theta")
+    theta = _number(params.get("rope_theta", _value(hf, family, theta_key)), "rope_theta")
     kind = params.get("rope_type", params.get("type", "default"))
     rope: dict[str, Any] = {"name": "rope", "theta": theta}
     fraction = params.get("partial_rotary_factor", hf.get("partial_rotary_factor", 1.0))
@@ -291,10 +319,14 @@ def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict
         if _value(hf, family, key) != wanted:
             raise ConfigError(f"config.json: {key}={json.dumps(hf.get(key))} is not supported "
                               f"for {family.model_type} (llmbricks needs {json.dumps(wanted)})")
-    act = _value(hf, family, "hidden_act")
-    if act != "silu":
-        raise ConfigError(f"config.json: hidden_act {json.dumps(act)} is not supported "
-                          f"for {family.model_type} (llmbricks' swiglu uses silu)")
+    act_key = "hidden_activation" if family.gemma and "hidden_act" not in hf else "hidden_act"
+    act = hf.get("hidden_activation") or hf.get("hidden_act") or family.defaults.get(act_key) \
+        or family.defaults.get("hidden_act")
+    wanted_act = ("gelu_pytorch_tanh",) if family.gemma else ("silu",)
+    if act not in wanted_act:
+        raise ConfigError(f"config.json: {act_key} {json.dumps(act)} is not supported for "
+                          f"{family.model_type} (llmbricks' {'geglu' if family.gemma else 'swiglu'} "
+                          f"uses {wanted_act[0]})")
     emb, heads = _int(hf, family, "hidden_size"), _int(hf, family, "num_attention_heads")
     layers, context = _int(hf, family, "num_hidden_layers"), _int(hf, family, "max_position_embeddings")
     kv = hf.get("num_key_value_heads") or family.defaults.get("num_key_value_heads") or heads
@@ -312,7 +344,9 @@ def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict
     if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
         raise ConfigError(f"config.json: sliding_window must be a positive integer, got {window!r}")
     types = hf.get("layer_types")
-    if types is not None and any(t != "full_attention" for t in types):
+    if types is not None and family.gemma:
+        pass  # sliding and full layers: local_layers below
+    elif types is not None and any(t != "full_attention" for t in types):
         raise ConfigError(f"config.json: layer_types {types} holds attention other than "
                           "full_attention, which llmbricks does not support yet")
     bias = _value(hf, family, "attention_bias")
@@ -340,7 +374,68 @@ def config_from_llama(hf: Mapping[str, Any], *, attention: str = "sdpa") -> dict
         "arch": {"name": "gpt", "init": "normal"},
         "head": {"name": "lm", "tie_weights": bool(_value(hf, family, "tie_word_embeddings"))},
     }
+    if family.gemma:
+        _gemma(hf, family, model, eps)
     return {"model": model}
+
+
+def _nullable(hf: Mapping[str, Any], family: Family, key: str) -> Any:
+    """A field whose ``null`` means off (soft-capping): absent takes the family's default."""
+    return hf[key] if key in hf else family.defaults.get(key)
+
+
+def _gemma(hf: Mapping[str, Any], family: Family, model: dict[str, Any], eps: float) -> None:
+    """Gemma 2/3 on top of the Llama shape: every part they change, from ``config.json``.
+
+    ``h = embed(ids) * sqrt(d)``; each block norms before and after attention and the
+    feed-forward, with RMSNorm scaling by ``1 + w``; the feed-forward is GeGLU; scores are
+    ``q.k / sqrt(query_pre_attn_scalar)`` (Gemma 2 caps them at ``50 tanh(s / 50)``); sliding
+    layers (``layer_types``) attend to the last ``sliding_window`` keys, with their own rope in
+    Gemma 3; the logits are capped (Gemma 2: ``30 tanh(z / 30)``).
+    """
+    if hf.get("use_bidirectional_attention"):
+        raise ConfigError("config.json: use_bidirectional_attention is not supported (llmbricks' "
+                          "models are causal)")
+    layers = model["n_layers"]
+    types = hf.get("layer_types")
+    if types is None:  # older configs: Gemma 2 alternates from a sliding layer, Gemma 3 has 5:1
+        pattern = 2 if family.gemma == 2 else int(_value(hf, family, "sliding_window_pattern"))
+        types = ["sliding_attention" if (i + 1) % pattern else "full_attention" for i in range(layers)]
+    if len(types) != layers or any(t not in ("sliding_attention", "full_attention") for t in types):
+        raise ConfigError(f"config.json: layer_types must give sliding_attention or full_attention "
+                          f"for each of the {layers} layers, got {types}")
+    scalar = _number(_value(hf, family, "query_pre_attn_scalar"), "query_pre_attn_scalar")
+    softcap = _nullable(hf, family, "attn_logit_softcapping")
+    attention = {**model["attention"], "scale": scalar ** -0.5,
+                 "softcap": None if softcap is None else _number(softcap, "attn_logit_softcapping")}
+    if family.qk_norm != "none":
+        attention.update(qk_norm_offset=1.0)
+    window = hf.get("sliding_window", family.defaults["sliding_window"])
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise ConfigError(f"config.json: sliding_window must be a positive integer, got {window!r}")
+    local = [i for i, kind in enumerate(types) if kind == "sliding_attention"]
+    model.update(
+        embedding={"name": "token", "scale": "sqrt_dim"},
+        norm={"name": "rmsnorm", "eps": eps, "offset": 1.0},
+        feedforward={"name": "geglu", "hidden": model["feedforward"]["hidden"]},
+        attention=attention,
+        local_layers=local,
+        local_attention={**attention, "window": window if window < model["context_length"] else None}
+        if local else None,
+    )
+    final = _nullable(hf, family, "final_logit_softcapping")
+    model["head"] = {**model["head"], "softcap": None if final is None else
+                     _number(final, "final_logit_softcapping")}
+    if family.gemma == 3:
+        params = hf.get("rope_parameters") or {}
+        if isinstance(params, Mapping) and "full_attention" in params:  # transformers 5: per type
+            model["positional"] = _rope(hf, family, params["full_attention"])
+            local_rope = _rope(hf, family, params.get("sliding_attention") or {},
+                               theta_key="rope_local_base_freq")
+        else:  # rope_theta (+ rope_scaling) for full layers, rope_local_base_freq for sliding ones
+            local_rope = {"name": "rope", "theta": _number(
+                _value(hf, family, "rope_local_base_freq"), "rope_local_base_freq")}
+        model["local_positional"] = local_rope if local else None
 
 
 # --- import ------------------------------------------------------------------------------------
@@ -454,10 +549,23 @@ def _name(config: Config, key: str, registry: Registry) -> str:
     return registry.get(kind, spec.name).name
 
 
+def _rope_scaling(rope: Mapping[str, Any]) -> dict[str, Any]:
+    """config.json's rope scaling fields of a rope component's params (none: default)."""
+    if rope.get("scaling", "none") == "linear":
+        return {"rope_type": "linear", "factor": float(rope["scaling_factor"])}
+    if rope.get("scaling") == "llama3":
+        return {"rope_type": "llama3", "factor": float(rope["scaling_factor"]),
+                "low_freq_factor": float(rope["low_freq_factor"]),
+                "high_freq_factor": float(rope["high_freq_factor"]),
+                "original_max_position_embeddings": int(rope["original_context"])}
+    return {}
+
+
 def check_llama_exportable(config: Config, registry: Registry) -> None:
     """Raise ``ConfigError`` naming the first component the Llama layout cannot hold."""
+    gemma = config.model.block.params.get("placement") == "sandwich"
     needed = {"arch": "gpt", "embedding": "token", "positional": "rope", "norm": "rmsnorm",
-              "feedforward": "swiglu", "block": "gpt", "head": "lm"}
+              "feedforward": "geglu" if gemma else "swiglu", "block": "gpt", "head": "lm"}
     for key, wanted in needed.items():
         name = _name(config, key, registry)
         if name != wanted:
@@ -465,9 +573,19 @@ def check_llama_exportable(config: Config, registry: Registry) -> None:
                               f"(it needs '{wanted}')")
     if _name(config, "attention", registry) not in ("mha", "sdpa"):
         raise ConfigError("model.attention: only 'mha' and 'sdpa' export to the Llama layout")
-    # placement and qk_norm pick the family (OLMo 2, Qwen3); the rest has no Llama field
-    plain = tuple(p for p in PLAIN_PARAMS if p[1] not in ("placement", "qk_norm"))
-    refuse_unexported_params(config, (*plain, ("attention", "qk_norm_offset", 0.0)), "the Llama layout")
+    if gemma:  # Gemma's own parts, each a config.json field
+        wanted = (("embedding", "scale", "sqrt_dim"), ("norm", "offset", 1.0))
+        refuse_unexported_params(config, wanted, "Gemma")
+        if config.model.local_positional is not None and not config.model.local_layers:
+            raise ConfigError("model.local_positional: set without local_layers")
+    else:  # placement and qk_norm pick the family (OLMo 2, Qwen3); the rest has no Llama field
+        plain = tuple(p for p in PLAIN_PARAMS if p[1] not in ("placement", "qk_norm"))
+        refuse_unexported_params(config, (*plain, ("attention", "qk_norm_offset", 0.0),
+                                           ("attention", "scale", None),
+                                           ("attention", "softcap", None)), "the Llama layout")
+        for key in ("local_attention", "local_positional"):
+            if getattr(config.model, key) is not None:
+                raise ConfigError(f"model.{key}: local layers export only as Gemma")
     if config.model.vocab_size == "auto":
         raise ConfigError("model.vocab_size: 'auto' cannot be exported; it needs a number")
 
@@ -482,6 +600,36 @@ def _fits(family: Family, config: Config) -> bool:
     return ((family.qkv_bias is None or family.qkv_bias == qkv_bias)
             and (family.out_bias is None or family.out_bias == out_bias)
             and family.qk_norm == attn.get("qk_norm", "none") and family.placement == placement)
+
+
+def _whole_if_close(value: float) -> int | float:
+    """``256`` for 256.00000000000003 (1 / scale^2 of an integer scalar), else the float."""
+    nearest = round(value)
+    return nearest if abs(value - nearest) < 1e-6 * max(1.0, abs(value)) else value
+
+
+def _gemma_fields(config: Config, family: Family) -> dict[str, Any]:
+    """The config.json fields of a Gemma model: the inverse of ``_gemma``."""
+    m = config.model
+    attn = m.attention.params
+    local = m.local_attention.params if m.local_attention is not None else attn
+    scale = attn.get("scale")
+    head_dim = m.head_dim or m.emb_dim // m.n_heads
+    layers = set(m.local_layers)
+    window = local.get("window")
+    fields: dict[str, Any] = {
+        "hidden_activation": "gelu_pytorch_tanh",
+        "query_pre_attn_scalar": _whole_if_close(
+            (scale if scale is not None else head_dim ** -0.5) ** -2),
+        "attn_logit_softcapping": attn.get("softcap"),
+        "final_logit_softcapping": m.head.params.get("softcap"),
+        "sliding_window": window if window is not None else m.context_length,
+        "layer_types": ["sliding_attention" if i in layers else "full_attention"
+                        for i in range(m.n_layers)],
+    }
+    if family.gemma == 3:
+        fields["use_bidirectional_attention"] = False
+    return fields
 
 
 def llama_config_from(config: Config, source: Mapping[str, Any] | None = None, *,
@@ -522,13 +670,12 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None, *
                                    "rope_type": "default"}
     if family.partial_rotary:
         rope_params["partial_rotary_factor"] = fraction
-    if rope.get("scaling", "none") == "linear":
-        rope_params.update(rope_type="linear", factor=float(rope["scaling_factor"]))
-    elif rope.get("scaling") == "llama3":
-        rope_params.update(rope_type="llama3", factor=float(rope["scaling_factor"]),
-                           low_freq_factor=float(rope["low_freq_factor"]),
-                           high_freq_factor=float(rope["high_freq_factor"]),
-                           original_max_position_embeddings=int(rope["original_context"]))
+    rope_params.update(_rope_scaling(rope))
+    if family.gemma == 3:  # one rope per layer type
+        local_rope = m.local_positional.params if m.local_positional is not None else rope
+        rope_params = {"full_attention": rope_params,
+                       "sliding_attention": {"rope_theta": float(local_rope.get("theta", 10000.0)),
+                                             "rope_type": "default", **_rope_scaling(local_rope)}}
     for key in ("rope_scaling", "rope_theta", "transformers_version", "torch_dtype"):
         base.pop(key, None)
     base.update({
@@ -549,11 +696,14 @@ def llama_config_from(config: Config, source: Mapping[str, Any] | None = None, *
         "attention_dropout": 0.0,
         "dtype": "float32",
     })
+    if family.gemma:
+        base.update(_gemma_fields(config, family))
+        base.pop("hidden_act", None)
     if family.qkv_bias is None:  # one flag for q, k, v and the output
         base["attention_bias"] = qkv_bias
     if family.model_type == "llama":
         base["mlp_bias"] = False
-    if "sliding_window" in family.defaults and family.model_type != "qwen2":
+    if "sliding_window" in family.defaults and family.model_type != "qwen2" and not family.gemma:
         base["sliding_window"] = window if window is not None and window < m.context_length else None
     return base
 
