@@ -183,3 +183,25 @@ def test_sharded_checkpoints_import_the_same(tmp_path):
     ids = ragged_batch()[0]
     with torch.no_grad():
         assert (model(ids).logits - ours(ids)).abs().max().item() <= 1e-4
+
+
+def test_generation_never_picks_an_id_past_the_tokenizer(family_case):
+    """Embedding tables are often padded past the tokenizer (Qwen): such ids have no text."""
+    _, _, _, model = family_case
+
+    def padding_wins(_module, _inputs, logits):  # the padding rows would win every choice
+        return torch.cat([logits[..., :100], logits[..., 100:] + 1e4], dim=-1)
+
+    hook = model.head.register_forward_hook(padding_wins)
+    try:
+        prompt = ragged_batch()[0][:1, :6]
+        free = generate_ids(model, prompt, max_new_tokens=8).tokens[0, 6:]
+        limited = generate_ids(model, prompt, max_new_tokens=8, vocab_limit=100).tokens[0, 6:]
+        sampled = generate_ids(model, prompt, max_new_tokens=8, vocab_limit=100, temperature=1.0,
+                               seed=0, use_cache=False).tokens[0, 6:]
+        drafted = generate_ids(model, prompt, max_new_tokens=8, vocab_limit=100,
+                               prompt_lookup=4).tokens[0, 6:]
+    finally:
+        hook.remove()
+    assert (free >= 100).all()
+    assert (limited < 100).all() and (sampled < 100).all() and (drafted < 100).all()

@@ -134,6 +134,21 @@ def filter_logits(logits: Tensor, top_k: int | None = None, top_p: float | None 
     return logits
 
 
+class _VocabLimited:
+    """A model whose logits past ``limit`` are -inf, so no id without text is ever chosen."""
+
+    def __init__(self, model: Model, limit: int) -> None:
+        self.model, self.limit = model, limit
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
+        logits = self.model(*args, **kwargs)
+        return logits.index_fill(-1, torch.arange(self.limit, logits.shape[-1],
+                                                  device=logits.device), float("-inf"))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
 def next_token(logits: Tensor, temperature: float = 0.0, top_k: int | None = None,
                top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """``[B, V]`` logits -> ``[B]`` ids: argmax at temperature 0, else sample softmax(l / T)."""
@@ -244,9 +259,13 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
                  stop_token: int | None = None, pad_token: int | None = None,
                  use_cache: bool = True, max_context: int | None = None,
                  on_token: Callable[[int, Tensor], None] | None = None,
-                 prompt_lookup: int = 0, lookup_ngram: int = 3) -> GenerationResult:
+                 prompt_lookup: int = 0, lookup_ngram: int = 3,
+                 vocab_limit: int | None = None) -> GenerationResult:
     """Generate up to ``max_new_tokens`` for each row of ``prompt`` (``[B, T]``, equal lengths).
 
+    ``vocab_limit`` keeps the ids below it: a checkpoint's embedding table is often padded past
+    its tokenizer's vocabulary (Qwen: 151,936 rows for 151,665 tokens), and an id in the padding
+    has no text.
     ``on_token(step, ids[B])`` streams each new column. ``max_context`` crops what the model sees
     to the last ``max_context`` tokens (at most the positional table's length, if it has one).
     ``prompt_lookup=N`` (greedy, batch 1, cache) verifies up to N tokens copied from the context
@@ -257,6 +276,8 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
                             prompt_lookup=prompt_lookup, lookup_ngram=lookup_ngram)
     _check_generates(model)
     device = next(model.parameters()).device
+    if vocab_limit is not None and vocab_limit < model.dims.vocab_size:
+        model = _VocabLimited(model, vocab_limit)  # type: ignore[assignment]
     ids = _prompt_ids(prompt, device)
     _check_prompt_lookup(prompt_lookup, lookup_ngram, temperature, ids.shape[0], use_cache)
     was_training = model.training
@@ -394,7 +415,7 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
     result = generate_ids(model, encoded, max_new_tokens=max_new_tokens, temperature=temperature,
                           top_k=top_k, top_p=top_p, seed=seed, stop_token=stop_token,
                           use_cache=use_cache, max_context=max_context, on_token=stream,
-                          prompt_lookup=prompt_lookup)
+                          prompt_lookup=prompt_lookup, vocab_limit=tokenizer.vocab_size)
     texts = []
     for row in result.new_tokens:
         if stop_token is not None and row and row[-1] == stop_token:

@@ -446,7 +446,8 @@ def generate_responses(model: nn.Module, tokenizer: Tokenizer, template: PromptT
         for start in range(0, len(indices), batch_size):
             chunk = indices[start:start + batch_size]
             result = generate_ids(model, [encoded[i] for i in chunk], max_new_tokens=max_new_tokens,
-                                  stop_token=eot, max_context=max_context)
+                                  stop_token=eot, max_context=max_context,
+                                  vocab_limit=tokenizer.vocab_size)
             for i, new in zip(chunk, result.new_tokens, strict=True):
                 if new and new[-1] == eot:
                     new = new[:-1]
