@@ -15,8 +15,9 @@ from llmbricks.cli.options import set_option
               help="Build a randomly initialized model from this config (seeded by its `seed`).")
 @set_option
 @click.option("--prompt", "-p", help="Text to continue.")
-@click.option("--instruction", "-i", help="Ask an instruction-finetuned run: the run's prompt "
-              "template (data.prompt; alpaca when unset) wraps it, and only the response is printed.")
+@click.option("--instruction", "-i", help="Ask an instruction-finetuned run: the run's template "
+              "(data.prompt; else the model's own chat template; else alpaca) wraps it, and only "
+              "the response is printed.")
 @click.option("--input", "input_text", default="", help="The instruction's input (with --instruction).")
 # Ranges are checked by the core (check_generation_params), as for the Python API: one policy.
 @click.option("--max-new-tokens", "-n", default=50, show_default=True, type=int,
@@ -28,8 +29,9 @@ from llmbricks.cli.options import set_option
               help="Sample from the smallest set of tokens whose probability reaches p, in (0, 1].")
 @click.option("--seed", type=int, help="Seed for sampling, 0 to 2**63-1 (the model's own seed is "
               "its config's).")
-@click.option("--stop", metavar="TOKEN", help="The special token that ends the text (default: "
-              "<|endoftext|> when the tokenizer has it).")
+@click.option("--stop", metavar="TOKEN", help="The special token that ends the text (default: the "
+              "tokenizer's eos_token, else <|endoftext|> when it has it; with --instruction, the "
+              "template's end token).")
 @click.option("--stream", is_flag=True, help="Print tokens as they are generated.")
 @click.option("--no-cache", is_flag=True, help="Recompute the whole context every step.")
 @click.option("--prompt-lookup", metavar="N", default=0, show_default=True, type=int,

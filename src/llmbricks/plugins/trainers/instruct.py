@@ -56,11 +56,12 @@ class InstructParams(ParamsModel):
 class InstructTrainer(Trainer):
     """Instruction finetuning (chapter 7): prompt templates, padded and masked batches, responses.
 
-    Reads instruction records from ``data.source``, formats them with ``data.prompt`` (alpaca
-    when null) and cuts them in file order by ``split`` (train/val/test; 1,100 records at the
-    default 0.85/0.10/0.05: 935 / 110 / 55).
-    Batches are padded with ``<|endoftext|>`` and their padding targets ignored, as the book's
-    ``custom_collate_fn``. After training it writes ``results.json`` (test loss) and
+    Reads instruction records from ``data.source``, formats them with ``data.prompt`` (when null:
+    the model's own chat template if its tokenizer has one, else alpaca) and cuts them in file
+    order by ``split`` (train/val/test; 1,100 records at the default 0.85/0.10/0.05: 935 / 110 /
+    55). Each example ends with the template's end token (``<|eot_id|>``...), else the
+    tokenizer's eos, else ``<|endoftext|>``; batches are padded with it and their padding
+    targets ignored, as the book's ``custom_collate_fn``. After training it writes ``results.json`` (test loss) and
     ``responses.json``: each test record with the model's greedy ``model_response``.
     The tokenizer must have ``<|endoftext|>`` (e.g. tiktoken's gpt2).
     """
