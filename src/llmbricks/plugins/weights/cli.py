@@ -47,8 +47,9 @@ def import_hf_command(source: str, out: str, revision: str | None, attention: st
 
     SOURCE is a folder with config.json and *.safetensors, or a Hub repo id (owner/name,
     needs llmbricks[hub]; HF_HOME, HF_TOKEN and HF_HUB_OFFLINE apply). Families: gpt2,
-    llama, mistral, qwen2, phi3. OUT gets config.yaml, model.safetensors and the source's
-    config.json (hf_config.json).
+    llama, mistral, qwen2, qwen3, olmo2, gemma2, gemma3_text, phi3. OUT gets
+    config.yaml, model.safetensors, tokenizer/ (from the folder's tokenizer.json)
+    and the source's config.json (hf_config.json).
     """
     _import(source, out, revision, attention, overwrite)
 
@@ -76,8 +77,8 @@ def export_hf_command(model_dir: str, out: str, overwrite: bool) -> None:
     """Write MODEL_DIR as a Hugging Face folder (config.json + model.safetensors).
 
     GPT-2-shaped models (absolute positions, layernorm, gelu) export as GPT2LMHeadModel;
-    Llama-shaped ones (rope, rmsnorm, swiglu) as the family they were imported from (else
-    Llama, or Qwen2 for q/k/v biases without an output bias).
+    Llama-shaped ones (rope, rmsnorm, swiglu or Gemma's geglu) as the family they were
+    imported from, else the first family whose layout holds them.
     transformers.AutoModelForCausalLM.from_pretrained(OUT) loads the result.
     """
     from llmbricks.plugins.weights.families import export_any

@@ -2,7 +2,7 @@
 ``model_type``, ``export_any`` picks the layout a model's components fit.
 
 The families themselves are data in their own modules: GPT-2 in ``gpt2_hf`` (Conv1D layouts,
-packed q/k/v), the Llama shape (Llama, Mistral, Qwen2, Phi-3) in ``llama_hf``.
+packed q/k/v), the Llama shape (Llama, Mistral, Qwen2/3, OLMo 2, Gemma 2/3, Phi-3) in ``llama_hf``.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class ExportSummary:
 
 #: How each model_type is written for people.
 DISPLAY_NAMES = {"gpt2": "GPT-2", "llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2",
-                 "qwen3": "Qwen3", "olmo2": "OLMo 2", "phi3": "Phi-3"}
+                 "qwen3": "Qwen3", "olmo2": "OLMo 2", "gemma2": "Gemma 2", "gemma3_text": "Gemma 3",
+                 "phi3": "Phi-3"}
 
 
 def supported_model_types() -> list[str]:

@@ -1,4 +1,5 @@
-"""Llama-shaped checkpoints (Llama 2/3/3.1/3.2, Mistral, Qwen2, Phi-3) <-> llmbricks model directories.
+"""Llama-shaped checkpoints (Llama 2/3/3.1/3.2, Mistral, Qwen2/3, OLMo 2, Gemma 2/3, Phi-3) <->
+llmbricks model directories.
 
 Each family is the GPT assembly with other components, so importing one is two tables of data:
 the config fields each family's ``config.json`` holds (:data:`FAMILIES`: defaults, what must
