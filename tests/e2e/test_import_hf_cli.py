@@ -164,7 +164,11 @@ def test_a_lora_finetune_of_an_import_merges_and_exports_to_transformers(llama_w
     ({"embedding": {"name": "token", "scale": "sqrt_dim"}}, ("model.embedding.scale", "sqrt_dim")),
     ({"head": {"name": "lm", "tie_weights": False, "softcap": 30.0}}, ("model.head.softcap",)),
     ({"norm": {"name": "rmsnorm", "offset": 1.0}}, ("model.norm.offset",)),
-    ({"block": {"name": "gpt", "placement": "sandwich"}}, ("placement sandwich",)),
+    ({"block": {"name": "gpt", "placement": "sandwich"}},
+     ("model.feedforward: 'swiglu' cannot be exported to Gemma's layout", "needs 'geglu'")),
+    ({"local_layers": [0], "local_attention": {"name": "sdpa", "out_bias": False, "window": 4}},
+     ("model.local_attention: local layers export only as Gemma",)),
+    ({"attention": {"name": "sdpa", "out_bias": False, "softcap": 50.0}}, ("model.attention.softcap",)),
     ({"feedforward": "geglu"}, ("model.feedforward: 'geglu'",)),
 ])
 def test_export_refuses_what_the_layout_cannot_hold(tmp_path, change, words):

@@ -567,10 +567,11 @@ def check_llama_exportable(config: Config, registry: Registry) -> None:
     gemma = config.model.block.params.get("placement") == "sandwich"
     needed = {"arch": "gpt", "embedding": "token", "positional": "rope", "norm": "rmsnorm",
               "feedforward": "geglu" if gemma else "swiglu", "block": "gpt", "head": "lm"}
+    layout = "Gemma's layout (sandwich norms)" if gemma else "the Llama layout"
     for key, wanted in needed.items():
         name = _name(config, key, registry)
         if name != wanted:
-            raise ConfigError(f"model.{key}: '{name}' cannot be exported to the Llama layout "
+            raise ConfigError(f"model.{key}: '{name}' cannot be exported to {layout} "
                               f"(it needs '{wanted}')")
     if _name(config, "attention", registry) not in ("mha", "sdpa"):
         raise ConfigError("model.attention: only 'mha' and 'sdpa' export to the Llama layout")
