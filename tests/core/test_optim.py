@@ -7,7 +7,7 @@ import math
 import pytest
 from torch import nn
 
-from llmbricks.core.train.optim import build_optimizer, learning_rate, param_groups
+from llmbricks.core.train.optim import adamw, learning_rate, param_groups
 
 
 def test_warmup_reaches_the_peak_then_cosine_ends_at_min_lr():
@@ -47,13 +47,13 @@ def test_weight_decay_only_on_matrices_not_norms_biases_or_embeddings():
 def test_frozen_parameters_are_left_out_and_fused_adamw_is_used_on_cpu():
     model = nn.Sequential(nn.Linear(3, 3), nn.Linear(3, 1))
     model[0].requires_grad_(False)
-    optimizer = build_optimizer(model, lr=1e-3, weight_decay=0.1)
+    optimizer = adamw(model, lr=1e-3, weight_decay=0.1)
     listed = [p for group in optimizer.param_groups for p in group["params"]]
     assert len(listed) == 2 and all(p.requires_grad for p in listed)
     assert optimizer.defaults.get("fused") in (True, None)
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
-        build_optimizer(model, lr=1e-3, weight_decay=0.1)
+        adamw(model, lr=1e-3, weight_decay=0.1)
 
 
 def test_cosine_matches_its_closed_form_everywhere():

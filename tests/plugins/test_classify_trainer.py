@@ -8,7 +8,7 @@ import torch
 from llmbricks.core.build import adapter_state_names, build_model
 from llmbricks.core.config import load_config
 from llmbricks.core.errors import ConfigError
-from llmbricks.core.train.optim import build_optimizer
+from llmbricks.core.train.optim import adamw
 from llmbricks.core.train.trainable import apply_trainable
 from llmbricks.plugins.trainers.classify import class_loss, train_head
 
@@ -24,8 +24,8 @@ def one_step(policy: str, **model) -> tuple[set[str], set[str], set[str]]:
     net = build_model(config)
     train_head(net, apply_trainable(net, policy, "last_block"), policy)
     before = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    optimizer = build_optimizer(net, lr=0.1, weight_decay=0.0, betas=(0.9, 0.999),
-                                decay_embeddings=False, device=torch.device("cpu"))
+    optimizer = adamw(net, lr=0.1, weight_decay=0.0, betas=(0.9, 0.999),
+                      decay_embeddings=False, device=torch.device("cpu"))
     batch = (torch.randint(0, 30, (4, 8)), torch.tensor([8, 5, 3, 1]), torch.tensor([0, 1, 0, 1]))
     class_loss(net, batch).backward()
     graded = {n for n, p in net.named_parameters() if p.grad is not None}

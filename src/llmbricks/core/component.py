@@ -27,6 +27,7 @@ KINDS: tuple[str, ...] = (
     "adapter",
     "prompt",
     "trainer",
+    "optimizer",
     "datasource",
     "logger",
 )

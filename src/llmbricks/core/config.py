@@ -148,7 +148,9 @@ class TrainConfig(Section):
                             "rank, before gradient accumulation")
     grad_accum: int = Field(1, ge=1, le=MAX_BATCH, description="micro-batches summed into one "
                             "optimizer step")
-    # AdamW
+    optimizer: Spec = Field(ComponentSpec(name="adamw"), description="how gradients become "
+                            "updates: adamw (default), sgd, lion, muon; lr, weight_decay, betas "
+                            "and decay_embeddings below are shared by all")
     lr: float = Field(1.0e-3, gt=0.0, description="peak learning rate")
     min_lr: float = Field(0.0, ge=0.0, description="where cosine decay ends")
     weight_decay: float = Field(0.1, ge=0.0, description="on matrices only (see decay_embeddings)")
@@ -256,6 +258,7 @@ COMPONENT_FIELDS: dict[tuple[str, str], str] = {
     ("data", "source"): "datasource",
     ("data", "prompt"): "prompt",
     ("train", "trainer"): "trainer",
+    ("train", "optimizer"): "optimizer",
 }
 #: Config fields that hold a list of component specs.
 COMPONENT_LIST_FIELDS: dict[tuple[str, str], str] = {("model", "adapters"): "adapter",

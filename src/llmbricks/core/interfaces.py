@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+import torch
 from torch import Tensor, nn
 
 from .component import Component, Dims, ParamsModel
@@ -37,6 +38,7 @@ __all__ = [
     "ModelParts",
     "ModuleComponent",
     "Norm",
+    "Optimizer",
     "PositionContext",
     "PositionalEncoding",
     "PromptTemplate",
@@ -575,6 +577,30 @@ class DataSource(Component, ABC):
     def describe(self) -> str:
         """Where the data comes from (a path, a URL, a module), for reports and errors."""
         return self.name
+
+
+class Optimizer(Component, ABC):
+    """How gradients become updates: builds the ``torch.optim.Optimizer`` for a model.
+
+    Built with ``(params)``. ``create`` receives the trainable model (its ``layout()`` says which
+    parameters are hidden matrices, embedding, head, so routing never depends on names) and the
+    run's shared settings; the learning rate is then set every step by the schedule, through each
+    param group's ``lr`` (times the group's ``lr_scale`` when it has one). The optimizer's
+    ``state_dict`` is checkpointed, so a resumed run continues exactly.
+    """
+
+    kind: ClassVar[str] = "optimizer"
+    #: Floats of state kept per trainable parameter (AdamW: 2 moments), for the memory estimate.
+    state_per_parameter: ClassVar[float] = 2.0
+
+    def __init__(self, params: ParamsModel) -> None:
+        self.params = params
+
+    @abstractmethod
+    def create(self, model: nn.Module, *, lr: float, weight_decay: float,
+               betas: tuple[float, float], decay_embeddings: bool,
+               device: torch.device) -> torch.optim.Optimizer:
+        """The optimizer over ``model``'s trainable parameters (a tied tensor once)."""
 
 
 class Logger(Component, ABC):

@@ -50,6 +50,8 @@ def check_component(kind: str, name: str, registry: Registry | None = None,
         passed += _check_tokenizer(name, cls, params or {}, tokenizer_texts or TOKENIZER_SAMPLES)
     elif kind == "datasource":
         passed += _check_datasource(name, cls, params or {})
+    elif kind == "optimizer":
+        passed += _check_optimizer(name, cls, registry, params or {})
     elif kind in MODULE_KINDS:
         passed += _check_module(kind, name, registry, params or {})
     return passed
@@ -87,6 +89,49 @@ def _check_datasource(name: str, cls: Any, params: dict[str, Any]) -> list[str]:
     if not isinstance(source.describe(), str) or not source.describe():
         raise _fail("datasource", name, "describe", "describe() must say where the data comes from")
     return ["yields data", "record type", "repeatable", "describe"]
+
+
+def _check_optimizer(name: str, cls: Any, registry: Registry, params: dict[str, Any]) -> list[str]:
+    """It trains a tiny model on one batch, and its state_dict restores the same next step."""
+    config = load_config({"model": {"vocab_size": 32, "context_length": 8, "emb_dim": 16,
+                                    "n_layers": 1, "n_heads": 2, "dropout": 0.0}},
+                         registry=registry)
+    train = config.train
+
+    def fresh() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = build_model(config, registry)
+        recipe = cls(cls.Params.model_validate(params))
+        return model, recipe.create(model, lr=1e-2, weight_decay=train.weight_decay,
+                                    betas=tuple(train.betas), decay_embeddings=False,
+                                    device=torch.device("cpu"))
+
+    batch = torch.randint(0, 32, (4, 9), generator=torch.Generator().manual_seed(0))
+
+    def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> float:
+        logits = model(batch[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return loss.item()
+
+    model, optimizer = fresh()
+    losses = [step(model, optimizer) for _ in range(8)]
+    if not losses[-1] < losses[0]:
+        raise _fail("optimizer", name, "trains", f"8 steps at lr 1e-2 did not lower the loss: {losses}")
+    saved = copy.deepcopy(optimizer.state_dict())
+    weights = copy.deepcopy(model.state_dict())
+    step(model, optimizer)
+    again, again_optimizer = fresh()
+    again.load_state_dict(weights)
+    again_optimizer.load_state_dict(saved)
+    step(again, again_optimizer)
+    if any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                   again.state_dict().values(), strict=True)):
+        raise _fail("optimizer", name, "state_dict round trip",
+                    "a step after load_state_dict differs from the step it saved before")
+    return ["trains", "state_dict round trip"]
 
 
 def _check_metadata(kind: str, name: str, cls: type[Component]) -> list[str]:

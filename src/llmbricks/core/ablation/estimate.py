@@ -84,7 +84,7 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
         model = build_model(model_config, registry)
         model.train()
         per_token = model.layout().head.per_token
-        optimizer = build_optimizer(model, lr=config.train.lr, weight_decay=config.train.weight_decay)
+        optimizer = build_optimizer(model, config.train, registry)
         shape = (config.train.batch_size, config.model.context_length + 1)
         ids = torch.randint(0, vocab, shape)
         times = []

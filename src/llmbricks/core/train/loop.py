@@ -168,10 +168,10 @@ class Events:
 
 def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Logger],
              dist: Distributed, device: torch.device, resume: Checkpoint | None = None,
-             history: list[dict[str, Any]] | None = None) -> LoopResult:
+             history: list[dict[str, Any]] | None = None, registry: Any = None) -> LoopResult:
     """Train ``task.model`` within ``config.train``'s budget; write checkpoints into ``run``."""
     return _Loop(task, run, config, loggers=loggers, dist=dist, device=device, resume=resume,
-                 history=history).run()
+                 history=history, registry=registry).run()
 
 
 class _Loop:
@@ -184,14 +184,12 @@ class _Loop:
 
     def __init__(self, task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Logger],
                  dist: Distributed, device: torch.device, resume: Checkpoint | None,
-                 history: list[dict[str, Any]] | None) -> None:
+                 history: list[dict[str, Any]] | None, registry: Any = None) -> None:
         self.task, self.config, self.dist, self.device = task, config, dist, device
         self.store = run  # the run directory: checkpoints, samples, results
         self.train = train = config.train
         self.model = model = task.model
-        self.optimizer = build_optimizer(model, lr=train.lr, weight_decay=train.weight_decay,
-                                         betas=train.betas, decay_embeddings=train.decay_embeddings,
-                                         device=device)
+        self.optimizer = build_optimizer(model, train, registry, device)
         self.state = _restored_state(resume, model, self.optimizer)
         self.tokens_per_step = task.tokens_per_batch * train.grad_accum * dist.world_size
         self.steps = total_steps(train, task.batches_per_epoch, self.tokens_per_step,

@@ -9,7 +9,8 @@ nothing to count. The estimate of a run's peak is the sum of:
 - ``weights``: every parameter and buffer at its dtype (a tied tensor once).
 - ``gradients``: one tensor per trainable parameter (``train.trainable`` and adapters decide
   which train).
-- ``optimizer``: AdamW's two moments per trainable parameter.
+- ``optimizer``: the optimizer's state per trainable parameter (AdamW: two moments; SGD and
+  Lion: one; its ``state_per_parameter``).
 - ``activations``: what autograd keeps for the backward pass of one micro-batch
   (``train.batch_size`` windows of ``model.context_length`` tokens), per block from its shapes,
   plus the logits and the cross-entropy's copies of them. See ``block_activation_bytes``.
@@ -120,7 +121,8 @@ def estimate_memory(config: Config, registry: Registry | None = None, *,
         notes.append("torch.compile's own buffers are not counted")
     return MemoryEstimate(
         device=str(device), process=process_bytes, weights=weights, gradients=gradients,
-        optimizer=2 * trainable, activations=activation_bytes(model, config, device),
+        optimizer=int(_optimizer_state(config, registry) * trainable),
+        activations=activation_bytes(model, config, device),
         token_cache=_token_cache_bytes(config, registry, model.dims.vocab_size, notes),
         notes=tuple(notes))
 
@@ -340,3 +342,8 @@ def refusal(estimate: MemoryEstimate, available: int) -> str:
     return (f"this config needs about {gib(estimate.total)} GiB to train ({estimate.breakdown()}) "
             f"but {where} {gib(available)} GiB available; lower train.batch_size or "
             f"model.context_length, or set {SKIP_ENV}=1 to train anyway")
+
+
+def _optimizer_state(config: Config, registry: Registry) -> float:
+    """Floats of optimizer state per trainable parameter: the optimizer says (AdamW: 2)."""
+    return float(registry.get("optimizer", config.train.optimizer.name).state_per_parameter)

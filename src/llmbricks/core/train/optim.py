@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -33,9 +33,9 @@ def param_groups(model: nn.Module, weight_decay: float, *,
             {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
-                    betas: tuple[float, float] = (0.9, 0.999), decay_embeddings: bool = False,
-                    device: torch.device | None = None) -> torch.optim.AdamW:
+def adamw(model: nn.Module, *, lr: float, weight_decay: float,
+          betas: tuple[float, float] = (0.9, 0.999), decay_embeddings: bool = False,
+          device: torch.device | None = None) -> torch.optim.AdamW:
     """AdamW over ``param_groups``; the fused kernel when this torch has one for the device."""
     groups = param_groups(model, weight_decay, decay_embeddings=decay_embeddings)
     if not any(group["params"] for group in groups):
@@ -43,6 +43,17 @@ def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
     device = device or next(model.parameters()).device
     fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+def build_optimizer(model: nn.Module, train: Any, registry: Any = None,
+                    device: torch.device | None = None) -> torch.optim.Optimizer:
+    """The run's optimizer: ``train.optimizer`` built through the registry, over ``model``."""
+    from ..registry import get_registry
+
+    recipe = (registry or get_registry()).build("optimizer", train.optimizer)
+    return recipe.create(model, lr=train.lr, weight_decay=train.weight_decay,
+                         betas=tuple(train.betas), decay_embeddings=train.decay_embeddings,
+                         device=device or next(model.parameters()).device)
 
 
 def learning_rate(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0,
@@ -65,5 +76,8 @@ def learning_rate(step: int, *, lr: float, total_steps: int, warmup_steps: int =
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
+    """Every group at the schedule's ``value``, times its ``lr_scale`` when it has one (Muon's
+    matrices run at their own rate; a group without a scale gets ``value`` itself, exactly)."""
     for group in optimizer.param_groups:
-        group["lr"] = value
+        scale = group.get("lr_scale")
+        group["lr"] = value if scale is None else value * scale

@@ -91,7 +91,8 @@ class Session:
     def fit(self, task: TrainTask) -> dict[str, Any]:
         """Train ``task`` in this run; the summary a trainer returns, with its final results."""
         result = run_loop(task, self.run, self.config, loggers=self.loggers, dist=self.dist,
-                          device=self.device, resume=self.resume, history=self.history)
+                          device=self.device, resume=self.resume, history=self.history,
+                          registry=self.registry)
         state = result.state
         return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
                 "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,

@@ -1,0 +1,36 @@
+"""Stochastic gradient descent with momentum (Polyak; Nesterov's variant as an option).
+
+    b = mu b + g;  p -= lr (g + mu b if nesterov else b)     (weight decay as L2: g += wd p)
+
+The baseline every optimizer paper compares with; torch.optim.SGD computes it.
+"""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from llmbricks.core.component import ParamsModel
+from llmbricks.core.interfaces import Optimizer
+from llmbricks.core.train.optim import param_groups
+
+
+class SGDOptimizer(Optimizer):
+    """SGD with momentum (and Nesterov), weight decay on matrices only."""
+
+    name = "sgd"
+    state_per_parameter = 1.0  # the momentum buffer
+
+    class Params(ParamsModel):
+        momentum: float = Field(0.9, ge=0.0, lt=1.0, description="mu: the running sum's decay")
+        nesterov: bool = Field(False, description="step along g + mu b (Nesterov) instead of b")
+
+    def create(self, model: nn.Module, *, lr: float, weight_decay: float,
+               betas: tuple[float, float], decay_embeddings: bool,
+               device: torch.device) -> torch.optim.Optimizer:
+        p = self.params
+        if p.nesterov and p.momentum == 0:
+            raise ValueError("sgd: nesterov needs momentum > 0")
+        groups = param_groups(model, weight_decay, decay_embeddings=decay_embeddings)
+        return torch.optim.SGD(groups, lr=lr, momentum=p.momentum, nesterov=p.nesterov)
