@@ -54,7 +54,7 @@ _LAZY: dict[str, str] = {
     **{name: "llmbricks.core.interfaces" for name in (
         "Tokenizer", "Embedding", "PositionalEncoding", "PositionContext", "Attention", "Norm", "FeedForward",
         "Block", "Model", "ModelParts", "Head", "Adapter", "Trainer", "DataSource", "Logger",
-        "PromptTemplate", "Optimizer")},
+        "PromptTemplate", "Optimizer", "Schedule")},
     **{name: "llmbricks.core.errors" for name in (
         "LlmbricksError", "ConfigError", "ComponentError", "PluginError", "DataError",
         "CheckpointError")},

@@ -59,6 +59,8 @@ def test_builtin_conforms(kind, name, tmp_path):
         assert {"yields data", "record type", "repeatable"} <= passed
     elif kind == "optimizer":
         assert {"trains", "state_dict round trip"} <= passed
+    elif kind == "schedule":
+        assert {"warmup", "range", "pure"} <= passed
     elif kind in ("logger", "trainer", "adapter", "prompt"):  # behaviour: their own tests
         assert {"summary", "defaults", "strict params"} <= passed
     elif kind == "head" and not REGISTRY.get(kind, name).per_token:  # one output per sequence

@@ -37,6 +37,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "train": "llmbricks.cli.train:train",
     "eval": "llmbricks.cli.evaluate:evaluate",
     "ablate": "llmbricks.cli.ablate:ablate",
+    "schedule": "llmbricks.cli.schedule:schedule",
 }
 
 

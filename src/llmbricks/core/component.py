@@ -28,6 +28,7 @@ KINDS: tuple[str, ...] = (
     "prompt",
     "trainer",
     "optimizer",
+    "schedule",
     "datasource",
     "logger",
 )

@@ -158,7 +158,8 @@ class TrainConfig(Section):
     betas: tuple[Annotated[float, Field(ge=0.0, lt=1.0)], Annotated[float, Field(ge=0.0, lt=1.0)]] = (
         0.9, 0.999)
     warmup_steps: int = Field(100, ge=0, le=MAX_STEPS, description="linear warmup from 0 to lr")
-    schedule: Literal["constant", "cosine"] = "cosine"
+    schedule: Spec = Field(ComponentSpec(name="cosine"), description="the learning rate after "
+                           "warmup: cosine (default), constant, linear, wsd, inverse_sqrt")
     grad_clip: float | None = Field(1.0, gt=0.0, description="max global grad norm; null = off")
     on_nonfinite: Literal["stop", "skip"] = Field(
         "stop", description="a NaN or infinite loss or gradient norm: stop (keep the last good "
@@ -259,6 +260,7 @@ COMPONENT_FIELDS: dict[tuple[str, str], str] = {
     ("data", "prompt"): "prompt",
     ("train", "trainer"): "trainer",
     ("train", "optimizer"): "optimizer",
+    ("train", "schedule"): "schedule",
 }
 #: Config fields that hold a list of component specs.
 COMPONENT_LIST_FIELDS: dict[tuple[str, str], str] = {("model", "adapters"): "adapter",

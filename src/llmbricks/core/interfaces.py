@@ -42,6 +42,7 @@ __all__ = [
     "PositionContext",
     "PositionalEncoding",
     "PromptTemplate",
+    "Schedule",
     "Tokenizer",
     "Trainer",
 ]
@@ -601,6 +602,33 @@ class Optimizer(Component, ABC):
                betas: tuple[float, float], decay_embeddings: bool,
                device: torch.device) -> torch.optim.Optimizer:
         """The optimizer over ``model``'s trainable parameters (a tied tensor once)."""
+
+
+class Schedule(Component, ABC):
+    """The learning rate as a pure function of the step. Built with ``(params)``.
+
+    Warmup is shared by every schedule (``train.warmup_steps``: ``lr (s + 1) / warmup``, so the
+    last warmup step uses the peak); ``after_warmup`` is the rest of the curve. A pure function,
+    so a resumed run gets the same rates without any saved state.
+    """
+
+    kind: ClassVar[str] = "schedule"
+
+    def __init__(self, params: ParamsModel) -> None:
+        self.params = params
+
+    def rate(self, step: int, *, lr: float, total_steps: int, warmup_steps: int = 0,
+             min_lr: float = 0.0) -> float:
+        """The learning rate of optimizer step ``step`` (0-based) of ``total_steps``."""
+        if step < warmup_steps:
+            return lr * (step + 1) / warmup_steps
+        return self.after_warmup(step, lr=lr, total_steps=total_steps,
+                                 warmup_steps=warmup_steps, min_lr=min_lr)
+
+    @abstractmethod
+    def after_warmup(self, step: int, *, lr: float, total_steps: int, warmup_steps: int,
+                     min_lr: float) -> float:
+        """The rate at ``step >= warmup_steps``: starts at (or near) ``lr``."""
 
 
 class Logger(Component, ABC):

@@ -52,6 +52,8 @@ def check_component(kind: str, name: str, registry: Registry | None = None,
         passed += _check_datasource(name, cls, params or {})
     elif kind == "optimizer":
         passed += _check_optimizer(name, cls, registry, params or {})
+    elif kind == "schedule":
+        passed += _check_schedule(name, cls, params or {})
     elif kind in MODULE_KINDS:
         passed += _check_module(kind, name, registry, params or {})
     return passed
@@ -132,6 +134,22 @@ def _check_optimizer(name: str, cls: Any, registry: Registry, params: dict[str, 
         raise _fail("optimizer", name, "state_dict round trip",
                     "a step after load_state_dict differs from the step it saved before")
     return ["trains", "state_dict round trip"]
+
+
+def _check_schedule(name: str, cls: Any, params: dict[str, Any]) -> list[str]:
+    """Warmup ends at the peak; every rate is finite, in [min_lr, lr] and a function of the step."""
+    schedule = cls(cls.Params.model_validate(params))
+    kw = {"lr": 1e-3, "total_steps": 100, "warmup_steps": 10, "min_lr": 1e-4}
+    rates = [schedule.rate(step, **kw) for step in range(100)]
+    if rates[9] != 1e-3:
+        raise _fail("schedule", name, "warmup", f"the last warmup step must use the peak, got {rates[9]}")
+    bad = [(s, r) for s, r in enumerate(rates)
+           if not (isinstance(r, float) and 1e-4 - 1e-12 <= r <= 1e-3 + 1e-12)]
+    if bad:
+        raise _fail("schedule", name, "range", f"rates must be floats in [min_lr, lr]: {bad[:3]}")
+    if [schedule.rate(step, **kw) for step in range(100)] != rates:
+        raise _fail("schedule", name, "pure", "the same step gave another rate")
+    return ["warmup", "range", "pure"]
 
 
 def _check_metadata(kind: str, name: str, cls: type[Component]) -> list[str]:

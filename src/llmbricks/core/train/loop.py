@@ -6,7 +6,7 @@ the budget, evaluation and samples, precision, compilation, data parallelism, ch
 resuming and Ctrl-C. One optimizer step is
 
     for each of grad_accum micro-batches:  (loss(model, batch) / grad_accum).backward()
-    clip_grad_norm_(grad_clip);  lr = learning_rate(step);  AdamW step;  zero grads
+    clip_grad_norm_(grad_clip);  lr = schedule.rate(step);  optimizer step;  zero grads
 
 Everything a resumed run needs to continue bit for bit is in its checkpoint: weights, optimizer
 state, RNG state and the data position (epoch, micro-batch within it).
@@ -34,7 +34,7 @@ from ..interfaces import Logger, Model
 from ..store.atomic import kill_point, write_atomic
 from ..store.runs import Checkpoint, Run, load_checkpoint
 from .distributed import Distributed
-from .optim import build_optimizer, learning_rate, set_learning_rate
+from .optim import build_optimizer, build_schedule, set_learning_rate
 
 #: Final results of a completed run (``TrainTask.finish``): test metrics, files written.
 RESULTS_FILE = "results.json"
@@ -190,6 +190,7 @@ class _Loop:
         self.train = train = config.train
         self.model = model = task.model
         self.optimizer = build_optimizer(model, train, registry, device)
+        self.schedule = build_schedule(train, registry)
         self.state = _restored_state(resume, model, self.optimizer)
         self.tokens_per_step = task.tokens_per_batch * train.grad_accum * dist.world_size
         self.steps = total_steps(train, task.batches_per_epoch, self.tokens_per_step,
@@ -272,9 +273,8 @@ class _Loop:
     def optimizer_step(self) -> tuple[float, Tensor, Tensor | None]:
         """``grad_accum`` micro-batches of ``(loss / grad_accum).backward()``, clip, step."""
         train, state, task, dist = self.train, self.state, self.task, self.dist
-        lr = learning_rate(state.step, lr=train.lr, total_steps=self.steps,
-                           warmup_steps=train.warmup_steps, min_lr=train.min_lr,
-                           schedule=train.schedule)
+        lr = self.schedule.rate(state.step, lr=train.lr, total_steps=self.steps,
+                                warmup_steps=train.warmup_steps, min_lr=train.min_lr)
         set_learning_rate(self.optimizer, lr)
         loss_sum = torch.zeros((), device=self.device)
         for micro in range(train.grad_accum):

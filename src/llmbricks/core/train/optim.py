@@ -75,6 +75,31 @@ def learning_rate(step: int, *, lr: float, total_steps: int, warmup_steps: int =
     return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def build_schedule(train: Any, registry: Any = None) -> Any:
+    """The run's ``train.schedule`` component, built through the registry."""
+    from ..registry import get_registry
+
+    return (registry or get_registry()).build("schedule", train.schedule)
+
+
+def schedule_curve(train: Any, steps: int | None = None, registry: Any = None) -> list[float]:
+    """The rate of every step of a run of ``steps`` (default ``train.max_steps``), warmup included.
+
+    A run budgeted in epochs or tokens learns its step count from its data; pass ``steps``.
+    """
+    from ..errors import ConfigError
+
+    total = steps if steps is not None else train.max_steps
+    if total is None:
+        raise ConfigError("train.max_steps is unset (the budget is in epochs or tokens): give "
+                          "the number of steps to draw (--steps N)")
+    if total < 1:
+        raise ConfigError(f"the number of steps must be at least 1, got {total}")
+    schedule = build_schedule(train, registry)
+    return [schedule.rate(step, lr=train.lr, total_steps=total, warmup_steps=train.warmup_steps,
+                          min_lr=train.min_lr) for step in range(total)]
+
+
 def set_learning_rate(optimizer: torch.optim.Optimizer, value: float) -> None:
     """Every group at the schedule's ``value``, times its ``lr_scale`` when it has one (Muon's
     matrices run at their own rate; a group without a scale gets ``value`` itself, exactly)."""

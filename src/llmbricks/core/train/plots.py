@@ -120,6 +120,23 @@ def plot_losses(events: Iterable[dict[str, Any]], path: str | Path,
     return save_figure_atomically(fig, Path(path))
 
 
+def plot_schedule(rates: list[float], path: str | Path, title: str) -> Path:
+    """Draw a run's learning rate per step into a PNG at ``path`` (replaced atomically)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 4), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.plot(range(len(rates)), rates, color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    return save_figure_atomically(fig, Path(path))
+
+
 def save_figure_atomically(fig: Any, path: Path) -> Path:
     """Save ``fig`` as a PNG at ``path`` through the store's atomic writer."""
     with atomic_file(path) as fh:
