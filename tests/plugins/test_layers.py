@@ -255,3 +255,33 @@ def test_default_layers_keep_their_names_and_outputs(family):
     pos = default.positional.context(torch.arange(9), torch.arange(9))
     h = x + blk.attn(blk.attn_norm(x), pos)
     assert torch.equal(blk(x, pos), h + blk.ff(blk.ff_norm(h)))
+
+
+def test_relu_squared_is_the_square_of_relu():
+    import torch.nn.functional as F
+
+    from llmbricks.plugins.layers.feedforward import ReLUSquaredFeedForward
+
+    torch.manual_seed(0)
+    ff = ReLUSquaredFeedForward(ReLUSquaredFeedForward.Params(), DIMS)
+    x = torch.randn(2, 5, DIMS.emb_dim)
+    expected = ff.down(F.relu(ff.up(x)) ** 2)
+    assert torch.equal(ff(x), expected)
+    assert ff.up.out_features == 4 * DIMS.emb_dim and ff.residual_projections() == [ff.down]
+
+
+def test_zero_residual_starts_every_block_as_the_identity():
+    from llmbricks.core.build import build_model
+    from llmbricks.core.config import load_config
+
+    model_config = {"vocab_size": 20, "context_length": 12, "emb_dim": 16, "n_layers": 2,
+                    "n_heads": 4, "dropout": 0.0, "feedforward": "relu2",
+                    "arch": {"name": "gpt", "zero_residual": True}}
+    torch.manual_seed(0)
+    model = build_model(load_config({"model": model_config})).eval()
+    for block in model.blocks:
+        assert not block.attn.out_proj.weight.any() and not block.ff.down.weight.any()
+        x = torch.randn(1, 6, 16)
+        pos = model.positional.context(torch.arange(6), torch.arange(6))
+        assert torch.equal(block(x, pos), x)  # x + 0 + 0
+    assert model.embedding.weight.abs().sum() > 0  # everything else keeps its init

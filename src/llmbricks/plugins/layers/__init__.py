@@ -10,9 +10,10 @@ def llmbricks_components():
     from llmbricks.plugins.layers.feedforward import (
         GeGLUFeedForward,
         GELUFeedForward,
+        ReLUSquaredFeedForward,
         SwiGLUFeedForward,
     )
     from llmbricks.plugins.layers.norms import LayerNorm, RMSNorm
 
-    return [TokenEmbedding, LayerNorm, RMSNorm, GELUFeedForward, SwiGLUFeedForward, GeGLUFeedForward,
-            GPTBlock]
+    return [TokenEmbedding, LayerNorm, RMSNorm, GELUFeedForward, ReLUSquaredFeedForward,
+            SwiGLUFeedForward, GeGLUFeedForward, GPTBlock]

@@ -49,6 +49,20 @@ class GELUFeedForward(FeedForward):
         return self.down(F.gelu(self.up(x), approximate=self.params.approximate))
 
 
+class ReLUSquaredFeedForward(GELUFeedForward):
+    """Linear -> ReLU^2 -> Linear, 4x wide (So et al. 2021, "Primer"; modded-nanoGPT)."""
+
+    name = "relu2"
+
+    class Params(ParamsModel):
+        hidden_mult: float = Field(4.0, gt=0.0, le=1024.0, description="hidden width as a multiple of emb_dim")
+        bias: bool = Field(True, description="biases on both linear layers")
+
+    def forward(self, x: Tensor) -> Tensor:
+        # ReLU^2(z) = max(z, 0)^2: sparse like ReLU, smooth at 0 like GELU, and cheaper than both
+        return self.down(F.relu(self.up(x)).square())
+
+
 class GatedFeedForward(FeedForward):
     """Gated MLP: down(act(gate(x)) * up(x)), no biases; subclasses choose act.
 

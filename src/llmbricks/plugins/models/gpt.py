@@ -23,6 +23,9 @@ class GPT(Model):
         init: Literal["normal", "torch"] = Field(
             "normal", description="normal = N(0, 0.02), residual projections scaled by "
             "1/sqrt(2 n_layers) (GPT-2, nanoGPT); torch = PyTorch's layer defaults (the book)")
+        zero_residual: bool = Field(False, description="start every residual projection (attention "
+                                    "output, feed-forward down) at zero, so each block begins as "
+                                    "the identity (modded-nanoGPT)")
 
     def __init__(self, params: Params, dims: Dims, parts: ModelParts) -> None:
         super().__init__(params, dims, parts)
@@ -38,6 +41,11 @@ class GPT(Model):
         self.head.tie(self.embedding.weight)
         if params.init == "normal":
             self._init_normal()
+        if params.zero_residual:  # x + f(x) = x at init: the signal passes every block unchanged
+            for module in residual_projections(self):
+                nn.init.zeros_(module.weight)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
 
     def _init_normal(self) -> None:
         """N(0, 0.02), and N(0, 0.02 / sqrt(2 n_layers)) for the residual projections (GPT-2)."""
