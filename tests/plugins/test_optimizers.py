@@ -13,7 +13,7 @@ from llmbricks.core.build import build_model
 from llmbricks.core.config import load_config
 from llmbricks.core.errors import ComponentError
 from llmbricks.core.registry import get_registry
-from llmbricks.core.train.optim import build_optimizer, param_groups, set_learning_rate
+from llmbricks.core.train.optim import build_optimizer, set_learning_rate
 from llmbricks.plugins.optimizers.muon import Muon, hidden_matrices, orthogonalize
 from tests.e2e.test_kill_points import record, train
 from tests.e2e.train_fixtures import tiny_config
@@ -61,7 +61,12 @@ def test_adamw_is_todays_optimizer_bit_for_bit():
     config, model, batch = setup("adamw")
     _, reference, _ = setup("adamw")
     ours = build_optimizer(model, config.train)
-    theirs = torch.optim.AdamW(param_groups(reference, 0.1), lr=3e-3, betas=(0.9, 0.999), fused=True)
+    table = id(reference.embedding.weight)
+    decay = [p for p in reference.parameters() if p.dim() >= 2 and id(p) != table]
+    rest = [p for p in reference.parameters() if p.dim() < 2 or id(p) == table]
+    theirs = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1},
+                                {"params": rest, "weight_decay": 0.0}],
+                               lr=3e-3, betas=(0.9, 0.999), fused=True)
     for step in range(20):
         for net, optimizer in ((model, ours), (reference, theirs)):
             set_learning_rate(optimizer, 3e-3 * (step + 1) / 20)
@@ -136,3 +141,16 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(name, tmp_path: Path)
         assert first.returncode == 0, first.stderr
         runs[label] = record(folder / "run")
     assert runs["killed"] == runs["straight"]
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd", "lion", "muon"])
+def test_embedding_and_head_can_have_their_own_learning_rate(name):
+    config, model, _ = setup(name, embedding_lr_scale=0.5, head_lr_scale=4.0)
+    optimizer = build_optimizer(model, config.train)
+    set_learning_rate(optimizer, 2e-3)
+    rate_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert rate_of[id(model.embedding.weight)] == pytest.approx(1e-3)
+    assert rate_of[id(model.head.proj.weight)] == pytest.approx(8e-3)
+    assert rate_of[id(model.norm.weight)] == pytest.approx(2e-3)  # hidden: the schedule's own
+    listed = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(listed) == sorted(id(p) for p in model.parameters())  # each once

@@ -152,6 +152,11 @@ class TrainConfig(Section):
                             "updates: adamw (default), sgd, lion, muon; lr, weight_decay, betas "
                             "and decay_embeddings below are shared by all")
     lr: float = Field(1.0e-3, gt=0.0, description="peak learning rate")
+    embedding_lr_scale: float = Field(1.0, gt=0.0, le=1e4, description="the embedding table's "
+                                      "learning rate as a multiple of lr (by the model's layout)")
+    head_lr_scale: float = Field(1.0, gt=0.0, le=1e4, description="the head's learning rate as a "
+                                 "multiple of lr (a head tied to the embedding takes the "
+                                 "embedding's)")
     min_lr: float = Field(0.0, ge=0.0, description="where cosine decay ends")
     weight_decay: float = Field(0.1, ge=0.0, description="on matrices only (see decay_embeddings)")
     decay_embeddings: bool = Field(False, description="also decay embedding tables")

@@ -599,9 +599,13 @@ class Optimizer(Component, ABC):
 
     @abstractmethod
     def create(self, model: nn.Module, *, lr: float, weight_decay: float,
-               betas: tuple[float, float], decay_embeddings: bool,
-               device: torch.device) -> torch.optim.Optimizer:
-        """The optimizer over ``model``'s trainable parameters (a tied tensor once)."""
+               betas: tuple[float, float], decay_embeddings: bool, device: torch.device,
+               lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
+        """The optimizer over ``model``'s trainable parameters (a tied tensor once).
+
+        ``lr_scales`` (``train.embedding_lr_scale``, ``head_lr_scale``) are passed to
+        ``core.train.optim.param_groups``, whose groups carry them as ``lr_scale``.
+        """
 
 
 class Schedule(Component, ABC):

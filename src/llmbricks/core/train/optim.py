@@ -14,35 +14,76 @@ import torch
 from torch import nn
 
 
-def param_groups(model: nn.Module, weight_decay: float, *,
-                 decay_embeddings: bool = False) -> list[dict]:
-    """Two AdamW groups: matrices (decayed) and everything else (not decayed).
+def param_groups(model: nn.Module, weight_decay: float, *, decay_embeddings: bool = False,
+                 lr_scales: dict[str, float] | None = None) -> list[dict]:
+    """AdamW's groups: matrices (decayed) and everything else (not decayed).
 
     A parameter is decayed when it has 2+ dimensions and is not an embedding table (unless
     ``decay_embeddings``). Frozen parameters are left out; a tied tensor is listed once.
+    ``lr_scales`` (``{"embedding": s, "head": s}``, from the model's ``layout()``) gives those
+    parts their own learning rate, ``s`` times the schedule's: their groups carry ``lr_scale``.
+    With no scale other than 1 the groups are the two above, exactly.
     """
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay, seen = [], [], set()
+    part_of = _parts(model, lr_scales or {})
+    groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+    seen: set[int] = set()
     for param in model.parameters():
         if not param.requires_grad or id(param) in seen:
             continue
         seen.add(id(param))
         is_matrix = param.dim() >= 2 and (decay_embeddings or id(param) not in embeddings)
-        (decay if is_matrix else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+        groups.setdefault((part_of.get(id(param), "hidden"), is_matrix), []).append(param)
+    result = []
+    for part in ("hidden", *sorted({p for p, _ in groups} - {"hidden"})):
+        for is_matrix in (True, False):
+            params = groups.get((part, is_matrix), [])
+            if part != "hidden" and not params:
+                continue
+            group: dict = {"params": params, "weight_decay": weight_decay if is_matrix else 0.0}
+            if part != "hidden":
+                group["lr_scale"] = (lr_scales or {})[part]
+            result.append(group)
+    return result
+
+
+def _parts(model: nn.Module, lr_scales: dict[str, float]) -> dict[int, str]:
+    """Parameter id -> "embedding" or "head", for the parts given a scale other than 1."""
+    wanted = {part: scale for part, scale in lr_scales.items() if scale != 1.0}
+    if not wanted:
+        return {}
+    layout = model.layout() if hasattr(model, "layout") else None
+    if layout is None:
+        raise ValueError("per-part learning rates need an llmbricks model (its layout() names the "
+                         "embedding and the head)")
+    owners = {"embedding": layout.embedding, "head": layout.head}
+    found: dict[int, str] = {}
+    for part in ("head", "embedding"):  # a tied table is the embedding's
+        if part in wanted and owners[part] is not None:
+            found.update({id(p): part for p in owners[part].parameters()})
+    return found
 
 
 def adamw(model: nn.Module, *, lr: float, weight_decay: float,
           betas: tuple[float, float] = (0.9, 0.999), decay_embeddings: bool = False,
-          device: torch.device | None = None) -> torch.optim.AdamW:
+          device: torch.device | None = None,
+          lr_scales: dict[str, float] | None = None) -> torch.optim.AdamW:
     """AdamW over ``param_groups``; the fused kernel when this torch has one for the device."""
-    groups = param_groups(model, weight_decay, decay_embeddings=decay_embeddings)
+    groups = scaled(param_groups(model, weight_decay, decay_embeddings=decay_embeddings,
+                                 lr_scales=lr_scales), lr)
     if not any(group["params"] for group in groups):
         raise ValueError("the model has no trainable parameters")
     device = device or next(model.parameters()).device
     fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=lr, betas=betas, **({"fused": True} if fused else {}))
+
+
+def scaled(groups: list[dict], lr: float) -> list[dict]:
+    """The groups with their starting ``lr``: ``lr`` times each group's ``lr_scale`` when set."""
+    for group in groups:
+        if "lr_scale" in group:
+            group["lr"] = lr * group["lr_scale"]
+    return groups
 
 
 def build_optimizer(model: nn.Module, train: Any, registry: Any = None,
@@ -53,7 +94,9 @@ def build_optimizer(model: nn.Module, train: Any, registry: Any = None,
     recipe = (registry or get_registry()).build("optimizer", train.optimizer)
     return recipe.create(model, lr=train.lr, weight_decay=train.weight_decay,
                          betas=tuple(train.betas), decay_embeddings=train.decay_embeddings,
-                         device=device or next(model.parameters()).device)
+                         device=device or next(model.parameters()).device,
+                         lr_scales={"embedding": train.embedding_lr_scale,
+                                    "head": train.head_lr_scale})
 
 
 def learning_rate(step: int, *, lr: float, total_steps: int, warmup_steps: int = 0,

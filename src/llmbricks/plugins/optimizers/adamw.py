@@ -23,7 +23,7 @@ class AdamWOptimizer(Optimizer):
     Params = NoParams
 
     def create(self, model: nn.Module, *, lr: float, weight_decay: float,
-               betas: tuple[float, float], decay_embeddings: bool,
-               device: torch.device) -> torch.optim.Optimizer:
+               betas: tuple[float, float], decay_embeddings: bool, device: torch.device,
+               lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
         return adamw(model, lr=lr, weight_decay=weight_decay, betas=betas,
-                     decay_embeddings=decay_embeddings, device=device)
+                     decay_embeddings=decay_embeddings, device=device, lr_scales=lr_scales)

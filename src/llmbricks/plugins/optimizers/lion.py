@@ -17,7 +17,7 @@ from torch import nn
 
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.interfaces import Optimizer
-from llmbricks.core.train.optim import param_groups
+from llmbricks.core.train.optim import param_groups, scaled
 
 
 class Lion(torch.optim.Optimizer):
@@ -58,7 +58,8 @@ class LionOptimizer(Optimizer):
         beta2: float = Field(0.99, ge=0.0, lt=1.0, description="decay of the momentum itself")
 
     def create(self, model: nn.Module, *, lr: float, weight_decay: float,
-               betas: tuple[float, float], decay_embeddings: bool,
-               device: torch.device) -> torch.optim.Optimizer:
-        groups = param_groups(model, weight_decay, decay_embeddings=decay_embeddings)
+               betas: tuple[float, float], decay_embeddings: bool, device: torch.device,
+               lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
+        groups = scaled(param_groups(model, weight_decay, decay_embeddings=decay_embeddings,
+                                     lr_scales=lr_scales), lr)
         return Lion(groups, lr=lr, betas=(self.params.beta1, self.params.beta2))

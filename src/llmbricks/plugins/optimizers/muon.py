@@ -122,20 +122,23 @@ class MuonOptimizer(Optimizer):
         ns_steps: int = Field(5, ge=1, le=20, description="Newton-Schulz iterations")
 
     def create(self, model: nn.Module, *, lr: float, weight_decay: float,
-               betas: tuple[float, float], decay_embeddings: bool,
-               device: torch.device) -> torch.optim.Optimizer:
+               betas: tuple[float, float], decay_embeddings: bool, device: torch.device,
+               lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
         p = self.params
         hidden = hidden_matrices(model)
         groups = []
-        for group in param_groups(model, weight_decay, decay_embeddings=decay_embeddings):
+        for group in param_groups(model, weight_decay, decay_embeddings=decay_embeddings,
+                                  lr_scales=lr_scales):
             matrices = [q for q in group["params"] if id(q) in hidden]
             others = [q for q in group["params"] if id(q) not in hidden]
             if matrices:
                 groups.append({"params": matrices, "muon": True, "lr": p.lr, "lr_scale": p.lr / lr,
                                "weight_decay": group["weight_decay"]})
             if others:
-                groups.append({"params": others, "muon": False, "lr": lr,
-                               "weight_decay": group["weight_decay"]})
+                scale = group.get("lr_scale", 1.0)  # the embedding's or the head's own rate
+                groups.append({"params": others, "muon": False, "lr": lr * scale,
+                               "weight_decay": group["weight_decay"],
+                               **({"lr_scale": scale} if "lr_scale" in group else {})})
         if not groups:
             raise ValueError("the model has no trainable parameters")
         return Muon(groups, momentum=p.momentum, nesterov=p.nesterov, ns_steps=p.ns_steps,

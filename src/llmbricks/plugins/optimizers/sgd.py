@@ -13,7 +13,7 @@ from torch import nn
 
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.interfaces import Optimizer
-from llmbricks.core.train.optim import param_groups
+from llmbricks.core.train.optim import param_groups, scaled
 
 
 class SGDOptimizer(Optimizer):
@@ -27,10 +27,11 @@ class SGDOptimizer(Optimizer):
         nesterov: bool = Field(False, description="step along g + mu b (Nesterov) instead of b")
 
     def create(self, model: nn.Module, *, lr: float, weight_decay: float,
-               betas: tuple[float, float], decay_embeddings: bool,
-               device: torch.device) -> torch.optim.Optimizer:
+               betas: tuple[float, float], decay_embeddings: bool, device: torch.device,
+               lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
         p = self.params
         if p.nesterov and p.momentum == 0:
             raise ValueError("sgd: nesterov needs momentum > 0")
-        groups = param_groups(model, weight_decay, decay_embeddings=decay_embeddings)
+        groups = scaled(param_groups(model, weight_decay, decay_embeddings=decay_embeddings,
+                                     lr_scales=lr_scales), lr)
         return torch.optim.SGD(groups, lr=lr, momentum=p.momentum, nesterov=p.nesterov)
