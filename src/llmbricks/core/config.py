@@ -181,7 +181,9 @@ class TrainConfig(Section):
         "evaluation (and at the end)")
     keep_checkpoints: int = Field(3, ge=1, le=MAX_STEPS, description="newest checkpoints kept on disk")
     log_every: int = Field(10, ge=1, le=MAX_STEPS, description="steps between step events")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 = autocast")
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="bf16 = autocast; auto = bf16 where the device runs it faster (a "
+        "CUDA GPU with native bf16), else fp32; the choice is recorded in the manifest")
     compile: bool = Field(False, description="torch.compile the model for training")
     device: str = Field("auto", description="auto = cuda when available, else cpu")
     loggers: list[Spec] = [ComponentSpec(name="console"), ComponentSpec(name="jsonl")]

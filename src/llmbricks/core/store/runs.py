@@ -93,7 +93,7 @@ class Run:
     @classmethod
     def create(cls, directory: str | Path, config: Config, tokenizer: Tokenizer | None,
                vocab_size: int, registry: Registry | None = None, *,
-               overwrite: bool = False) -> Run:
+               overwrite: bool = False, decided: dict[str, Any] | None = None) -> Run:
         """Write config, manifest and tokenizer into a new (or empty) ``directory``, all at once.
 
         They are written into a temporary directory renamed into place, so ``directory`` never
@@ -108,7 +108,8 @@ class Run:
             if tokenizer is not None:
                 tokenizer.save(tmp / TOKENIZER_DIR)
                 kill_point("setup:tokenizer")
-            (tmp / MANIFEST_FILE).write_text(json.dumps(manifest(config, registry), indent=2) + "\n",
+            (tmp / MANIFEST_FILE).write_text(json.dumps({**manifest(config, registry),
+                                                         **(decided or {})}, indent=2) + "\n",
                                              encoding="utf-8")
             kill_point("setup:manifest")
             (tmp / CONFIG_FILE).write_text(config.to_yaml(), encoding="utf-8")

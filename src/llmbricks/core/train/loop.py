@@ -33,7 +33,7 @@ from ..errors import LlmbricksError
 from ..interfaces import Logger, Model
 from ..store.atomic import kill_point, write_atomic
 from ..store.runs import Checkpoint, Run, load_checkpoint
-from .distributed import Distributed
+from .distributed import Distributed, pick_precision
 from .optim import build_optimizer, build_schedule, set_learning_rate
 
 #: Final results of a completed run (``TrainTask.finish``): test metrics, files written.
@@ -196,8 +196,9 @@ class _Loop:
         self.steps = total_steps(train, task.batches_per_epoch, self.tokens_per_step,
                                  train.grad_accum)
         self.trained = _wrap(model, train, dist, device)
+        self.precision = pick_precision(train.precision, device)
         self.autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                         if train.precision == "bf16" else contextlib.nullcontext())
+                         if self.precision == "bf16" else contextlib.nullcontext())
         self.events = Events(loggers, dist.is_main, history)
         self.plotter = _Plotter(run)
         self.resumed = resume is not None
@@ -341,7 +342,7 @@ class _Loop:
     def nonfinite_message(self, step: int, what: str, lr: float) -> str:
         """One line: the step, what went non-finite, the likely cause and fix, the checkpoint kept."""
         cause, fix = f"lr {lr:.3g} may be too high", "lower train.lr"
-        if self.train.precision == "bf16":
+        if self.precision == "bf16":
             cause, fix = f"{cause}, or bf16 overflowed", f"{fix} or set train.precision=fp32"
         if self.train.grad_clip is None:
             fix = f"{fix}, or set train.grad_clip"

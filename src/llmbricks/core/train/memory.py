@@ -38,6 +38,7 @@ from ..config import Config
 from ..errors import ConfigError, LlmbricksError
 from ..interfaces import Attention, FeedForward, Model, Norm
 from ..registry import Registry, get_registry
+from .distributed import pick_precision
 from .trainable import apply_trainable
 
 SKIP_ENV = "LLMBRICKS_SKIP_MEMORY_CHECK"
@@ -163,7 +164,7 @@ def activation_bytes(model: Model, config: Config, device: torch.device) -> int:
     Blocks that come before every trainable weight keep nothing (no gradient flows into them).
     """
     batch, tokens = config.train.batch_size, config.model.context_length
-    element = 2 if config.train.precision == "bf16" else 4
+    element = 2 if pick_precision(config.train.precision, torch.device(device)) == "bf16" else 4
     layout = model.layout()
     dims = model.dims
     first = _first_trainable_block(model)

@@ -36,7 +36,7 @@ from ..store.atomic import (
 from ..store.model_dir import CONFIG_FILE
 from ..store.runs import RUN_KIND, Checkpoint, Run, load_run, read_training_state
 from ..store.token_cache import ready_tokenizer
-from .distributed import Distributed, from_environment, pick_device, shutdown
+from .distributed import Distributed, from_environment, pick_device, pick_precision, shutdown
 from .loop import TrainTask, run_loop, training_budget
 from .memory import check_memory
 from .plots import read_events
@@ -239,7 +239,9 @@ def _create(directory: Path, config: Config, dist: Distributed, device: torch.de
     if vocab is None:
         raise ConfigError("model.vocab_size is 'auto' but no model.tokenizer is set; set one")
     if dist.is_main:
-        run = Run.create(directory, config, tokenizer, vocab, registry, overwrite=overwrite)
+        decided = {"device": str(device), "precision": pick_precision(config.train.precision, device)}
+        run = Run.create(directory, config, tokenizer, vocab, registry, overwrite=overwrite,
+                         decided=decided)
     dist.barrier()
     if not dist.is_main:
         run = Run.open(directory, registry)
