@@ -24,7 +24,7 @@ def test_defaults_resolve_every_component_param():
     config = load_config()
     assert config.model.norm == ComponentSpec(name="layernorm", params={"eps": 1e-5, "bias": True})
     assert config.model.attention.params == default_attention()
-    assert config.model.arch.params == {"init": "normal"}
+    assert config.model.arch.params == {"init": "normal", "zero_residual": False}
     assert config.seed == 123
 
 
@@ -60,7 +60,7 @@ def test_restating_the_same_name_keeps_params():
     merged = load_config(base, ["model.attention={n_kv_heads: 3}"])
     assert merged.model.attention.params == default_attention(qkv_bias=True, n_kv_heads=3)
     preset = load_config({"model": {"preset": "gpt2-small", "arch": "gpt"}})
-    assert preset.model.arch.params == {"init": "torch"}  # the preset's param survives
+    assert preset.model.arch.params == {"init": "torch", "zero_residual": False}  # the preset's param survives
 
 
 def test_override_name_change_drops_params_of_other_component(registry_with):

@@ -87,7 +87,7 @@ def test_import_matches_hf_logits(hf, imported):
     assert m.attention.params["n_kv_heads"] is None and m.attention.params["out_bias"] is True
     assert m.positional.name == "absolute" and m.feedforward.name == "gelu"
     assert m.norm.params["eps"] == 1e-5 and m.head.params["tie_weights"] is True
-    assert m.arch.to_data() == {"name": "gpt", "init": "normal"}
+    assert m.arch.name == "gpt" and m.arch.params["init"] == "normal"
     assert model.head.proj.weight is model.embedding.weight  # tied, as GPT-2
     assert tokenizer is not None and tokenizer.name == "tiktoken" and tokenizer.vocab_size == 50257
     ids = ids_batch(50257)
