@@ -154,3 +154,10 @@ def test_embedding_and_head_can_have_their_own_learning_rate(name):
     assert rate_of[id(model.norm.weight)] == pytest.approx(2e-3)  # hidden: the schedule's own
     listed = [id(p) for g in optimizer.param_groups for p in g["params"]]
     assert sorted(listed) == sorted(id(p) for p in model.parameters())  # each once
+
+
+def test_bad_optimizer_params_are_config_errors():
+    with pytest.raises(ComponentError, match="nesterov needs momentum > 0"):
+        load_config({"train": {"optimizer": {"name": "sgd", "momentum": 0.0, "nesterov": True}}})
+    with pytest.raises(ComponentError, match="momentum"):
+        load_config({"train": {"optimizer": {"name": "muon", "momentum": 1.5}}})

@@ -8,7 +8,7 @@ The baseline every optimizer paper compares with; torch.optim.SGD computes it.
 from __future__ import annotations
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from llmbricks.core.component import ParamsModel
@@ -26,12 +26,16 @@ class SGDOptimizer(Optimizer):
         momentum: float = Field(0.9, ge=0.0, lt=1.0, description="mu: the running sum's decay")
         nesterov: bool = Field(False, description="step along g + mu b (Nesterov) instead of b")
 
+        @model_validator(mode="after")
+        def _nesterov_needs_momentum(self) -> SGDOptimizer.Params:
+            if self.nesterov and self.momentum == 0:
+                raise ValueError("nesterov needs momentum > 0")
+            return self
+
     def create(self, model: nn.Module, *, lr: float, weight_decay: float,
                betas: tuple[float, float], decay_embeddings: bool, device: torch.device,
                lr_scales: dict[str, float] | None = None) -> torch.optim.Optimizer:
         p = self.params
-        if p.nesterov and p.momentum == 0:
-            raise ValueError("sgd: nesterov needs momentum > 0")
         groups = scaled(param_groups(model, weight_decay, decay_embeddings=decay_embeddings,
                                      lr_scales=lr_scales), lr)
         return torch.optim.SGD(groups, lr=lr, momentum=p.momentum, nesterov=p.nesterov)
