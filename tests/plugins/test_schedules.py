@@ -92,11 +92,14 @@ def test_schedule_plot_of_an_epoch_budget_needs_steps(tmp_path):
 
 
 def test_a_grid_over_optimizers_and_schedules_plans_four_variants(tmp_path):
-    done = invoke("ablate", "run", QUICKSTART, "--grid", "train.optimizer=adamw,muon",
-                  "--grid", "train.schedule=cosine,wsd", "--dry-run", "--out", str(tmp_path / "a"))
+    env = {"LLMBRICKS_CACHE_DIR": str(tmp_path / "cache")}
+    hermetic = ["--set", "data.source=python_docs"]  # embedded text: no data folder needed
+    done = invoke("ablate", "run", QUICKSTART, *hermetic, "--grid", "train.optimizer=adamw,muon",
+                  "--grid", "train.schedule=cosine,wsd", "--dry-run", "--out", str(tmp_path / "a"),
+                  env=env)
     assert done.code == 0, done.stderr
     for variant in ("optimizer=adamw,schedule=cosine", "optimizer=muon,schedule=wsd"):
         assert variant in done.stdout.replace(" ", ""), done.stdout
-    typo = invoke("ablate", "run", QUICKSTART, "--grid", "train.optimizer=adamw,muonn",
-                  "--dry-run", "--out", str(tmp_path / "b"))
+    typo = invoke("ablate", "run", QUICKSTART, *hermetic, "--grid", "train.optimizer=adamw,muonn",
+                  "--dry-run", "--out", str(tmp_path / "b"), env=env)
     assert_clean_failure(typo, 2, "muonn", "did you mean 'muon'")
