@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from llmbricks.core.config import load_config
 from llmbricks.core.registry import get_registry
@@ -35,7 +34,7 @@ from tests.e2e.bad_inputs import invoke
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("tokenizers")
 
-from tests.plugins.test_hf_tokenizer import make_hf_folder  # noqa: E402  (needs tokenizers)
+from tests.plugins.test_hf_tokenizer import make_hf_folder, make_tiny_llama_folder  # noqa: E402
 
 #: Records the finetune learns: every answer is the single token "hello", then <|eot_id|>.
 ITEMS = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
@@ -54,13 +53,7 @@ ODD = [
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
     """A Hugging Face folder: the Llama-3-like tokenizer and a tiny Llama of vocab 432."""
-    folder = make_hf_folder(tmp_path_factory.mktemp("hf-chat") / "tiny-llama")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=432, hidden_size=64, intermediate_size=88,
-                                      num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, max_position_embeddings=128)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return make_tiny_llama_folder(tmp_path_factory.mktemp("hf-chat") / "tiny-llama")
 
 
 @pytest.fixture(scope="module")

@@ -106,15 +106,9 @@ def test_export_of_a_model_no_family_fits_names_both_reasons(tmp_path):
 @pytest.fixture(scope="module")
 def llama_with_tokenizer(tmp_path_factory) -> Path:
     """A tiny Llama whose folder holds its own tokenizer.json and tokenizer_config.json."""
-    from tests.plugins.test_hf_tokenizer import make_hf_folder
+    from tests.plugins.test_hf_tokenizer import make_tiny_llama_folder
 
-    folder = make_hf_folder(tmp_path_factory.mktemp("hf-tok") / "tiny-llama")
-    torch.manual_seed(0)
-    config = transformers.LlamaConfig(vocab_size=432, hidden_size=64, intermediate_size=88,
-                                      num_hidden_layers=2, num_attention_heads=4,
-                                      num_key_value_heads=2, max_position_embeddings=128)
-    transformers.LlamaForCausalLM(config).save_pretrained(folder)
-    return folder
+    return make_tiny_llama_folder(tmp_path_factory.mktemp("hf-tok") / "tiny-llama")
 
 
 def test_the_folder_tokenizer_comes_along_and_generate_needs_nothing_else(llama_with_tokenizer, tmp_path):

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -70,6 +71,17 @@ def make_hf_folder(folder: Path, template: str = LLAMA3_TEMPLATE) -> Path:
               "eos_token": "<|eot_id|>", "chat_template": template, "model_max_length": 2048,
               "clean_up_tokenization_spaces": False}
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1), encoding="utf-8")
+    return folder
+
+
+def make_tiny_llama_folder(folder: Path) -> Path:
+    """``make_hf_folder`` plus a random tiny LlamaForCausalLM (vocabulary 432) saved beside it."""
+    make_hf_folder(folder)
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=432, hidden_size=64, intermediate_size=88,
+                                      num_hidden_layers=2, num_attention_heads=4,
+                                      num_key_value_heads=2, max_position_embeddings=128)
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
     return folder
 
 

@@ -425,7 +425,7 @@ def import_gpt2(hf_dir: str | Path, out: str | Path, *, overwrite: bool = False,
 # --- export --------------------------------------------------------------------------------
 
 
-def _component(config: Config, key: str, registry: Registry) -> tuple[str, dict[str, Any]]:
+def component_of(config: Config, key: str, registry: Registry) -> tuple[str, dict[str, Any]]:
     """The plain registered name and params of ``model.<key>`` (``plugin:name`` -> ``name``)."""
     spec = getattr(config.model, key)
     kind = {"arch": "model"}.get(key, key)
@@ -442,11 +442,11 @@ def check_exportable(config: Config, registry: Registry | None = None) -> None:
     needed = {"arch": "gpt", "embedding": "token", "positional": "absolute", "norm": "layernorm",
               "feedforward": "gelu", "block": "gpt", "head": "lm"}
     for key, wanted in needed.items():
-        name, _ = _component(config, key, registry)
+        name, _ = component_of(config, key, registry)
         if name != wanted:
             raise ConfigError(f"model.{key}: '{name}' cannot be exported to GPT-2 "
                               f"(it needs '{wanted}')")
-    name, params = _component(config, "attention", registry)
+    name, params = component_of(config, "attention", registry)
     if name not in ("mha", "sdpa"):
         raise ConfigError(f"model.attention: '{name}' cannot be exported to GPT-2 "
                           "(it needs 'mha' or 'sdpa')")
@@ -455,7 +455,7 @@ def check_exportable(config: Config, registry: Registry | None = None) -> None:
         raise ConfigError(f"model.attention.n_kv_heads: {kv} cannot be exported to GPT-2 (it "
                           f"needs full multi-head attention: unset or {config.model.n_heads})")
     for key in ("norm", "feedforward"):
-        _, params = _component(config, key, registry)
+        _, params = component_of(config, key, registry)
         if params.get("bias") is False:
             raise ConfigError(f"model.{key}.bias: false cannot be exported to GPT-2 "
                               "(it needs biases)")

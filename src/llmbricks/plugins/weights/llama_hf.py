@@ -56,7 +56,7 @@ from llmbricks.core.store.model_dir import (
     save_model_dir,
 )
 
-from .gpt2_hf import PLAIN_PARAMS, refuse_unexported_params
+from .gpt2_hf import PLAIN_PARAMS, component_of, refuse_unexported_params
 from .hf_folder import HF_CONFIG_FILE, HF_KIND, HF_WEIGHTS_FILE, HFWeights, read_json
 
 __all__ = [
@@ -544,12 +544,6 @@ def _folder_tokenizer(root: Path, config: Config, registry: Registry,
 # --- export ------------------------------------------------------------------------------------
 
 
-def _name(config: Config, key: str, registry: Registry) -> str:
-    spec = getattr(config.model, key)
-    kind = {"arch": "model"}.get(key, key)
-    return registry.get(kind, spec.name).name
-
-
 def _rope_scaling(rope: Mapping[str, Any]) -> dict[str, Any]:
     """config.json's rope scaling fields of a rope component's params (none: default)."""
     if rope.get("scaling", "none") == "linear":
@@ -569,11 +563,11 @@ def check_llama_exportable(config: Config, registry: Registry) -> None:
               "feedforward": "geglu" if gemma else "swiglu", "block": "gpt", "head": "lm"}
     layout = "Gemma's layout (sandwich norms)" if gemma else "the Llama layout"
     for key, wanted in needed.items():
-        name = _name(config, key, registry)
+        name = component_of(config, key, registry)[0]
         if name != wanted:
             raise ConfigError(f"model.{key}: '{name}' cannot be exported to {layout} "
                               f"(it needs '{wanted}')")
-    if _name(config, "attention", registry) not in ("mha", "sdpa"):
+    if component_of(config, "attention", registry)[0] not in ("mha", "sdpa"):
         raise ConfigError("model.attention: only 'mha' and 'sdpa' export to the Llama layout")
     if gemma:  # Gemma's own parts, each a config.json field
         wanted = (("embedding", "scale", "sqrt_dim"), ("norm", "offset", 1.0))
@@ -721,10 +715,11 @@ def export_llama(model_dir: str | Path, out: str | Path, *, overwrite: bool = Fa
     source_file = root / HF_SOURCE_FILE
     source = read_json(source_file) if source_file.is_file() else None
     config, model, _ = load_model_dir(root, registry=registry, with_tokenizer=False)
-    hidden = int(model.state_dict()["blocks.0.ff.up.weight"].shape[0])
+    weights = model.state_dict()
+    hidden = int(weights["blocks.0.ff.up.weight"].shape[0])
     hf_config = llama_config_from(config, source if isinstance(source, dict) else None, hidden=hidden)
     tied = bool(hf_config["tie_word_embeddings"])
-    state = {n: t.detach() for n, t in model.state_dict().items()
+    state = {n: t.detach() for n, t in weights.items()
              if not (tied and n == "head.proj.weight")}
     layout = hf_layout({n: tuple(t.shape) for n, t in state.items()},
                        FAMILIES[hf_config["model_type"]])
