@@ -92,7 +92,8 @@ def test_kv_cache_matches_full_forward_with_gqa():
     model = build_model(config).eval()
     ids = torch.randint(0, 50, (2, 16))
     cache = model.new_cache(2, 16)
-    assert cache.k.shape == (2, 2, 2, 16, 8)  # [layers, batch, kv heads, max_len, head_dim]
+    assert len(cache.layers) == 2
+    assert cache.layer(0).k.shape == (2, 2, 16, 8)  # [batch, kv heads, max_len, head_dim]
     with torch.no_grad():
         full = model(ids)
         parts = [model(ids[:, :7], cache=cache)] + [model(ids[:, t:t + 1], cache=cache) for t in range(7, 16)]

@@ -255,3 +255,11 @@ def test_qk_norm_offset_stores_w_and_applies_one_plus_w(qk_norm):
     pos = PositionContext(torch.arange(9), torch.arange(9))
     torch.testing.assert_close(offset(x, pos), plain(x, pos), rtol=1e-5, atol=1e-6)
     assert tuple(plain.q_norm.weight.shape) == ((8,) if qk_norm == "head" else (32,))
+
+
+@pytest.mark.parametrize("attention", ["mha", "sdpa"])
+def test_windowed_attention_conforms(attention):
+    from llmbricks.testing import check_component
+
+    passed = check_component("attention", attention, REGISTRY, params={"window": 3, "n_kv_heads": 2})
+    assert {"causal", "cache equivalence"} <= set(passed)

@@ -307,6 +307,14 @@ class Attention(_TakesPositionContext):
     def forward(self, x: Tensor, pos: PositionContext,
                 cache: LayerKVCache | None = None) -> Tensor: ...
 
+    def kv_window(self) -> int | None:
+        """How many of the latest keys (itself included) a query can see, or ``None`` for all.
+
+        A sliding-window layer answers its window, so its KV cache keeps about that many
+        positions instead of the whole generation.
+        """
+        return None
+
 
 class Norm(ModuleComponent):
     """Normalizes the last dimension. Built with ``(params, dims)``."""
@@ -335,6 +343,12 @@ class Block(_TakesPositionContext):
     @abstractmethod
     def forward(self, x: Tensor, pos: PositionContext,
                 cache: LayerKVCache | None = None) -> Tensor: ...
+
+    def kv_window(self) -> int | None:
+        """The sliding window of the block's attention (its cache keeps that many keys), or
+        ``None``. A block with no attention, or several that disagree, keeps every key."""
+        windows = {m.kv_window() for m in self.modules() if isinstance(m, Attention)}
+        return windows.pop() if len(windows) == 1 else None
 
 
 class Head(ModuleComponent):
@@ -484,10 +498,22 @@ class Model(ModuleComponent):
     def replace_head(self, head: Head) -> None: ...
 
     def new_cache(self, batch_size: int, max_len: int) -> KVCache:
-        """A key/value cache preallocated for ``batch_size x max_len`` tokens."""
+        """A key/value cache for ``batch_size x max_len`` tokens; each sliding-window block's
+        layer keeps only about its window."""
         weight = next(self.parameters())
         return KVCache(self.dims.n_layers, batch_size, self.dims.n_kv_heads, max_len,
-                       self.dims.head_dim, dtype=weight.dtype, device=weight.device)
+                       self.dims.head_dim, dtype=weight.dtype, device=weight.device,
+                       windows=self._kv_windows())
+
+    def _kv_windows(self) -> list[int | None] | None:
+        """Each block's window, in order; ``None`` when the model does not say (every layer
+        keeps every key, which is always right)."""
+        if type(self).layout is Model.layout:
+            return None
+        blocks = list(self.layout().blocks)
+        if len(blocks) != self.dims.n_layers:
+            return None
+        return [b.kv_window() if isinstance(b, Block) else None for b in blocks]
 
 
 # --- training and data ------------------------------------------------------------------------

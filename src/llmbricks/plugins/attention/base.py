@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
@@ -81,6 +82,15 @@ class QKNorm(nn.Module):
         return (normed * (self.offset + self.weight.float())).to(x.dtype)
 
 
+def keys_from_end(pos: PositionContext, k_len: int) -> PositionContext:
+    """``pos`` for the last ``k_len`` keys only: a windowed layer's cache returns just the keys
+    its queries can still see, so its score bias drops the columns of the older ones."""
+    if pos.k.shape[-1] == k_len:
+        return pos
+    bias = pos.bias[..., -k_len:] if pos.bias is not None else None
+    return dataclasses.replace(pos, k=pos.k[-k_len:], bias=bias)
+
+
 class ProjectedAttention(Attention):
     """Multi-head attention with separate q/k/v projections and an output projection.
 
@@ -89,9 +99,8 @@ class ProjectedAttention(Attention):
     their weights are interchangeable.
 
     With ``window`` W set, the query at position p attends only to keys at positions
-    ``p - W < j <= p`` (``core.masks.causal_mask``), in training and against a cache alike. The
-    KV cache still keeps every key: memory is not yet bounded by the window, only what attention
-    reads is.
+    ``p - W < j <= p`` (``core.masks.causal_mask``), in training and against a cache alike; in
+    generation the layer's cache keeps only about the window (``kv_window``).
     """
 
     Params = AttentionParams
@@ -113,6 +122,9 @@ class ProjectedAttention(Attention):
     def residual_projections(self) -> list[nn.Module]:
         return [self.out_proj]
 
+    def kv_window(self) -> int | None:
+        return self.params.window
+
     def forward(self, x: Tensor, pos: PositionContext, cache: LayerKVCache | None = None) -> Tensor:
         b, t, _ = x.shape
         h, kv, hd = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
@@ -127,7 +139,8 @@ class ProjectedAttention(Attention):
         v = self.v_proj(x).view(b, t, kv, hd).transpose(1, 2)
         q, k = pos.rotate(q, k)
         if cache is not None:
-            k, v = cache.update(k, v)                           # all keys so far: [B, H_kv, Tk, hd]
+            k, v = cache.update(k, v)                           # keys so far: [B, H_kv, Tk, hd]
+            pos = keys_from_end(pos, k.shape[-2])
         out = self.attend(q, k, v, pos)                         # [B, H, T, hd]
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * hd))
 
