@@ -130,3 +130,44 @@ def test_a_baseline_value_shared_by_several_variants_asks_for_a_full_name(config
     plan = make_plan(config_file(), grid=["model.positional=rope,alibi", "train.lr=1e-3,3e-3"],
                      baseline="positional=rope,lr=0.003")
     assert plan.baseline == "positional=rope,lr=0.003"
+
+
+# --- named variants (leave-one-out) ------------------------------------------------------------
+
+def test_named_variants_each_make_their_own_changes(tmp_path):
+    path = tmp_path / "loo.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "ablation": {"variants": {
+        "base": {}, "absolute": {"model.positional": "absolute"},
+        "small-lr": {"train.lr": 3e-4, "train.warmup_steps": 2}}, "baseline": "base"}},
+        sort_keys=False), encoding="utf-8")
+    plan = make_plan(path, seeds=2)
+    assert [v.name for v in plan.variants] == ["base", "absolute", "small-lr"]  # file order
+    assert plan.baseline == "base" and plan.grid == {} and len(plan.jobs()) == 6
+    base, absolute, small = (v.config for v in plan.variants)
+    assert base.model.positional.name == "rope" and absolute.model.positional.name == "absolute"
+    assert (small.train.lr, small.train.warmup_steps) == (3e-4, 2)
+    assert base.train.lr == 1e-3  # a variant's changes stay its own
+
+
+@pytest.mark.parametrize("section, grid, message", [
+    ({"variants": {"a": {}}, "grid": {"train.lr": [1e-3]}}, [], "a grid .* or named ablation.variants, not both"),
+    ({"variants": {"a": {}}}, ["train.lr=1e-3,2e-3"], "not both"),
+    ({"variants": {"a/b": {}}}, [], "variant name 'a/b': use letters"),
+    ({"variants": {"a": {"model.positionl": "rope"}}}, [], "unknown config path 'model.positionl'"),
+    ({"variants": {"a": {"model.positional": "ropee"}}}, [], "^variant a: .*'rope'"),
+])
+def test_bad_named_variants_are_named(config_file, section, grid, message):
+    with pytest.raises(ConfigError, match=message):
+        make_plan(config_file(ablation=section), grid=grid)
+
+
+def test_the_speedrun_record_ablation_leaves_out_one_ingredient_at_a_time():
+    from pathlib import Path
+
+    record = Path(__file__).resolve().parents[2] / "examples/configs/speedrun-cpu.yaml"
+    plan = make_plan(record)
+    assert plan.baseline == "record" and len(plan.seeds) == 3
+    base = plan.variants[0].config.to_data()
+    for variant in plan.variants[1:]:
+        assert len(variant.overrides) == 1  # one ingredient each
+        assert variant.config.to_data() != base

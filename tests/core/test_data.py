@@ -258,3 +258,26 @@ def test_char_tokenizer_with_a_text_directory(tmp_path):
     tok.train(iter(source))
     cache = build_token_cache(source, tok, tmp_path / "cache")
     assert tok.decode(cache.tokens.tolist()) == "alpha\nbeta\n"
+
+
+@pytest.mark.parametrize("n, fraction, n_train", [
+    (1_115_394, 0.1, 1_003_854),   # tiny shakespeare: nanoGPT's data[:int(n * 0.9)]
+    (5_145, 0.1, 4_630),           # the-verdict in GPT-2 tokens: the book's int(0.9 * len)
+    (10, 0.3, 7),                  # 10 * 0.7 is 6.999... in binary floating point
+    (7, 0.0, 7),
+])
+def test_split_floors_like_the_book_and_nanogpt(n, fraction, n_train):
+    train, val = split_tokens(np.arange(n), fraction)
+    assert (len(train), len(val)) == (n_train, n - n_train)
+
+
+@pytest.mark.data_files("tinyshakespeare.txt")
+def test_tiny_shakespeare_validation_split_is_nanogpts_to_the_character():
+    import os
+    from pathlib import Path
+
+    text = (Path(os.environ["LLMBRICKS_DATA_DIR"]) / "tinyshakespeare.txt").read_text()
+    tok = char_tokenizer(text)
+    assert tok.vocab_size == 65 and tok.decode(list(range(65))) == "".join(sorted(set(text)))
+    _, val = split_tokens(np.array(tok.encode(text)), 0.1)
+    assert tok.decode(val.tolist()) == text[int(len(text) * 0.9):]  # nanoGPT's val_data

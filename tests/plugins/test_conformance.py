@@ -111,3 +111,21 @@ def test_the_kit_catches_a_future_leak(registry_with):
     reg = registry_with({"leaky": types.SimpleNamespace(llmbricks_components=llmbricks_components)})
     with pytest.raises(ConformanceError, match="attention 'leaky' fails 'causal'"):
         check_component("attention", "leaky", reg)
+
+
+@pytest.mark.parametrize("kind, name, params", [
+    ("attention", "sdpa", {"qk_norm": "head"}),                  # QK-norm per head
+    ("attention", "mha", {"qk_norm": "full"}),                   # QK-norm over the projection
+    ("attention", "sdpa", {"window": 4, "n_kv_heads": 2}),       # sliding window
+    ("attention", "sdpa", {"softcap": 20.0}),                    # score soft-capping
+    ("feedforward", "relu2", {}),                                # ReLU^2
+    ("head", "lm", {"softcap": 15.0, "tie_weights": False}),     # logit soft-capping
+    ("model", "gpt", {"zero_residual": True}),                   # zero-initialised projections
+], ids=["qk-norm-head", "qk-norm-full", "window", "score-softcap", "relu2", "logit-softcap",
+        "zero-residual"])
+def test_the_speedrun_ingredients_conform(kind, name, params):
+    """Each modern ingredient, as the params that turn it on, passes the kit (cache included)."""
+    passed = set(check_component(kind, name, REGISTRY, params=params))
+    assert "summary" in passed
+    if kind in ("attention", "model"):
+        assert {"causal", "cache equivalence"} <= passed

@@ -9,6 +9,7 @@ config.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -205,6 +206,9 @@ class AblationConfig(Section):
 
     grid: dict[str, list[Any]] = Field(default_factory=dict, description="dotted config path -> "
                                        "the values to try, e.g. {model.positional: [rope, alibi]}")
+    variants: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named variants instead of a grid, each a set of "
+        "changes: {no-rope: {model.positional: absolute}, base: {}} (leave-one-out ablations)")
     seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="runs per variant, with seeds seed, "
                        "seed+1, ...")
     baseline: str | None = Field(None, description="the variant the others are compared with "
@@ -220,6 +224,21 @@ class AblationConfig(Section):
             except ConfigError as exc:
                 raise ValueError(str(exc)) from None
         return grid
+
+    @field_validator("variants")
+    @classmethod
+    def _known_variant_paths(cls, variants: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """A variant is named like a directory and changes fields that exist."""
+        for name, changes in variants.items():
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._=,+-]{0,119}", name):
+                raise ValueError(f"variant name {name!r}: use letters, digits and ._=,+- (it "
+                                 "names the variant's directory)")
+            for path in changes:
+                try:
+                    check_path(path, f"variant {name}")
+                except ConfigError as exc:
+                    raise ValueError(str(exc)) from None
+        return variants
 
 
 class Config(Section):

@@ -1,7 +1,8 @@
 """An ablation plan: a grid of config changes, expanded into named variants, each run over seeds.
 
 ``--grid model.positional=absolute,rope`` gives two variants. Several grids multiply (their
-cartesian product). Each value is parsed like a ``--set`` value and applied with the same
+cartesian product). Instead of a grid, ``ablation.variants`` names each variant and its changes
+(a leave-one-out ablation changes a different path in each). Each value is parsed like a ``--set`` value and applied with the same
 ``set_path``, so a component name alone is a valid value and drops the old component's params.
 Every variant is resolved (validated) before anything runs.
 """
@@ -181,12 +182,17 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
     for option in grid:
         path, values = parse_grid(option)
         merged[path] = values
-    combos = list(itertools.product(*merged.values())) if merged else [()]
-    names = variant_names(merged, combos)
-    variants = []
-    for name, combo in zip(names, combos, strict=True):
-        changes = dict(zip(merged, combo, strict=True))
-        variants.append(Variant(name, changes, _resolve_variant(raw, name, changes, registry)))
+    if section.variants and merged:
+        raise ConfigError("ablation: give a grid (--grid, ablation.grid) or named "
+                          "ablation.variants, not both")
+    if section.variants:  # named variants, each its own set of changes (leave-one-out)
+        named = [(name, dict(changes)) for name, changes in section.variants.items()]
+    else:
+        combos = list(itertools.product(*merged.values())) if merged else [()]
+        named = [(name, dict(zip(merged, combo, strict=True)))
+                 for name, combo in zip(variant_names(merged, combos), combos, strict=True)]
+    variants = [Variant(name, changes, _resolve_variant(raw, name, changes, registry))
+                for name, changes in named]
     count = seeds if seeds is not None else section.seeds
     if not 1 <= count <= MAX_SEEDS:
         raise ConfigError(f"--seeds {count}: give 1 to {MAX_SEEDS:,}")

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -183,10 +185,16 @@ def build_token_cache(source: DataSource, tokenizer: Tokenizer, root: str | Path
 
 
 def split_tokens(tokens: np.ndarray, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """Contiguous split: the first ``1 - val_fraction`` for training, the rest for validation."""
+    """Contiguous split: the first ``1 - val_fraction`` for training, the rest for validation.
+
+    ``cut = floor(N * (1 - val_fraction))``, as the book (``int(train_ratio * len(text))``) and
+    nanoGPT (``data[:int(n * 0.9)]``) cut, so tiny shakespeare's validation split is nanoGPT's
+    to the character. The product is taken in decimal (``Decimal(str(f))``), so ``10 x 0.7``
+    is 7, not the binary 6.999...
+    """
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    cut = int(round(len(tokens) * (1.0 - val_fraction)))
+    cut = math.floor(len(tokens) * (1 - Decimal(str(val_fraction))))
     return tokens[:cut], tokens[cut:]
 
 

@@ -68,17 +68,23 @@ class Muon(torch.optim.Optimizer):
 
     def _muon(self, group: dict, params: Iterable[Tensor]) -> None:
         lr, mu, decay = group["lr"], group["momentum"], group["weight_decay"]
+        by_shape: dict[tuple[int, ...], list[tuple[Tensor, Tensor]]] = {}
         for param in params:
             state = self.state[param]
             if not state:
                 state["momentum_buffer"] = torch.zeros_like(param)
             buffer = state["momentum_buffer"].mul_(mu).add_(param.grad)      # b = mu b + g
             update = param.grad.add(buffer, alpha=mu) if group["nesterov"] else buffer
-            direction = orthogonalize(update.float(), group["ns_steps"]).to(param.dtype)
-            rows, cols = param.shape
-            if decay:
-                param.mul_(1 - lr * decay)
-            param.add_(direction, alpha=-lr * max(1.0, rows / cols) ** 0.5)
+            by_shape.setdefault(tuple(param.shape), []).append((param, update))
+        # Matrices of one shape go through Newton-Schulz as one batch: the same maths per
+        # matrix, a few large matmuls instead of many small ones.
+        for (rows, cols), pairs in by_shape.items():
+            updates = torch.stack([u.float() for _, u in pairs])
+            directions = orthogonalize(updates, group["ns_steps"])
+            for (param, _), direction in zip(pairs, directions, strict=True):
+                if decay:
+                    param.mul_(1 - lr * decay)
+                param.add_(direction.to(param.dtype), alpha=-lr * max(1.0, rows / cols) ** 0.5)
 
     def _adamw(self, group: dict, params: Iterable[Tensor]) -> None:
         lr, (beta1, beta2), eps, decay = group["lr"], group["betas"], group["eps"], group["weight_decay"]
