@@ -197,6 +197,17 @@ class PositionContext:
             return q, k
         return self.positional.rotate(q, k, self)
 
+    def last_keys(self, k_len: int) -> PositionContext:
+        """This context for the last ``k_len`` keys only.
+
+        A sliding-window layer's cache returns just the keys its queries can still see (those
+        ending at the newest), so the key positions and the bias's key columns are cut to them.
+        """
+        if self.k.shape[-1] == k_len:
+            return self
+        bias = self.bias[..., -k_len:] if self.bias is not None else None
+        return dataclasses.replace(self, k=self.k[-k_len:], bias=bias)
+
 
 class PositionalEncoding(ModuleComponent):
     """Where position enters the model. Built with ``(params, dims)``.
@@ -311,7 +322,8 @@ class Attention(_TakesPositionContext):
         """How many of the latest keys (itself included) a query can see, or ``None`` for all.
 
         A sliding-window layer answers its window, so its KV cache keeps about that many
-        positions instead of the whole generation.
+        positions instead of the whole generation; ``cache.update`` then returns the keys ending
+        at the newest, and ``pos.last_keys(k_len)`` fits the positions and bias to them.
         """
         return None
 

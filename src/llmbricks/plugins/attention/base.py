@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from typing import Literal
 
@@ -82,15 +81,6 @@ class QKNorm(nn.Module):
         return (normed * (self.offset + self.weight.float())).to(x.dtype)
 
 
-def keys_from_end(pos: PositionContext, k_len: int) -> PositionContext:
-    """``pos`` for the last ``k_len`` keys only: a windowed layer's cache returns just the keys
-    its queries can still see, so its score bias drops the columns of the older ones."""
-    if pos.k.shape[-1] == k_len:
-        return pos
-    bias = pos.bias[..., -k_len:] if pos.bias is not None else None
-    return dataclasses.replace(pos, k=pos.k[-k_len:], bias=bias)
-
-
 class ProjectedAttention(Attention):
     """Multi-head attention with separate q/k/v projections and an output projection.
 
@@ -140,7 +130,7 @@ class ProjectedAttention(Attention):
         q, k = pos.rotate(q, k)
         if cache is not None:
             k, v = cache.update(k, v)                           # keys so far: [B, H_kv, Tk, hd]
-            pos = keys_from_end(pos, k.shape[-2])
+            pos = pos.last_keys(k.shape[-2])                   # a windowed cache holds fewer
         out = self.attend(q, k, v, pos)                         # [B, H, T, hd]
         return self.out_proj(out.transpose(1, 2).reshape(b, t, h * hd))
 
