@@ -13,7 +13,8 @@ from llmbricks.core.errors import ConfigError
 from tests.core.test_ablation_stats import PLAN, make_ablation
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-OUTPUTS = ("results.csv", "results.json", "summary.csv", "report.md", "curves.png", "final.png")
+OUTPUTS = ("results.csv", "results.json", "summary.csv", "report.md", "curves.png", "final.png",
+           "forest.png")
 
 
 def test_build_report_writes_every_file_from_the_directory(tmp_path):
@@ -23,7 +24,7 @@ def test_build_report_writes_every_file_from_the_directory(tmp_path):
         v["name"] for v in PLAN["variants"]]
     for name in OUTPUTS:
         assert (abl / name).is_file(), name
-    for name in ("curves.png", "final.png"):
+    for name in ("curves.png", "final.png", "forest.png"):
         assert (abl / name).read_bytes()[:8] == PNG_SIGNATURE
     assert not [p.name for p in abl.iterdir() if p.name.startswith(".")]  # no temp files left
     with open(abl / "summary.csv", newline="") as handle:
@@ -44,11 +45,17 @@ def test_report_md_holds_the_plan_the_tables_the_failures_and_the_figures(tmp_pa
     summary = text.split("## Summary")[1].split("## Figures")[0]
     assert summary.index("positional=rope") < summary.index("positional=alibi") < summary.index(
         "**positional=absolute** (baseline)")
-    assert ("| 1 | positional=rope | 2.9500 ± 0.0707 | 2 | 1 | 2.9500 | -0.2500 | "
-            "[-0.6837, +0.1837] | no clear difference | 1.00K | 75 |") in summary
+    # rope and the baseline completed seeds 0 and 1: d = 2.9 - 3.0, 3.0 - 3.2 = -0.1, -0.2;
+    # mean -0.15, s_d = 0.0707, se = 0.05, t(0.975, 1) = 12.7062: [-0.7853, +0.4853];
+    # t = 3 on 1 df: p = 0.2048 (one comparison, so Holm leaves it).
+    assert ("| 1 | positional=rope | 2.9500 ± 0.0707 | 2 | 1 | 2.9500 | -0.1500 | "
+            "[-0.7853, +0.4853] | paired t | 0.205 | no clear difference | 1.00K | 75 |") in summary
     assert ("| 3 | **positional=absolute** (baseline) | 3.2000 ± 0.2000 | 3 | 0 | 3.2000 | - | - "
-            "| baseline |") in summary
-    assert "| -0.1000 | - | too few runs |" in summary  # alibi: one run
+            "| - | - | baseline |") in summary
+    assert "| -0.1000 | - | - | - | too few runs |" in summary  # alibi: one run
+    assert ("- positional=rope cannot be told apart from positional=absolute (-0.1500 nats, "
+            "95% CI [-0.7853, +0.4853], paired t over 2 seeds, Holm-adjusted p = 0.205).") in summary
+    assert "](forest.png)" in text
     assert "![validation loss vs step" in text and "](curves.png)" in text
     assert "](final.png)" in text
     assert ("| positional=absolute | 123 (seed-0) | completed | 3.0000 | 3.0000 | 2.9000 | 10 | "
@@ -94,7 +101,7 @@ def test_rich_table_is_sorted_and_marks_the_baseline(tmp_path):
     assert [line.split()[1] for line in lines] == ["positional=rope", "positional=alibi",
                                                    "positional=absolute"]
     assert "positional=absolute *" in text and "* baseline" in text
-    assert "2.9500 ± 0.0707" in text and "[-0.6837, +0.1837]" in text
+    assert "2.9500 ± 0.0707" in text and "[-0.7853, +0.4853]" in text and "0.205" in text
     assert "1 (+2 not counted)" in text
 
 

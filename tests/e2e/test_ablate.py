@@ -132,3 +132,28 @@ def test_the_ray_executor_runs_two_tiny_runs_on_a_local_instance(tmp_path):
     found = records(tmp_path / "abl")
     assert len(found) == 2 and all(r["status"] == "completed" for r in found.values())
     assert (tmp_path / "abl" / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_a_real_ablation_pairs_seeds_adjusts_p_values_and_draws_a_forest(tmp_path):
+    """3 variants x 3 seeds: the same config under a second name pairs exactly ([0, 0], the
+    seed moves both runs alike) while Welch's interval, blind to the pairing, spans the seeds."""
+    config = tiny_config(tmp_path, **FAST)
+    raw = yaml.safe_load(config.read_text())
+    raw["ablation"] = {"variants": {"base": {}, "renamed": {}, "rope": {"model.positional": "rope"}},
+                       "seeds": 3, "baseline": "base"}
+    config.write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = ablate(str(config), "--jobs", "2", "--out", "abl", tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    abl = tmp_path / "abl"
+    with open(abl / "summary.csv", newline="") as handle:
+        summary = {r["variant"]: r for r in csv.DictReader(handle)}
+    renamed, rope = summary["renamed"], summary["rope"]
+    assert renamed["test"] == "paired t" and renamed["n_pairs"] == "3"
+    assert float(renamed["ci_paired_low"]) == float(renamed["ci_paired_high"]) == 0.0
+    assert float(renamed["ci_low"]) < 0 < float(renamed["ci_high"])  # Welch: the seeds' spread
+    assert rope["test"] == "paired t" and rope["p"] and rope["p_holm"]
+    assert float(rope["p_holm"]) >= float(rope["p"])
+    assert (abl / "forest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (abl / "report.md").read_text()
+    assert "](forest.png)" in report and "- renamed cannot be told apart from base (+0.0000" in report

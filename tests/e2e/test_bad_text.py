@@ -142,7 +142,7 @@ CASES: dict[str, Case] = {
         ("training split", "of 10 tokens", "has 9 tokens", "one window needs 65",
          "context_length 64")),
     "empty-validation-split": Case(train_sets("data.val_fraction=0.001"), 2,
-                                   ("validation split", "has 4 tokens", "one window needs 17",
+                                   ("validation split", "has 5 tokens", "one window needs 17",
                                     "data.val_fraction")),
     "directory-without-files-as-corpus": Case(empty_dir_corpus, 2, ("texts", "holds no files")),
     "missing-corpus-file": Case(train_sets("data.source.path=nope.txt"), 2,

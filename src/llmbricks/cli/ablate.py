@@ -26,8 +26,8 @@ def ablate() -> None:
     """Compare variants of a config over seeds: `llmbricks ablate CONFIG --grid PATH=V1,V2`.
 
     Each variant x seed is a normal run under OUT/runs/VARIANT/seed-K/; the report (results.csv,
-    summary.csv, report.md, curves.png, final.png) goes to OUT. Running the same command again
-    skips finished runs and resumes interrupted ones.
+    summary.csv, report.md, curves.png, final.png, forest.png) goes to OUT. Running the same
+    command again skips finished runs and resumes interrupted ones.
     """
 
 
@@ -150,8 +150,8 @@ def _run(plan: Any, directory: Path, executor: str, jobs: int, address: str | No
     result = run_ablation(plan, directory, executor=executor, jobs=jobs, address=address,
                           on_start=on_start, on_done=on_done)
     console().print(rich_table(result.summary))
-    click.echo(f"report: {directory / 'report.md'} (curves.png, final.png, results.csv, "
-               "summary.csv)")
+    click.echo(f"report: {directory / 'report.md'} (curves.png, final.png, forest.png, "
+               "results.csv, summary.csv)")
     if result.failed:
         click.echo(f"error: {len(result.failed)} of {total} runs did not complete (see the "
                    "report); run the same command again to retry them", err=True)

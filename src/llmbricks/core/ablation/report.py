@@ -9,6 +9,7 @@ ABL/results.csv, results.json   one row per run (results.py)
 ABL/summary.csv                 one row per variant, with the statistics (stats.py)
 ABL/curves.png                  validation loss vs step: per variant, mean over seeds, min-max band
 ABL/final.png                   final validation loss per variant: seeds, mean, +-1 std
+ABL/forest.png                  each variant's difference from the baseline, 95% interval, sorted
 ABL/report.md                   the plan, both tables, the failures and the figures
 ```
 """
@@ -31,6 +32,7 @@ from .stats import counted, sort_by_loss, summarize, write_summary
 
 CURVES_PNG = "curves.png"
 FINAL_PNG = "final.png"
+FOREST_PNG = "forest.png"
 REPORT_MD = "report.md"
 
 
@@ -69,27 +71,68 @@ def fmt_mean_std(s: dict[str, Any]) -> str:
     return f"{fmt(s['val_loss_mean'])} ± {fmt(s['val_loss_std'])}"
 
 
-def fmt_ci(s: dict[str, Any]) -> str:
+def interval(s: dict[str, Any]) -> tuple[float, float] | None:
+    """The 95% interval the verdict rests on: the paired one when seeds pair up, else Welch's."""
+    if s.get("test") == "paired t":
+        return s["ci_paired_low"], s["ci_paired_high"]
     if s["ci_low"] is None:
+        return None
+    return s["ci_low"], s["ci_high"]
+
+
+def fmt_ci(s: dict[str, Any]) -> str:
+    bounds = interval(s)
+    if bounds is None:
         return "-"
-    return f"[{fmt(s['ci_low'], signed=True)}, {fmt(s['ci_high'], signed=True)}]"
+    return f"[{fmt(bounds[0], signed=True)}, {fmt(bounds[1], signed=True)}]"
+
+
+def fmt_p(value: Any) -> str:
+    """A p-value: 3 significant digits, ``<0.001`` below that."""
+    if not finite(value):
+        return "-"
+    return "<0.001" if value < 0.001 else f"{value:.3g}"
+
+
+def shown_diff(s: dict[str, Any]) -> float | None:
+    """The difference the interval is about: over the common seeds when paired, else of the
+    two means (they differ when a seed of one side did not complete)."""
+    return s["diff_paired"] if s.get("test") == "paired t" else s["diff"]
 
 
 def fmt_diff(s: dict[str, Any]) -> str:
-    return "-" if s["is_baseline"] else fmt(s["diff"], signed=True)
+    return "-" if s["is_baseline"] else fmt(shown_diff(s), signed=True)
 
 
 def verdict(s: dict[str, Any]) -> str:
     """``better``/``worse`` when the 95% interval excludes 0 (lower loss is better)."""
     if s["is_baseline"]:
         return "baseline"
-    if s["ci_low"] is None:
+    bounds = interval(s)
+    if bounds is None:
         return "too few runs" if s["n"] else "no runs"
-    if s["ci_high"] < 0:
+    if bounds[1] < 0:
         return "better"
-    if s["ci_low"] > 0:
+    if bounds[0] > 0:
         return "worse"
     return "no clear difference"
+
+
+def sentence(s: dict[str, Any], baseline: str) -> str:
+    """One plain sentence for a variant, e.g. ``rope is better than absolute by 0.0956 nats
+    (95% CI [-0.1108, -0.0803], paired t over 3 seeds, Holm-adjusted p = 0.004).``"""
+    name, word = s["variant"], verdict(s)
+    if word in ("too few runs", "no runs"):
+        return f"{name}: {word} to compare with {baseline}."
+    over = (f"paired t over {s['n_pairs']} seeds" if s["test"] == "paired t"
+            else f"Welch t over {s['n']} and the baseline's runs")
+    p = "" if s["p_holm"] is None else f", Holm-adjusted p {'<' if s['p_holm'] < 0.001 else '='} " \
+        f"{fmt_p(s['p_holm']).lstrip('<')}"
+    detail = f"95% CI {fmt_ci(s)}, {over}{p}"
+    diff = shown_diff(s)
+    if word == "no clear difference":
+        return f"{name} cannot be told apart from {baseline} ({fmt(diff, signed=True)} nats, {detail})."
+    return f"{name} is {word} than {baseline} by {fmt(abs(diff))} nats ({detail})."
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -163,6 +206,34 @@ def curves_png(abl_dir: str | Path, curves: dict[str, list[Curve]],
         ax.text(0.5, 0.5, "no completed run has evaluated yet", ha="center", va="center",
                 transform=ax.transAxes)
     return save_figure_atomically(fig, Path(abl_dir) / CURVES_PNG)
+
+
+def forest_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]]) -> Path:
+    """``ABL/forest.png``: each variant's difference from the baseline with its 95% interval
+    (paired where seeds pair up), sorted, with 0 (no difference) as a dashed line."""
+    rows = [s for s in summary if not s["is_baseline"] and s["diff"] is not None]
+    rows.sort(key=lambda s: -shown_diff(s))
+    colors = _colors([s["variant"] for s in summary])
+    fig = _figure(9, max(3.0, 0.5 * len(rows) + 1.6))
+    ax = fig.add_subplot()
+    for y, s in enumerate(rows):  # the best (most negative) ends on top
+        diff = shown_diff(s)
+        bounds = interval(s)
+        xerr = [[diff - bounds[0]], [bounds[1] - diff]] if bounds else None
+        ax.errorbar([diff], [y], xerr=xerr, fmt="o", color=colors[s["variant"]], capsize=4,
+                    markersize=6)
+    ax.axvline(0.0, color="gray", linestyle="--", linewidth=1)
+    ax.set_yticks(range(len(rows)), [f"{s['variant']}\n{s['test'] or 'no interval'}"
+                                     for s in rows], fontsize="small")
+    ax.set_ylim(-0.6, max(len(rows), 1) - 0.4)
+    baseline = next((s["variant"] for s in summary if s["is_baseline"]), "baseline")
+    ax.set_xlabel(f"final validation loss minus {baseline}'s (left of 0: better)")
+    ax.set_title("difference from the baseline, 95% interval")
+    ax.grid(True, axis="x", alpha=0.3)
+    if not rows:
+        ax.text(0.5, 0.5, "no variant to compare yet", ha="center", va="center",
+                transform=ax.transAxes)
+    return save_figure_atomically(fig, Path(abl_dir) / FOREST_PNG)
 
 
 def final_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]],
@@ -244,19 +315,28 @@ def plan_section(plan: dict[str, Any]) -> list[str]:
 
 def summary_section(summary: Sequence[dict[str, Any]]) -> list[str]:
     header = ["#", "variant", "final val loss (mean ± std)", "n", "not counted", "best val loss",
-              "diff vs baseline", "95% CI of diff", "verdict", "params", "tok/s"]
+              "diff vs baseline", "95% CI of diff", "test", "p (Holm)", "verdict", "params",
+              "tok/s"]
     lines = []
     for rank, s in enumerate(sort_by_loss(summary), 1):
         name = f"**{s['variant']}** (baseline)" if s["is_baseline"] else s["variant"]
         lines.append([str(rank), name, fmt_mean_std(s), str(s["n"]), str(s["failed"]),
-                      fmt(s["best_val_loss_mean"]), fmt_diff(s), fmt_ci(s),
-                      verdict(s), fmt_count(s["params"]), fmt_rate(s["tokens_per_s"])])
+                      fmt(s["best_val_loss_mean"]), fmt_diff(s), fmt_ci(s), s["test"] or "-",
+                      fmt_p(s["p_holm"]), verdict(s), fmt_count(s["params"]),
+                      fmt_rate(s["tokens_per_s"])])
+    baseline = next((s["variant"] for s in summary if s["is_baseline"]), "the baseline")
+    sentences = [f"- {sentence(s, baseline)}" for s in sort_by_loss(summary) if not s["is_baseline"]]
     return ["## Summary", "",
             "Sorted by mean final validation loss (the last evaluation's; lower is better). "
-            "n counts the completed runs with a finite loss; diff is the variant's mean minus the "
-            "baseline's, with Welch's 95% confidence interval over seeds: an interval below 0 "
-            "means better than the baseline beyond the seed-to-seed noise, above 0 worse.", "",
-            *_table(header, lines, {0, 2, 3, 4, 5, 6, 9, 10}), ""]
+            "n counts the completed runs with a finite loss. When the variant and the baseline "
+            "completed at least 2 common seeds (an ablation's shared seeds), diff is the mean "
+            "over those seeds of the variant's loss minus the baseline's, with its paired 95% "
+            "confidence interval (a t interval over the per-seed differences); else diff is the "
+            "variant's mean minus the baseline's, with Welch's interval over the two samples. "
+            "An interval below 0 means better than the baseline beyond the seed-to-seed noise, "
+            "above 0 worse. p (Holm) is the test's p-value adjusted for the number of variants "
+            "compared (Holm-Bonferroni). summary.csv also holds the Welch and bootstrap intervals.",
+            "", *_table(header, lines, {0, 2, 3, 4, 5, 6, 9, 11, 12}), "", *sentences, ""]
 
 
 def runs_section(abl_dir: Path, rows: Sequence[dict[str, Any]]) -> list[str]:
@@ -309,6 +389,8 @@ def report_md(abl_dir: str | Path, plan: dict[str, Any], summary: Sequence[dict[
              *plan_section(plan), *summary_section(summary),
              "## Figures", "",
              f"![validation loss vs step, mean over seeds with min-max band]({CURVES_PNG})", "",
+             f"![difference from the baseline per variant, with its 95% interval]({FOREST_PNG})",
+             "",
              f"![final validation loss per variant: seeds, mean and std]({FINAL_PNG})", "",
              *runs_section(abl_dir, rows), *failures_section(abl_dir, rows),
              "Files: [results.csv](results.csv) (one row per run), [summary.csv](summary.csv) "
@@ -322,8 +404,10 @@ def report_md(abl_dir: str | Path, plan: dict[str, Any], summary: Sequence[dict[
 def rich_table(summary: Sequence[dict[str, Any]]) -> Table:
     """The summary for the terminal, best first; ``*`` marks the baseline."""
     table = Table(title="final validation loss (lower is better)",
-                  caption="* baseline; diff = mean - baseline mean, 95% Welch CI over seeds")
-    for name in ("variant", "val loss (mean ± std)", "n", "diff", "95% CI", "params", "tok/s"):
+                  caption="* baseline; diff = mean - baseline mean; 95% CI paired over seeds "
+                  "(Welch's when seeds do not pair); p Holm-adjusted")
+    for name in ("variant", "val loss (mean ± std)", "n", "diff", "95% CI", "p", "params",
+                 "tok/s"):
         # The variant's name is what the reader looks for: never cut or folded.
         table.add_column(name, justify="left" if name == "variant" else "right",
                          no_wrap=name == "variant")
@@ -331,7 +415,7 @@ def rich_table(summary: Sequence[dict[str, Any]]) -> Table:
         style = {"better": "green", "worse": "red"}.get(verdict(s), "")
         n = str(s["n"]) + (f" (+{s['failed']} not counted)" if s["failed"] else "")
         table.add_row(f"{s['variant']} *" if s["is_baseline"] else s["variant"], fmt_mean_std(s),
-                      n, fmt_diff(s), fmt_ci(s), fmt_count(s["params"]),
+                      n, fmt_diff(s), fmt_ci(s), fmt_p(s["p_holm"]), fmt_count(s["params"]),
                       fmt_rate(s["tokens_per_s"]), style=style or ("bold" if s["is_baseline"]
                                                                     else None))
     return table
@@ -354,5 +438,6 @@ def build_report(abl_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[s
     write_summary(abl_dir, summary)
     curves_png(abl_dir, curves_from(runs), plan.get("baseline"))
     final_png(abl_dir, summary, rows)
+    forest_png(abl_dir, summary)
     report_md(abl_dir, plan, summary, rows)
     return summary, rows

@@ -36,14 +36,16 @@ from typing import Any
 
 from ..store.atomic import write_atomic
 from .results import csv_text, finite
+from .significance import Paired, holm, pair_up, paired, welch_p
 
 SUMMARY_CSV = "summary.csv"
 CONFIDENCE = 0.95
 
 #: The columns of ``summary.csv``, in order (also the keys of each summary row).
 SUMMARY_FIELDS = ("variant", "is_baseline", "n", "failed", "val_loss_mean", "val_loss_std",
-                  "best_val_loss_mean", "diff", "ci_low", "ci_high", "df", "params",
-                  "tokens_per_s")
+                  "best_val_loss_mean", "diff", "ci_low", "ci_high", "df", "p_welch",
+                  "n_pairs", "diff_paired", "ci_paired_low", "ci_paired_high", "ci_boot_low",
+                  "ci_boot_high", "effect_size", "test", "p", "p_holm", "params", "tokens_per_s")
 
 
 def counted(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,6 +100,9 @@ def summarize(rows: Sequence[dict[str, Any]], baseline: str) -> list[dict[str, A
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
     losses = {v: [r["final_val_loss"] for r in counted(rs)] for v, rs in by_variant.items()}
+    # Run k of every variant trained with the k-th seed: the pairs.
+    by_seed = {v: {r["seed_index"]: r["final_val_loss"] for r in counted(rs)}
+               for v, rs in by_variant.items()}
     base = losses.get(baseline, [])
     summary = []
     for variant in _variant_order(rows):
@@ -121,10 +126,34 @@ def summarize(rows: Sequence[dict[str, Any]], baseline: str) -> list[dict[str, A
             "ci_low": interval[0] if interval else None,
             "ci_high": interval[1] if interval else None,
             "df": interval[2] if interval else None,
+            "p_welch": None if is_base else welch_p(mine, base),
+            **_paired_columns(None if is_base else paired(pair_up(by_seed[variant],
+                                                                  by_seed.get(baseline, {})))),
             "params": _common([r.get("params") for r in runs]),
             "tokens_per_s": statistics.fmean(speeds) if speeds else None,
         })
+        row = summary[-1]
+        # The test the verdict rests on: paired when 2 seeds pair up, else Welch's.
+        if row["ci_paired_low"] is not None and row["n_pairs"] >= 2:
+            row["test"], row["p"] = "paired t", row.pop("_p_paired")
+        else:
+            row.pop("_p_paired")
+            row["test"] = "Welch t" if row["ci_low"] is not None else None
+            row["p"] = row["p_welch"]
+    adjusted = holm({s["variant"]: s["p"] for s in summary if not s["is_baseline"]})
+    for row in summary:
+        row["p_holm"] = adjusted.get(row["variant"])
     return summary
+
+
+def _paired_columns(result: Paired | None) -> dict[str, Any]:
+    if result is None:
+        return {"n_pairs": 0, "diff_paired": None, "ci_paired_low": None, "ci_paired_high": None,
+                "ci_boot_low": None, "ci_boot_high": None, "effect_size": None, "_p_paired": None}
+    return {"n_pairs": result.n, "diff_paired": result.diff, "ci_paired_low": result.low,
+            "ci_paired_high": result.high, "ci_boot_low": result.boot_low,
+            "ci_boot_high": result.boot_high, "effect_size": result.effect,
+            "_p_paired": result.p}
 
 
 def sort_by_loss(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
