@@ -37,6 +37,8 @@ def ablate() -> None:
               help="Values to try for one config field (parsed like --set values); several "
                    "--grid multiply. Replaces the config's ablation.grid for that path.")
 @click.option("--seeds", type=click.IntRange(min=1), help="Runs per variant (seed, seed+1, ...).")
+@click.option("--vary", type=click.Choice(["all", "init", "data"]), help="What changes from "
+              "seed to seed: all (default), init (one data order), data (one initialisation).")
 @click.option("--baseline", help="The variant the others are compared with (name or value; "
                                  "default: the config's, else the first).")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
@@ -50,8 +52,8 @@ def ablate() -> None:
 @set_option
 @click.option("--dry-run", is_flag=True, help="Validate every variant and print the plan with "
               "parameter counts and estimated times; train nothing.")
-def run(config_file: str, grids: tuple[str, ...], seeds: int | None, baseline: str | None,
-        jobs: int, executor: str, address: str | None, out: str | None,
+def run(config_file: str, grids: tuple[str, ...], seeds: int | None, vary: str | None,
+        baseline: str | None, jobs: int, executor: str, address: str | None, out: str | None,
         overrides: tuple[str, ...], dry_run: bool) -> None:
     """Train every variant of CONFIG's grid over seeds, then write and print the report."""
     from llmbricks.core.ablation import make_plan
@@ -59,7 +61,7 @@ def run(config_file: str, grids: tuple[str, ...], seeds: int | None, baseline: s
     command = shlex.join(["llmbricks", "ablate", *sys.argv[2:]]) if sys.argv[1:2] == ["ablate"] \
         else ""
     plan = make_plan(config_file, grid=grids, seeds=seeds, baseline=baseline,
-                     overrides=overrides, command=command)
+                     overrides=overrides, command=command, vary=vary)
     directory = Path(out) if out else Path("ablations") / Path(config_file).stem
     if dry_run:
         _print_plan(plan, directory, jobs)
@@ -89,8 +91,9 @@ def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
                       "?" if guess.run_s is None else _duration(guess.run_s))
     out.print(table)
     note = " (plus variants whose budget is in epochs)" if estimate.unknown else ""
-    out.print(f"* baseline. seeds: {', '.join(map(str, plan.seeds))}; {len(plan.jobs())} runs, "
-              f"{jobs} at a time with {estimate.threads} thread(s) each")
+    varying = "" if plan.vary == "all" else f" (varying only the {plan.vary} seed)"
+    out.print(f"* baseline. seeds: {', '.join(map(str, plan.seeds))}{varying}; "
+              f"{len(plan.jobs())} runs, {jobs} at a time with {estimate.threads} thread(s) each")
     too_big = [plan.variants[i].name for i in estimate.too_big]
     valid = "Every variant is valid" if not too_big else \
         f"{len(plan.variants) - len(too_big)} of {len(plan.variants)} variants fit"

@@ -211,6 +211,10 @@ class AblationConfig(Section):
         "changes: {no-rope: {model.positional: absolute}, base: {}} (leave-one-out ablations)")
     seeds: int = Field(1, ge=1, le=MAX_SEEDS, description="runs per variant, with seeds seed, "
                        "seed+1, ...")
+    vary: Literal["all", "init", "data"] = Field(
+        "all", description="what changes from seed to seed: all (the initialisation, the data "
+        "order and dropout), init (the data order stays the first seed's), data (the "
+        "initialisation and dropout stay the first seed's)")
     baseline: str | None = Field(None, description="the variant the others are compared with "
                                  "(its name or its value); null = the first variant")
 
@@ -241,6 +245,24 @@ class AblationConfig(Section):
         return variants
 
 
+class SeedSources(Section):
+    """The sources of run-to-run variance that ``seed`` controls, each settable on its own.
+
+    Unset, each follows ``seed``. Fixing one while ``seed`` changes isolates the others: an
+    ablation with ``--vary data`` gives its seeds one initialisation and different data orders.
+    """
+
+    init: int | None = Field(None, ge=0, le=MAX_SEED, description="the weights' "
+                             "initialisation (torch's generator before the model is built); "
+                             "null = seed")
+    data: int | None = Field(None, ge=0, le=MAX_SEED, description="the data: the order of "
+                             "training windows or examples and the classify/instruct splits; "
+                             "null = seed")
+    dropout: int | None = Field(None, ge=0, le=MAX_SEED, description="dropout masks (torch's "
+                                "generator reseeded once the model is built); null = it goes on "
+                                "from the initialisation's stream")
+
+
 class Config(Section):
     """A whole experiment: the model, its data, its training, a seed and a run name."""
 
@@ -249,7 +271,33 @@ class Config(Section):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     seed: int = Field(123, ge=0, le=MAX_SEED)
+    seed_sources: SeedSources | None = Field(None, description="fix the initialisation, data "
+                                             "or dropout seed apart from seed (null: all follow "
+                                             "seed)")
     ablation: AblationConfig | None = None
+
+    @property
+    def init_seed(self) -> int:
+        """The seed of the weights' initialisation."""
+        chosen = self.seed_sources.init if self.seed_sources is not None else None
+        return self.seed if chosen is None else chosen
+
+    @property
+    def data_seed(self) -> int:
+        """The seed of the data order and of data splits."""
+        chosen = self.seed_sources.data if self.seed_sources is not None else None
+        return self.seed if chosen is None else chosen
+
+    @property
+    def dropout_seed(self) -> int | None:
+        """The seed dropout reseeds with after the build; None: the init stream goes on."""
+        return self.seed_sources.dropout if self.seed_sources is not None else None
+
+    def seed_record(self) -> dict[str, int | str]:
+        """What a run's manifest records: each source's seed."""
+        dropout = self.dropout_seed
+        return {"init": self.init_seed, "data": self.data_seed,
+                "dropout": dropout if dropout is not None else "init stream"}
 
     @model_validator(mode="after")
     def _seeds_fit(self) -> Config:
@@ -261,8 +309,9 @@ class Config(Section):
 
     def to_data(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        if data.get("ablation") is None:
-            data.pop("ablation", None)  # only ablation configs carry the section
+        for optional in ("ablation", "seed_sources"):  # only configs that set them carry them
+            if data.get(optional) is None:
+                data.pop(optional, None)
         return data
 
     def to_yaml(self) -> str:

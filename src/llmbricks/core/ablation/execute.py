@@ -75,8 +75,9 @@ def prepare(plan: AblationPlan, directory: str | Path) -> tuple[list[Job], list[
     for variant, k in plan.jobs():
         path = run_dir(directory, variant.name, k)
         record = path.with_suffix(".json")
+        seeds = [arg for value in plan.seed_sets(k) for arg in ("--set", value)]
         argv = [sys.executable, "-m", "llmbricks", "train", str(configs[variant.name]),
-                "--set", f"seed={plan.seeds[k]}", "--out", str(path)]
+                *seeds, "--out", str(path)]
         previous = read_record(record)
         if previous is not None and previous.get("status") == "completed" and path.is_dir():
             done.append(Job(variant.name, k, plan.seeds[k], path, record, argv))

@@ -62,7 +62,18 @@ class AblationPlan:
     baseline: str
     variants: list[Variant]
     command: str = ""
+    vary: str = "all"
     created_at: float = field(default_factory=time.time)
+
+    def seed_sets(self, k: int) -> list[str]:
+        """The ``--set`` values that give run ``k`` its seeds: the k-th seed for what varies,
+        the first seed for what ``vary`` holds still."""
+        sets = [f"seed={self.seeds[k]}"]
+        if self.vary == "init":
+            sets.append(f"seed_sources.data={self.seeds[0]}")
+        elif self.vary == "data":
+            sets += [f"seed_sources.init={self.seeds[0]}", f"seed_sources.dropout={self.seeds[0]}"]
+        return sets
 
     def jobs(self) -> list[tuple[Variant, int]]:
         """``(variant, seed index)`` for every run, variant by variant."""
@@ -70,13 +81,15 @@ class AblationPlan:
 
     def to_data(self) -> dict[str, Any]:
         return {"version": 1, "config": self.source, "grid": self.grid, "seeds": self.seeds,
-                "baseline": self.baseline, "variants": [v.to_data() for v in self.variants],
+                "vary": self.vary, "baseline": self.baseline,
+                "variants": [v.to_data() for v in self.variants],
                 "created_at": self.created_at, "command": self.command}
 
     def same_experiment(self, stored: Mapping[str, Any]) -> bool:
         """Whether a ``plan.json`` describes these runs (so they may be skipped or resumed)."""
         mine = self.to_data()
-        return all(stored.get(key) == mine[key] for key in ("grid", "seeds", "variants"))
+        return (all(stored.get(key) == mine[key] for key in ("grid", "seeds", "variants"))
+                and stored.get("vary", "all") == self.vary)  # plans before `vary`: all
 
     def changed_configs(self, directory: Path) -> list[str]:
         """The variants whose resolved config differs from the one their runs were trained with.
@@ -162,7 +175,7 @@ def variant_names(grid: Mapping[str, Sequence[Any]], combos: Iterable[tuple[Any,
 
 def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None = None,
               baseline: str | None = None, overrides: Sequence[str] = (), command: str = "",
-              registry: Registry | None = None) -> AblationPlan:
+              registry: Registry | None = None, vary: str | None = None) -> AblationPlan:
     """Expand the config's ``ablation`` section and the CLI's ``--grid`` into resolved variants.
 
     ``--grid`` replaces the section's grid for the same path and adds new paths; ``seeds`` and
@@ -202,7 +215,8 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
                           f"seed ({MAX_SEED}); lower seed")
     chosen = _pick_baseline(baseline if baseline is not None else section.baseline, variants, merged)
     return AblationPlan(source=str(source), grid=merged, seeds=[first_seed + k for k in range(count)],
-                        baseline=chosen, variants=variants, command=command)
+                        baseline=chosen, variants=variants, command=command,
+                        vary=vary if vary is not None else section.vary)
 
 
 def _resolve_variant(raw: Mapping[str, Any], name: str, changes: Mapping[str, Any],

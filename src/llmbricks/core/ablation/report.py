@@ -30,6 +30,12 @@ from .plan import load_plan_data
 from .results import Curve, curves_from, finite, read_runs, write_results
 from .stats import counted, sort_by_loss, summarize, write_summary
 
+#: What changes from seed to seed, by the plan's ``vary``.
+VARY_MEANS = {"all": "each seed changes the initialisation, the data order and dropout",
+              "init": "the data order is the first seed's; the initialisation and dropout vary",
+              "data": "the initialisation and dropout are the first seed's; the data order "
+                      "varies"}
+
 CURVES_PNG = "curves.png"
 FINAL_PNG = "final.png"
 FOREST_PNG = "forest.png"
@@ -302,6 +308,7 @@ def plan_section(plan: dict[str, Any]) -> list[str]:
            f"- command: `{_line(plan.get('command') or '-')}`",
            f"- created: {when}",
            f"- seeds: {', '.join(map(str, seeds)) or '-'} (run `seed-K` uses the K-th)",
+           f"- vary: `{plan.get('vary', 'all')}` ({VARY_MEANS.get(plan.get('vary', 'all'), '')})",
            f"- baseline: `{plan.get('baseline')}`",
            f"- {len(plan.get('variants', []))} variants x {len(seeds)} seeds = "
            f"{len(plan.get('variants', [])) * len(seeds)} runs", ""]

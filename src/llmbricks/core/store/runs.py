@@ -478,6 +478,7 @@ def manifest(config: Config, registry: Registry | None = None) -> dict[str, Any]
     return {
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "seed": config.seed,
+        "seeds": config.seed_record(),  # the sources of variance the seed controls
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "llmbricks": ours},
         "git_sha": _git_sha(),

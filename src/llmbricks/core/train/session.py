@@ -77,15 +77,18 @@ class Session:
                     tokenizer: Tokenizer | None = None) -> tuple[Model, Policy]:
         """The config's model on this session's device, ready to train; and the policy used.
 
-        Seeded by ``seed``; a run that starts (not one that resumes) loads ``train.init_from``'s
+        Seeded by ``seed`` (``seed_sources.init`` when set; ``seed_sources.dropout`` reseeds
+        after the build); a run that starts (not one that resumes) loads ``train.init_from``'s
         weights; then ``train.trainable`` applies, ``auto`` meaning ``trainable_default``.
         """
         config = self.config
-        torch.manual_seed(config.seed)
+        torch.manual_seed(config.init_seed)
         model = build_model(config, self.registry, tokenizer=tokenizer or self.tokenizer,
                             device=self.device)
         if self.resume is None:
             initial_weights(model, config, self.registry)
+        if config.dropout_seed is not None:  # dropout apart from the initialisation
+            torch.manual_seed(config.dropout_seed)
         return model, apply_trainable(model, config.train.trainable, trainable_default)
 
     def fit(self, task: TrainTask) -> dict[str, Any]:

@@ -75,25 +75,25 @@ class ClassifyTrainer(Trainer):
         tokenizer = self.check(session)
         source = session.registry.build("datasource", config.data.source)
         data = prepare_labeled(source, tokenizer, context=config.model.context_length,
-                               balance=p.balance, fractions=p.split, seed=config.seed)
+                               balance=p.balance, fractions=p.split, seed=config.data_seed)
         check_num_classes(data.labels, config.model.head.params.get("num_classes"))
         train_ids, train_labels = data.splits["train"]
         length = padded_length(p.padding, train_ids, p.max_length, config.model.context_length)
         pad = pad_id(tokenizer)
         if dist.is_main:
             ClassifierInfo(labels=data.labels, pad_id=pad, padding=p.padding, length=length,
-                           balance=p.balance, split=list(p.split), seed=config.seed,
+                           balance=p.balance, split=list(p.split), seed=config.data_seed,
                            splits={s: data.size(s) for s in data.splits}).save(session.run.directory)
         batches = LabeledBatches(train_ids, train_labels, train_cfg.batch_size, length, pad,
                                  shuffle=config.data.shuffle, drop_last=config.data.drop_last,
-                                 seed=config.seed, rank=dist.rank, world_size=dist.world_size)
+                                 seed=config.data_seed, rank=dist.rank, world_size=dist.world_size)
         # Rank 0 evaluates alone, on batches of the global size: the same numbers as one process.
         global_batch = train_cfg.batch_size * dist.world_size if length is not None else 1
 
         def split_batches(split: str, shuffle: bool = False) -> LabeledBatches:
             ids, labels = data.splits[split]
             return LabeledBatches(ids, labels, global_batch, length, pad, shuffle=shuffle,
-                                  drop_last=False, seed=config.seed)
+                                  drop_last=False, seed=config.data_seed)
 
         # The book's eval_iter: the first eval_batches batches (train: a fixed shuffled order).
         fixed = {"train": split_batches("train", shuffle=True).first(train_cfg.eval_batches),

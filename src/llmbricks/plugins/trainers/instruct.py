@@ -85,7 +85,7 @@ class InstructTrainer(Trainer):
         def batches(split: list[dict[str, Any]], size: int, **options: Any) -> InstructionBatches:
             examples = [encode_example(tokenizer, template, record, end_id=eot) for record in split]
             return InstructionBatches(examples, size, eot, allowed_max_length=max_length,
-                                      mask_prompt=params.mask_prompt, seed=config.seed, **options)
+                                      mask_prompt=params.mask_prompt, seed=config.data_seed, **options)
 
         train_batches = batches(train_records, train_cfg.batch_size, shuffle=data_cfg.shuffle,
                                 drop_last=data_cfg.drop_last, rank=dist.rank,
@@ -151,7 +151,7 @@ class InstructTrainer(Trainer):
             raise ConfigError(f"data.source: '{source.name}' yields {source.records} records, not "
                               "instruction records; use instruction_data or instruction_json")
         train, val, test = split_records(list(source), params.split, shuffle=params.shuffle_records,
-                                         seed=config.seed, order=params.split_order)
+                                         seed=config.data_seed, order=params.split_order)
         if not train:
             raise DataError(f"{source.describe()}: no training records")
         return train, val, test

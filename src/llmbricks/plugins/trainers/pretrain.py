@@ -80,7 +80,7 @@ class PretrainTrainer(Trainer):
         check_split_windows(len(train_tokens), len(val_tokens), context, data_cfg.val_fraction)
         windows = WindowBatches(train_tokens, context, train_cfg.batch_size, stride=data_cfg.stride,
                                 sampler=data_cfg.sampler, shuffle=data_cfg.shuffle,
-                                drop_last=data_cfg.drop_last, seed=config.seed, rank=dist.rank,
+                                drop_last=data_cfg.drop_last, seed=config.data_seed, rank=dist.rank,
                                 world_size=dist.world_size)
         # Rank 0 evaluates alone, on batches of the global size: the same numbers as one process.
         global_batch = train_cfg.batch_size * dist.world_size
