@@ -77,9 +77,10 @@ def test_edge_cases():
 
 
 def rows(variant: str, losses: dict[int, float | None], status: str = "completed") -> list[dict]:
-    return [{"variant": variant, "seed": seed, "seed_index": k, "status": status,
+    """Runs of ``variant``, keyed by seed index (run k of every variant is a pair)."""
+    return [{"variant": variant, "seed": 100 + k, "seed_index": k, "status": status,
              "final_val_loss": loss, "best_val_loss": loss, "params": 10, "tokens_per_s": 1.0}
-            for k, (seed, loss) in enumerate(losses.items())]
+            for k, loss in losses.items()]
 
 
 def test_pairing_removes_the_shared_seed_noise():
@@ -122,3 +123,15 @@ def test_holm_across_the_grid_in_the_summary():
     ps = {s["variant"]: s["p"] for s in summary[1:]}
     assert {s["variant"]: s["p_holm"] for s in summary[1:]} == pytest.approx(holm(ps))
     assert summary[1]["p_holm"] >= summary[1]["p"]
+
+
+def test_seeds_that_do_not_pair_fall_back_to_welch_and_say_so():
+    from llmbricks.core.ablation.report import sentence
+
+    summary = summarize(rows("base", {1: 1.90, 2: 1.92}) + rows("v", {1: None, 2: None}, "failed")
+                        + rows("v", {3: 1.70, 4: 1.71}), "base")
+    v = summary[1]
+    assert v["n_pairs"] == 0 and v["test"] == "Welch t" and v["p"] == pytest.approx(v["p_welch"])
+    text = sentence(v, "base")
+    assert text.startswith("v is better than base by 0.2050 nats (95% CI [")
+    assert "Welch t over 2 runs, unpaired, Holm-adjusted p = " in text

@@ -131,7 +131,7 @@ def sentence(s: dict[str, Any], baseline: str) -> str:
     if word in ("too few runs", "no runs"):
         return f"{name}: {word} to compare with {baseline}."
     over = (f"paired t over {s['n_pairs']} seeds" if s["test"] == "paired t"
-            else f"Welch t over {s['n']} and the baseline's runs")
+            else f"Welch t over {s['n']} runs, unpaired")
     p = "" if s["p_holm"] is None else f", Holm-adjusted p {'<' if s['p_holm'] < 0.001 else '='} " \
         f"{fmt_p(s['p_holm']).lstrip('<')}"
     detail = f"95% CI {fmt_ci(s)}, {over}{p}"
