@@ -254,8 +254,11 @@ def test_a_real_ctrl_c_while_a_plugin_imports_still_interrupts(body: str, tmp_pa
     install_fake_dist(tmp_path / "site", "slow", {"slow": "slow_plugin"},
                       {"slow_plugin": SLOW_IMPORT.format(marker=str(marker), body=body)})
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    # A shell gives the command Ctrl-C's default disposition; a suite started in the background
+    # (`make test &`) inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored.
     process = subprocess.Popen([sys.executable, "-m", "llmbricks", "components"], env=env, cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 60
         while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
