@@ -132,8 +132,9 @@ def sentence(s: dict[str, Any], baseline: str) -> str:
         return f"{name}: {word} to compare with {baseline}."
     over = (f"paired t over {s['n_pairs']} seeds" if s["test"] == "paired t"
             else f"Welch t over {s['n']} runs, unpaired")
-    p = "" if s["p_holm"] is None else f", Holm-adjusted p {'<' if s['p_holm'] < 0.001 else '='} " \
-        f"{fmt_p(s['p_holm']).lstrip('<')}"
+    p_text = fmt_p(s["p_holm"])
+    p = "" if s["p_holm"] is None else \
+        f", Holm-adjusted p {p_text.replace('<', '< ') if p_text.startswith('<') else '= ' + p_text}"
     detail = f"95% CI {fmt_ci(s)}, {over}{p}"
     diff = shown_diff(s)
     if word == "no clear difference":

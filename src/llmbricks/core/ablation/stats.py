@@ -36,10 +36,9 @@ from typing import Any
 
 from ..store.atomic import write_atomic
 from .results import csv_text, finite
-from .significance import Paired, holm, pair_up, paired, welch_p
+from .significance import CONFIDENCE, Paired, holm, pair_up, paired, welch_p
 
 SUMMARY_CSV = "summary.csv"
-CONFIDENCE = 0.95
 
 #: The columns of ``summary.csv``, in order (also the keys of each summary row).
 SUMMARY_FIELDS = ("variant", "is_baseline", "n", "failed", "val_loss_mean", "val_loss_std",
@@ -127,19 +126,16 @@ def summarize(rows: Sequence[dict[str, Any]], baseline: str) -> list[dict[str, A
             "ci_high": interval[1] if interval else None,
             "df": interval[2] if interval else None,
             "p_welch": None if is_base else welch_p(mine, base),
-            **_paired_columns(None if is_base else paired(pair_up(by_seed[variant],
-                                                                  by_seed.get(baseline, {})))),
             "params": _common([r.get("params") for r in runs]),
             "tokens_per_s": statistics.fmean(speeds) if speeds else None,
         })
-        row = summary[-1]
+        pairs = None if is_base else paired(pair_up(by_seed[variant], by_seed.get(baseline, {})))
+        summary[-1].update(_paired_columns(pairs))
         # The test the verdict rests on: paired when 2 seeds pair up, else Welch's.
-        if row["ci_paired_low"] is not None and row["n_pairs"] >= 2:
-            row["test"], row["p"] = "paired t", row.pop("_p_paired")
+        if pairs is not None and pairs.low is not None:
+            summary[-1].update(test="paired t", p=pairs.p)
         else:
-            row.pop("_p_paired")
-            row["test"] = "Welch t" if row["ci_low"] is not None else None
-            row["p"] = row["p_welch"]
+            summary[-1].update(test="Welch t" if interval else None, p=summary[-1]["p_welch"])
     adjusted = holm({s["variant"]: s["p"] for s in summary if not s["is_baseline"]})
     for row in summary:
         row["p_holm"] = adjusted.get(row["variant"])
@@ -149,11 +145,10 @@ def summarize(rows: Sequence[dict[str, Any]], baseline: str) -> list[dict[str, A
 def _paired_columns(result: Paired | None) -> dict[str, Any]:
     if result is None:
         return {"n_pairs": 0, "diff_paired": None, "ci_paired_low": None, "ci_paired_high": None,
-                "ci_boot_low": None, "ci_boot_high": None, "effect_size": None, "_p_paired": None}
+                "ci_boot_low": None, "ci_boot_high": None, "effect_size": None}
     return {"n_pairs": result.n, "diff_paired": result.diff, "ci_paired_low": result.low,
             "ci_paired_high": result.high, "ci_boot_low": result.boot_low,
-            "ci_boot_high": result.boot_high, "effect_size": result.effect,
-            "_p_paired": result.p}
+            "ci_boot_high": result.boot_high, "effect_size": result.effect}
 
 
 def sort_by_loss(summary: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
