@@ -160,7 +160,7 @@ def put_run(abl: Path, variant: str, k: int, events: list[dict] | None,
             "".join(json.dumps(e) + "\n" for e in events))
     if record is not None:
         full = {"variant": variant, "seed_index": k, "seed": PLAN["seeds"][k], "error": None,
-                "wall_s": 3.5, "returncode": 0, **record}
+                "wall_s": 3.5, "returncode": 0, "node": "host-a", **record}
         (folder / f"seed-{k}.json").write_text(json.dumps(full))
 
 
@@ -192,7 +192,8 @@ def test_collect_rows_reads_records_and_metrics_in_plan_order(tmp_path):
         "variant": "positional=absolute", "seed": 123, "seed_index": 0, "status": "completed",
         "final_val_loss": 3.0, "best_val_loss": 3.0, "train_loss": pytest.approx(2.9),
         "params": 1000, "tokens_per_s": 75.0,  # median of 50 and 100
-        "wall_s": 3.5, "steps": 10, "error": None, "run_dir": "runs/positional=absolute/seed-0"}
+        "wall_s": 3.5, "steps": 10, "error": None, "node": "host-a",
+        "run_dir": "runs/positional=absolute/seed-0"}
     failed = rows[5]
     assert failed["status"] == "failed" and failed["error"] == "error: out of memory | try less"
     assert failed["final_val_loss"] is None and failed["params"] is None and failed["seed"] == 125
@@ -202,6 +203,7 @@ def test_collect_rows_reads_records_and_metrics_in_plan_order(tmp_path):
     assert missing["status"] == "missing" and missing["seed"] == 124 and missing["steps"] is None
     assert unrecorded["status"] == "completed" and unrecorded["final_val_loss"] == 3.1
     assert unrecorded["wall_s"] == 2.0  # no record: the end event's elapsed_s
+    assert unrecorded["node"] is None  # ... and no node
 
 
 def test_the_directory_gives_the_hand_computed_summary(tmp_path):

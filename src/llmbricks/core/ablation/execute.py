@@ -13,6 +13,7 @@ Executors: ``local`` runs J children at a time with ``cores // J`` torch threads
 from __future__ import annotations
 
 import json
+import socket
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -101,6 +102,7 @@ def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
 
     def finished(index: int, record: dict[str, Any]) -> None:
         job = jobs[index]
+        record.setdefault("node", socket.gethostname())  # a Ray task names its Ray node itself
         write_atomic(job.record, json.dumps(record, indent=2) + "\n")
         records[index] = record
         if on_done is not None:

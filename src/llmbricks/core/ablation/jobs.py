@@ -29,6 +29,11 @@ class Job:
     record: Path
     argv: list[str]
 
+    @property
+    def config(self) -> Path:
+        """The variant's config file: the argument after ``train`` in ``argv``."""
+        return Path(self.argv[self.argv.index("train") + 1])
+
     def to_data(self) -> dict[str, Any]:
         return {"variant": self.variant, "seed_index": self.seed_index, "seed": self.seed}
 

@@ -36,7 +36,8 @@ METRICS_FILE = "metrics.jsonl"  # core.store.runs.METRICS_FILE; that module impo
 
 #: The columns of ``results.csv``, in order (also the keys of each row).
 ROW_FIELDS = ("variant", "seed", "seed_index", "status", "final_val_loss", "best_val_loss",
-              "train_loss", "params", "tokens_per_s", "wall_s", "steps", "error", "run_dir")
+              "train_loss", "params", "tokens_per_s", "wall_s", "steps", "error", "node",
+              "run_dir")
 
 Curve = tuple[int, list[float], list[float]]  # (seed index, steps, val losses)
 
@@ -165,6 +166,7 @@ def _row(abl_dir: Path, variant: str, seed_index: int, seeds: Sequence[int]
         "wall_s": wall if finite(wall) else None,
         "steps": events.last_step(),
         "error": rec.get("error") or None,
+        "node": rec.get("node") or None,  # the host (local executor) or Ray node that trained it
         "run_dir": f"{RUNS_DIR}/{variant}/seed-{seed_index}",
     }
     return row, events
