@@ -118,6 +118,17 @@ def test_model_summary_prints_the_books_counts():
     assert "total parameters:       124,412,160 (head tied)" in result.stdout
     assert "with the head untied:   163,009,536 (163.0M)" in result.stdout
     assert "474.59 MiB" in result.stdout
+    # 6N + 12 L H Q T with N = every parameter but the position table (nanoGPT's estimate_mfu),
+    # times batch_size 32 x grad_accum 1 x context 1,024 tokens per step.
+    assert "FLOPs per token:        855M to train (6N + 12LHQT, N = 124M), 285M forward" \
+        in result.stdout
+    assert "FLOPs per step:         28.0T (32,768 tokens: batch 32, accum 1, context 1,024)" \
+        in result.stdout
+    flops = json.loads(run_cli("model", "summary", GPT2, "--json").stdout)["flops"]
+    assert flops == {"train_per_token": 855_000_576, "forward_per_token": 285_000_192,
+                     "matmul_params": 123_625_728, "attention": 12 * 12 * 64 * 1024,
+                     "context_length": 1024, "tokens_per_step": 32_768,
+                     "train_per_step": 855_000_576 * 32_768}
     untied = run_cli("model", "summary", GPT2, "--set", "model.head.tie_weights=false")
     assert "total parameters:       163,009,536 (head untied)" in untied.stdout
     assert "621.83 MiB" in untied.stdout  # the book's "621.83 MB"

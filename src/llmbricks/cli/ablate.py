@@ -39,6 +39,10 @@ def ablate() -> None:
 @click.option("--seeds", type=click.IntRange(min=1), help="Runs per variant (seed, seed+1, ...).")
 @click.option("--vary", type=click.Choice(["all", "init", "data"]), help="What changes from "
               "seed to seed: all (default), init (one data order), data (one initialisation).")
+@click.option("--match", type=click.Choice(["steps", "tokens", "flops", "time"]),
+              metavar="UNIT", help="Give every variant the baseline's budget in UNIT: steps "
+              "(default: each keeps its own), tokens, flops (6N + 12LHQT per token) or time "
+              "(timed steps); each trains budget / its cost per step.")
 @click.option("--baseline", help="The variant the others are compared with (name or value; "
                                  "default: the config's, else the first).")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
@@ -53,16 +57,17 @@ def ablate() -> None:
 @click.option("--dry-run", is_flag=True, help="Validate every variant and print the plan with "
               "parameter counts and estimated times; train nothing.")
 def run(config_file: str, grids: tuple[str, ...], seeds: int | None, vary: str | None,
-        baseline: str | None, jobs: int, executor: str, address: str | None, out: str | None,
-        overrides: tuple[str, ...], dry_run: bool) -> None:
+        match: str | None, baseline: str | None, jobs: int, executor: str,
+        address: str | None, out: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
     """Train every variant of CONFIG's grid over seeds, then write and print the report."""
     from llmbricks.core.ablation import make_plan
 
     command = shlex.join(["llmbricks", "ablate", *sys.argv[2:]]) if sys.argv[1:2] == ["ablate"] \
         else ""
-    plan = make_plan(config_file, grid=grids, seeds=seeds, baseline=baseline,
-                     overrides=overrides, command=command, vary=vary)
     directory = Path(out) if out else Path("ablations") / Path(config_file).stem
+    plan = make_plan(config_file, grid=grids, seeds=seeds, baseline=baseline,
+                     overrides=overrides, command=command, vary=vary, match=match,
+                     directory=directory, jobs=jobs)
     if dry_run:
         _print_plan(plan, directory, jobs)
         return
@@ -73,23 +78,29 @@ def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
     from rich.table import Table
 
     from llmbricks.core.ablation.estimate import estimate_plan
+    from llmbricks.core.flops import format_flops
 
     estimate = estimate_plan(plan, jobs)
     out = console()
     table = Table(title=f"{len(plan.variants)} variants x {len(plan.seeds)} seeds -> {directory}")
     for column, justify in (("variant", "left"), ("changes", "left"), ("params", "right"),
-                            ("memory", "right"), ("s/step", "right"), ("steps", "right"),
-                            ("est. per run", "right")):
+                            ("FLOPs/token", "right"), ("memory", "right"), ("s/step", "right"),
+                            ("steps", "right"), ("est. per run", "right")):
         table.add_column(column, justify=justify,  # type: ignore[arg-type]
                          no_wrap=column == "variant")
+    flops = (plan.match or {}).get("flops_per_token", {})
     for variant, guess in zip(plan.variants, estimate.variants, strict=True):
         changes = ", ".join(f"{k}={v}" for k, v in variant.overrides.items()) or "(none)"
         name = variant.name + (" *" if variant.name == plan.baseline else "")
-        table.add_row(name, changes, f"{guess.params:,}", _memory_cell(guess),
+        table.add_row(name, changes, f"{guess.params:,}",
+                      "?" if flops.get(variant.name) is None else format_flops(flops[variant.name]),
+                      _memory_cell(guess),
                       "-" if guess.step_s is None else f"{guess.step_s:.3f}",
                       "?" if guess.steps is None else f"{guess.steps:,}",
                       "?" if guess.run_s is None else _duration(guess.run_s))
     out.print(table)
+    if plan.match_unit != "steps":
+        out.print(_match_line(plan))
     note = " (plus variants whose budget is in epochs)" if estimate.unknown else ""
     varying = "" if plan.vary == "all" else f" (varying only the {plan.vary} seed)"
     out.print(f"* baseline. seeds: {', '.join(map(str, plan.seeds))}{varying}; "
@@ -101,6 +112,25 @@ def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
               f"checkpoints come on top. {valid}; nothing was trained.")
     if too_big:
         _refuse_too_big(too_big, estimate.memory_room, jobs)
+
+
+def _match_line(plan: Any) -> str:
+    """The budget every variant gets under --match, as the baseline's steps make it."""
+    from llmbricks.core.flops import format_flops
+
+    match, base = plan.match, plan.baseline
+    steps, tokens = match["baseline_steps"], match["tokens_per_step"][base]
+    unit = match["unit"]
+    if unit == "tokens":
+        budget, how = f"{match['budget']:,} tokens", f"{steps:,} steps x {tokens:,} tokens"
+    elif unit == "flops":
+        budget = f"{format_flops(match['budget'])} FLOPs"
+        how = (f"{steps:,} steps x {tokens:,} tokens x "
+               f"{format_flops(match['flops_per_token'][base])} FLOPs/token")
+    else:
+        budget = f"{_duration(match['budget'])} of training"
+        how = f"{steps:,} steps x {match['step_s'][base]:.3f} s/step, timed"
+    return f"--match {unit}: {budget} each (baseline: {how})"
 
 
 def _memory_cell(guess: Any) -> str:

@@ -18,18 +18,26 @@ def model() -> None:
 @command_with_config
 @json_option
 def summary(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Parameters per part, in total, with the head tied and untied, and training memory.
+    """Parameters per part, in total, with the head tied and untied, FLOPs, training memory.
 
-    The model is built on the meta device, so even gpt2-xl takes no memory or time. The
-    training-memory estimate is the one `llmbricks train` checks before it allocates anything.
+    The model is built on the meta device, so even gpt2-xl takes no memory or time. Training
+    FLOPs are 6N + 12 L H Q T per token (N: the parameters in matrix multiplies), times
+    batch_size x grad_accum x context_length tokens per optimizer step. The training-memory
+    estimate is the one `llmbricks train` checks before it allocates anything.
     """
-    from llmbricks.core.build import summarize_config
+    from llmbricks.core.build import build_model, summarize
+    from llmbricks.core.flops import estimate_flops
 
     cfg = load(config_file, overrides)
-    s = summarize_config(cfg)
+    model = build_model(cfg, device="meta")
+    s = summarize(model)
+    flops = estimate_flops(model)
+    tokens_per_step = cfg.train.batch_size * cfg.train.grad_accum * cfg.model.context_length
     memory, available, why_not = _training_memory(cfg)
     if as_json:
         data = s.to_data()
+        data["flops"] = {**flops.to_data(), "tokens_per_step": tokens_per_step,
+                         "train_per_step": flops.train_per_step(tokens_per_step)}
         data["training_memory"] = None if memory is None else {
             **memory.to_data(), "available_bytes": available,
             "fits": None if available is None else memory.total <= available}
@@ -55,7 +63,20 @@ def summary(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None
     out.print(f"with the head untied:   {s.untied:,} ({s.untied / 1e6:.1f}M)")
     out.print(f"with the head tied:     {s.tied:,} ({s.tied / 1e6:.1f}M)")
     out.print(f"fp32 weights:           {s.fp32_bytes / 2**20:,.2f} MiB")
+    _print_flops(out, flops, cfg, tokens_per_step)
     _print_memory(out, memory, available, why_not)
+
+
+def _print_flops(out: Any, flops: Any, cfg: Any, tokens_per_step: int) -> None:
+    from llmbricks.core.flops import format_flops
+
+    out.print(f"FLOPs per token:        {format_flops(flops.train_per_token)} to train (6N + "
+              f"12LHQT, N = {format_flops(flops.matmul_params)}), "
+              f"{format_flops(flops.forward_per_token)} forward")
+    train = cfg.train
+    out.print(f"FLOPs per step:         {format_flops(flops.train_per_step(tokens_per_step))} "
+              f"({tokens_per_step:,} tokens: batch {train.batch_size}, accum {train.grad_accum}, "
+              f"context {cfg.model.context_length:,})")
 
 
 def _training_memory(cfg: Any) -> tuple[Any, int | None, str | None]:

@@ -217,6 +217,10 @@ class AblationConfig(Section):
         "initialisation and dropout stay the first seed's)")
     baseline: str | None = Field(None, description="the variant the others are compared with "
                                  "(its name or its value); null = the first variant")
+    match: Literal["steps", "tokens", "flops", "time"] = Field(
+        "steps", description="what every variant gets as much of as the baseline's budget: steps "
+        "(each keeps its own budget), tokens, flops (6N + 12LHQT per token) or time (measured "
+        "seconds per step); each variant then trains budget / its cost per step")
 
     @field_validator("grid")
     @classmethod

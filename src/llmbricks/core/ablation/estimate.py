@@ -49,11 +49,24 @@ def planned_steps(config: Config) -> int | None:
     if train.max_steps is not None:
         budgets.append(train.max_steps)
     if train.max_tokens is not None:
-        tokens_per_step = train.batch_size * train.grad_accum * config.model.context_length
-        budgets.append(math.ceil(train.max_tokens / tokens_per_step))
+        budgets.append(math.ceil(train.max_tokens / tokens_per_step(config)))
     if train.epochs is not None and not budgets:
         return None  # epochs alone: the step count depends on the data's size
     return min(budgets) if budgets else None
+
+
+def tokens_per_step(config: Config) -> int:
+    """Tokens of one optimizer step: batch_size x grad_accum x context_length."""
+    return config.train.batch_size * config.train.grad_accum * config.model.context_length
+
+
+def variant_vocab(config: Config, registry: Registry) -> Any:
+    """``model.vocab_size``, with ``auto`` made a number: a tokenizer that learns its vocabulary
+    is readied (trained once and cached, as the run itself would)."""
+    vocab = config.model.vocab_size
+    if vocab == "auto" and config.model.tokenizer is not None:
+        vocab = ready_tokenizer(config, registry)[0].vocab_size
+    return vocab
 
 
 def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_steps: int = 3,
@@ -68,9 +81,7 @@ def estimate_variant(config: Config, registry: Registry, *, threads: int, timed_
     itself would), so the count is exact. ``memory_room`` is the memory one run may use; a
     variant whose estimate exceeds it is flagged (``fits`` False) and not timed.
     """
-    vocab = config.model.vocab_size
-    if vocab == "auto" and config.model.tokenizer is not None:
-        vocab = ready_tokenizer(config, registry)[0].vocab_size
+    vocab = variant_vocab(config, registry)
     model_config = config.model.model_copy(update={"vocab_size": vocab})
     params = summarize(build_model(model_config, registry, device="meta")).total
     memory = estimate_memory(config, registry, vocab_size=int(vocab))

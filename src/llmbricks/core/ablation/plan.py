@@ -32,6 +32,7 @@ from ..config_io import dump_yaml, parse_yaml, read_config_file
 from ..errors import ConfigError, LlmbricksError
 from ..registry import Registry, get_registry
 from ..store.atomic import write_atomic
+from .match import apply_match
 
 PLAN_FILE = "plan.json"
 RUNS_DIR = "runs"
@@ -64,6 +65,9 @@ class AblationPlan:
     command: str = ""
     vary: str = "all"
     created_at: float = field(default_factory=time.time)
+    #: The budgets' match (``--match``, ``core/ablation/match.py``): unit, budget, each variant's
+    #: steps, FLOPs per token and tokens per step. ``make_plan`` always sets it.
+    match: dict[str, Any] | None = None
 
     def seed_sets(self, k: int) -> list[str]:
         """The ``--set`` values that give run ``k`` its seeds: the k-th seed for what varies,
@@ -83,13 +87,19 @@ class AblationPlan:
         return {"version": 1, "config": self.source, "grid": self.grid, "seeds": self.seeds,
                 "vary": self.vary, "baseline": self.baseline,
                 "variants": [v.to_data() for v in self.variants],
-                "created_at": self.created_at, "command": self.command}
+                "created_at": self.created_at, "command": self.command,
+                **({"match": self.match} if self.match is not None else {})}
+
+    @property
+    def match_unit(self) -> str:
+        return match_unit({"match": self.match})
 
     def same_experiment(self, stored: Mapping[str, Any]) -> bool:
         """Whether a ``plan.json`` describes these runs (so they may be skipped or resumed)."""
         mine = self.to_data()
         return (all(stored.get(key) == mine[key] for key in ("grid", "seeds", "variants"))
-                and stored.get("vary", "all") == self.vary)  # plans before `vary`: all
+                and stored.get("vary", "all") == self.vary  # plans before `vary`: all
+                and match_unit(stored) == self.match_unit)  # plans before `match`: steps
 
     def changed_configs(self, directory: Path) -> list[str]:
         """The variants whose resolved config differs from the one their runs were trained with.
@@ -102,6 +112,13 @@ class AblationPlan:
             if path.is_file() and path.read_text(encoding="utf-8") != variant_yaml(variant):
                 changed.append(variant.name)
         return changed
+
+
+def match_unit(data: Mapping[str, Any]) -> str:
+    """The unit a plan.json's budgets were matched in; ``steps`` for plans written before
+    ``--match`` (each variant kept its own budget)."""
+    match = data.get("match")
+    return str(match.get("unit", "steps")) if isinstance(match, Mapping) else "steps"
 
 
 def split_values(text: str) -> list[str]:
@@ -175,12 +192,18 @@ def variant_names(grid: Mapping[str, Sequence[Any]], combos: Iterable[tuple[Any,
 
 def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None = None,
               baseline: str | None = None, overrides: Sequence[str] = (), command: str = "",
-              registry: Registry | None = None, vary: str | None = None) -> AblationPlan:
+              registry: Registry | None = None, vary: str | None = None,
+              match: str | None = None, directory: str | Path | None = None,
+              jobs: int = 1) -> AblationPlan:
     """Expand the config's ``ablation`` section and the CLI's ``--grid`` into resolved variants.
 
-    ``--grid`` replaces the section's grid for the same path and adds new paths; ``seeds`` and
-    ``baseline`` replace the section's. Every variant is validated here: an invalid one raises
-    ``ConfigError`` naming the variant, its path and the reason, and nothing runs.
+    ``--grid`` replaces the section's grid for the same path and adds new paths; ``seeds``,
+    ``baseline``, ``vary`` and ``match`` replace the section's. Every variant is validated here:
+    an invalid one raises ``ConfigError`` naming the variant, its path and the reason, and
+    nothing runs. ``match`` gives every variant the baseline's budget in steps, tokens, FLOPs or
+    time (``match.py``); with ``time``, the steps of the same experiment already planned in
+    ``directory`` are reused rather than timed again (timed with the threads one of ``jobs``
+    runs gets).
     """
     registry = registry or get_registry()
     raw = read_config_file(source)
@@ -214,9 +237,24 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
         raise ConfigError(f"--seeds {count}: seed {first_seed} + {count} runs past the largest "
                           f"seed ({MAX_SEED}); lower seed")
     chosen = _pick_baseline(baseline if baseline is not None else section.baseline, variants, merged)
-    return AblationPlan(source=str(source), grid=merged, seeds=[first_seed + k for k in range(count)],
+    plan = AblationPlan(source=str(source), grid=merged, seeds=[first_seed + k for k in range(count)],
                         baseline=chosen, variants=variants, command=command,
                         vary=vary if vary is not None else section.vary)
+    unit = match if match is not None else section.match
+    plan.match = {"unit": unit}
+    return apply_match(plan, unit, registry, jobs=jobs, stored=_stored_match(plan, directory))
+
+
+def _stored_match(plan: AblationPlan, directory: str | Path | None) -> dict[str, Any] | None:
+    """The ``match`` of the plan.json in ``directory`` when it plans the same experiment."""
+    if directory is None or not (Path(directory) / PLAN_FILE).is_file():
+        return None
+    try:
+        stored = load_plan_data(directory)
+    except ConfigError:
+        return None  # prepare names the unreadable file
+    match = stored.get("match")
+    return match if isinstance(match, dict) and plan.same_experiment(stored) else None
 
 
 def _resolve_variant(raw: Mapping[str, Any], name: str, changes: Mapping[str, Any],
