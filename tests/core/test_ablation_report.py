@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 from rich.console import Console
+from scipy import stats
 
 from llmbricks.core.ablation.report import build_report, mean_band, rich_table
 from llmbricks.core.errors import ConfigError
@@ -37,7 +39,7 @@ def test_report_md_holds_the_plan_the_tables_the_failures_and_the_figures(tmp_pa
     abl = make_ablation(tmp_path / "abl")
     build_report(abl)
     text = (abl / "report.md").read_text()
-    assert text.startswith("# Ablation: cfg.yaml\n")
+    assert text.startswith("# Ablation: cfg.yaml (budget: steps)\n")
     assert f"- command: `{PLAN['command']}`" in text
     assert "- seeds: 123, 124, 125" in text and "- baseline: `positional=absolute`" in text
     assert '| `model.positional` | `absolute`, `rope`, `{"name": "alibi"}` |' in text
@@ -56,7 +58,7 @@ def test_report_md_holds_the_plan_the_tables_the_failures_and_the_figures(tmp_pa
     assert ("- positional=rope cannot be told apart from positional=absolute (-0.1500 nats, "
             "95% CI [-0.7853, +0.4853], paired t over 2 seeds, Holm-adjusted p = 0.205).") in summary
     assert "](forest.png)" in text
-    assert "![validation loss vs step" in text and "](curves.png)" in text
+    assert "![validation loss, mean over seeds" in text and "](curves.png)" in text
     assert "](final.png)" in text
     assert ("| positional=absolute | 123 (seed-0) | completed | 3.0000 | 3.0000 | 2.9000 | 10 | "
             "75 | 0:00:04 | [runs/positional=absolute/seed-0](runs/positional=absolute/seed-0/) |"
@@ -105,13 +107,51 @@ def test_rich_table_is_sorted_and_marks_the_baseline(tmp_path):
     assert "1 (+2 not counted)" in text
 
 
-def test_mean_band_averages_seeds_at_shared_steps_and_interpolates_otherwise():
+def test_mean_band_is_the_95_percent_interval_of_the_mean_over_seeds():
+    # Two seeds at 5 and 10: mean 4.5 and 2.5, s = 0.7071 at both, half = t_{0.975,1} s / sqrt(2)
+    # = 12.7062 * 0.5 = 6.3531.
     same = [(0, [5, 10], [4.0, 3.0]), (1, [5, 10], [5.0, 2.0])]
-    assert mean_band(same) == ([5, 10], [4.5, 2.5], [4.0, 2.0], [5.0, 3.0])
+    steps, mean, low, high = mean_band(same)
+    assert steps == [5, 10] and mean == pytest.approx([4.5, 2.5])
+    half = 12.706204736174707 * 0.5
+    assert low == pytest.approx([4.5 - half, 2.5 - half]) and high == pytest.approx([4.5 + half,
+                                                                                    2.5 + half])
+    # Three seeds: the interval is scipy's t interval of the mean.
+    three = [(k, [1, 2], [v, v + 1]) for k, v in enumerate([1.0, 1.2, 1.7])]
+    _, mean, low, high = mean_band(three)
+    theirs = stats.t.interval(0.95, 2, loc=np.mean([1.0, 1.2, 1.7]),
+                              scale=stats.sem([1.0, 1.2, 1.7]))
+    assert (low[0], high[0]) == pytest.approx(theirs)
+    # One seed: no band.
+    assert mean_band([(0, [5, 10], [4.0, 3.0])]) == ([5, 10], [4.0, 3.0], [4.0, 3.0], [4.0, 3.0])
+
+
+def test_mean_band_interpolates_seeds_that_evaluate_at_different_steps():
     # Seed 1 evaluates at 4 and 8 only: the common range is 5..8; at 5 seed 1 is interpolated
     # between (4, 6.0) and (8, 2.0) -> 5.0; at 8 seed 0 is between (5, 4.0) and (10, 3.0) -> 3.4.
     shifted = [(0, [5, 10], [4.0, 3.0]), (1, [4, 8], [6.0, 2.0])]
     steps, mean, low, high = mean_band(shifted)
     assert steps == [5, 8]
-    assert mean == pytest.approx([4.5, 2.7]) and low == pytest.approx([4.0, 2.0])
-    assert high == pytest.approx([5.0, 3.4])
+    assert mean == pytest.approx([4.5, 2.7])
+    assert [h - m for h, m in zip(high, mean, strict=True)] == pytest.approx(
+        [12.706204736174707 * 0.5, 12.706204736174707 * 0.7])  # |d| / 2 x t: 0.5, 0.7
+
+
+def test_curves_against_tokens_flops_or_seconds_and_svg_on_request(tmp_path):
+    from llmbricks.core.ablation.results import curves_from, read_runs
+
+    abl = make_ablation(tmp_path / "abl")
+    runs = read_runs(abl)
+    by_tokens = curves_from(runs, "tokens")["positional=absolute"]
+    assert [xs for _, xs, _ in by_tokens] == [[25, 50]] * 3            # 5 tokens per step
+    assert [xs for _, xs, _ in curves_from(runs, "seconds")["positional=absolute"]] == \
+        [[0.5, 1.0]] * 3
+    flops = curves_from(runs, "flops", {"positional=absolute": 1e6})["positional=absolute"]
+    assert [xs for _, xs, _ in flops] == [[25e6, 50e6]] * 3
+    build_report(abl, x="tokens", svg=True)
+    for name in ("curves", "final", "forest"):
+        assert (abl / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    with pytest.raises(ConfigError, match="records no FLOPs per token"):
+        build_report(abl, x="flops")
+    with pytest.raises(ConfigError, match="--x hours: choose one of step, tokens, flops, seconds"):
+        build_report(abl, x="hours")

@@ -43,6 +43,9 @@ def ablate() -> None:
               metavar="UNIT", help="Give every variant the baseline's budget in UNIT: steps "
               "(default: each keeps its own), tokens, flops (6N + 12LHQT per token) or time "
               "(timed steps); each trains budget / its cost per step.")
+@click.option("--halving", is_flag=True, help="Successive halving: train every variant to a "
+              "fraction of its budget, stop the worse half, go on with the rest (rungs at 1/2^k "
+              "of the budget, down to the baseline and the best other).")
 @click.option("--baseline", help="The variant the others are compared with (name or value; "
                                  "default: the config's, else the first).")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
@@ -56,9 +59,18 @@ def ablate() -> None:
 @set_option
 @click.option("--dry-run", is_flag=True, help="Validate every variant and print the plan with "
               "parameter counts and estimated times; train nothing.")
+@click.option("--detect", "deltas", multiple=True, type=click.FloatRange(min=0, min_open=True),
+              metavar="DELTA", help="With --dry-run: the seeds each comparison needs to detect a "
+              "loss difference of DELTA with 80%% power (repeatable), and the smallest difference "
+              "the planned seeds detect. Needs a pilot's spread (--pilot).")
+@click.option("--pilot", metavar="DIR|STEPS", help="Where --detect gets the seed-to-seed spread: "
+              "a finished ablation directory, or STEPS to train the variants that long first "
+              "(into OUT/pilot). Default: OUT, when it holds finished runs.")
 def run(config_file: str, grids: tuple[str, ...], seeds: int | None, vary: str | None,
-        match: str | None, baseline: str | None, jobs: int, executor: str,
-        address: str | None, out: str | None, overrides: tuple[str, ...], dry_run: bool) -> None:
+        match: str | None, halving: bool, baseline: str | None, jobs: int, executor: str,
+        address: str | None, out: str | None,
+        overrides: tuple[str, ...], dry_run: bool, deltas: tuple[float, ...],
+        pilot: str | None) -> None:
     """Train every variant of CONFIG's grid over seeds, then write and print the report."""
     from llmbricks.core.ablation import make_plan
 
@@ -67,9 +79,16 @@ def run(config_file: str, grids: tuple[str, ...], seeds: int | None, vary: str |
     directory = Path(out) if out else Path("ablations") / Path(config_file).stem
     plan = make_plan(config_file, grid=grids, seeds=seeds, baseline=baseline,
                      overrides=overrides, command=command, vary=vary, match=match,
-                     directory=directory, jobs=jobs)
+                     directory=directory, jobs=jobs, halving=halving)
+    if (deltas or pilot) and not dry_run:
+        raise click.UsageError("--detect and --pilot plan seeds before spending them: add --dry-run")
     if dry_run:
         _print_plan(plan, directory, jobs)
+        if deltas:
+            _print_power(plan, directory, deltas, pilot, jobs, config_file=config_file,
+                         grid=grids, baseline=baseline, overrides=overrides, vary=vary)
+        elif pilot:
+            raise click.UsageError("--pilot measures the spread for --detect: add --detect DELTA")
         return
     _run(plan, directory, executor, jobs, address)
 
@@ -133,6 +152,52 @@ def _match_line(plan: Any) -> str:
     return f"--match {unit}: {budget} each (baseline: {how})"
 
 
+def _print_power(plan: Any, directory: Path, deltas: tuple[float, ...], pilot: str | None,
+                 jobs: int, *, config_file: str, **plan_options: Any) -> None:
+    """The power table: seeds each comparison needs per DELTA, and the planned seeds' MDE."""
+    from rich.table import Table
+
+    from llmbricks.core.ablation.power import POWER, plan_power, read_pilot, run_pilot
+
+    if pilot is not None and pilot.isdigit():
+        steps = int(pilot)
+        if steps < 1:
+            raise click.BadParameter("give at least 1 step, or a directory", param_hint="--pilot")
+        where = directory / "pilot"
+        click.echo(f"pilot: {len(plan.variants)} variants x {max(2, len(plan.seeds))} seeds of "
+                   f"{steps} steps into {where}")
+        measured = run_pilot(config_file, steps, where, seeds=len(plan.seeds), jobs=jobs,
+                             **plan_options)
+    else:
+        source = Path(pilot) if pilot is not None else directory
+        if pilot is None and not (source / "results.csv").is_file():
+            raise click.UsageError(f"--detect needs a pilot's spread and {source} holds no "
+                                   "finished ablation: give --pilot DIR (a finished ablation) "
+                                   "or --pilot STEPS (short runs first)")
+        measured = read_pilot(source)
+    comparisons = len(plan.variants) - 1
+    alpha, rows = plan_power(measured, deltas, len(plan.seeds), comparisons)
+    table = Table(title=f"seeds for {POWER:.0%} power at alpha {alpha:.3g} (0.05 / {max(1, comparisons)} "
+                        f"comparison{'s' if comparisons != 1 else ''}), spread from "
+                        f"{measured.directory}")
+    table.add_column("comparison (pilot)", no_wrap=True)
+    table.add_column("spread s_d", justify="right")
+    for delta in deltas:
+        table.add_column(f"seeds for {delta:g}", justify="right")
+    table.add_column(f"MDE, {len(plan.seeds)} seeds", justify="right")
+    for row in rows:
+        table.add_row(f"{row.variant} - {measured.baseline}",
+                      f"{row.sd:.4f}" + ("" if row.paired else " (unpaired)"),
+                      *[">10,000" if row.seeds[d] is None else str(row.seeds[d]) for d in deltas],
+                      "-" if row.detectable is None else f"{row.detectable:.4f}")
+    console().print(table)
+    for delta in deltas:
+        needs = [row.seeds[delta] for row in rows]
+        most = "more than 10,000" if None in needs else str(max(n for n in needs if n is not None))
+        click.echo(f"to detect {delta:g} in every comparison: {most} seeds (planned: "
+                   f"{len(plan.seeds)})")
+
+
 def _memory_cell(guess: Any) -> str:
     """A run's estimated training memory in GiB, ``!`` when it would not fit."""
     from llmbricks.core.train.memory import gib
@@ -171,14 +236,20 @@ def _run(plan: Any, directory: Path, executor: str, jobs: int, address: str | No
     def on_start(todo: list[Any], done: list[Any]) -> None:
         to_train[0] = len(todo)
         skipped = f", {len(done)} already done" if done else ""
+        halving = f"; successive halving over {plan.halving['rungs']} rungs, at most" \
+            if plan.halving else ""
         click.echo(f"ablation {directory}: {total} runs ({len(plan.variants)} variants x "
-                   f"{len(plan.seeds)} seeds), {len(todo)} to train{skipped}; {jobs} at a time")
+                   f"{len(plan.seeds)} seeds){halving} {len(todo)} to train{skipped}; "
+                   f"{jobs} at a time")
 
     def on_done(job: Any, record: dict[str, Any]) -> None:
         finished[0] += 1
         tail = f": {record['error']}" if record.get("error") else ""
-        click.echo(f"[{finished[0]}/{to_train[0]}] {job.variant} seed-{job.seed_index} "
-                   f"{record['status']} in {_duration(record['wall_s'])}{tail}")
+        count = f"[{finished[0]}]" if plan.halving else f"[{finished[0]}/{to_train[0]}]"
+        status = f"paused at rung {record['rung'] + 1}" if record["status"] == "paused" \
+            else record["status"]
+        click.echo(f"{count} {job.variant} seed-{job.seed_index} {status} in "
+                   f"{_duration(record['wall_s'])}{tail}")
 
     result = run_ablation(plan, directory, executor=executor, jobs=jobs, address=address,
                           on_start=on_start, on_done=on_done)
@@ -193,11 +264,15 @@ def _run(plan: Any, directory: Path, executor: str, jobs: int, address: str | No
 
 @ablate.command("report")
 @click.argument("directory", type=click.Path(exists=True, file_okay=False))
-def report(directory: str) -> None:
+@click.option("--x", "x", type=click.Choice(["step", "tokens", "flops", "seconds"]),
+              help="What curves.png is drawn against (default: the unit the budgets were "
+                   "matched in, else step).")
+@click.option("--svg", is_flag=True, help="Also save each figure as an SVG beside its PNG.")
+def report(directory: str, x: str | None, svg: bool) -> None:
     """Rebuild DIRECTORY's report from its run directories alone, and print the table."""
     from llmbricks.core.ablation.report import build_report, rich_table
 
-    summary, _rows = build_report(directory)
+    summary, _rows = build_report(directory, x=x, svg=svg)
     console().print(rich_table(summary))
     click.echo(f"report: {Path(directory) / 'report.md'}")
 

@@ -21,8 +21,11 @@ from llmbricks.cli.options import set_option
               "runs/NAME*) from its last complete checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Start the run in --out over: its checkpoints "
               "and metrics are deleted (only a run directory is ever replaced).")
+@click.option("--pause-at", type=click.IntRange(min=1), metavar="STEP", help="Stop at STEP with "
+              "an evaluation and a checkpoint, the schedule still counting the whole budget; "
+              "--resume continues (successive halving's rungs).")
 def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume: bool,
-          overwrite: bool) -> None:
+          overwrite: bool, pause_at: int | None) -> None:
     """Train the model CONFIG describes; checkpoints, metrics and plots go to the run directory.
 
     CONFIG may also be a model directory (`llmbricks import gpt2` writes one) or a run: its
@@ -40,7 +43,8 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
     config = training_config(config_file, overrides)
     directory = Path(out) if out else default_run_dir(config, resume=resume)
     try:
-        result = run_training(config, out=directory, resume=resume, overwrite=overwrite)
+        result = run_training(config, out=directory, resume=resume, overwrite=overwrite,
+                              pause_at=pause_at)
     except TrainingInterrupted as exc:
         again = ["llmbricks", "train", config_file, *[f"--set={o}" for o in overrides],
                  "--out", str(directory), "--resume"]
@@ -53,6 +57,10 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
         return
     metrics = result.metrics
     val = metrics.get("val_loss")
+    if result.status == "paused":
+        click.echo(f"paused at step {result.step}, val loss {_fmt(val)}; --resume continues it")
+        click.echo(f"run: {result.run_dir}")
+        return
     click.echo(f"done: {result.step} steps, train loss {_fmt(metrics.get('train_loss'))}, "
                f"val loss {_fmt(val)}")
     click.echo(f"run: {result.run_dir}  (plot: {result.run_dir / 'loss.png'})")

@@ -30,7 +30,7 @@ class AblationResult:
 
     @property
     def failed(self) -> list[dict[str, Any]]:
-        return [row for row in self.rows if row.get("status") != "completed"]
+        return [row for row in self.rows if row.get("status") not in ("completed", "pruned")]
 
 
 def run_ablation(plan: AblationPlan, directory: str | Path, *, executor: str = "local",
@@ -47,7 +47,13 @@ def run_ablation(plan: AblationPlan, directory: str | Path, *, executor: str = "
     todo, done = prepare(plan, directory)
     if on_start is not None:
         on_start(todo, done)
-    ran = execute(todo, executor=executor, workers=jobs, address=address, on_done=on_done)
+    if plan.halving is not None:  # rung by rung, the worse half stopping after each
+        from .halving import run_halving
+
+        ran = run_halving(plan, directory, executor=executor, workers=jobs, address=address,
+                          on_done=on_done)
+    else:
+        ran = execute(todo, executor=executor, workers=jobs, address=address, on_done=on_done)
     summary, rows = build_report(directory)
     return AblationResult(directory=directory, ran=ran, skipped=len(done), rows=rows,
                           summary=summary)

@@ -71,22 +71,31 @@ def prepare(plan: AblationPlan, directory: str | Path) -> tuple[list[Job], list[
         check_output_dir(directory, kind=ABLATION_KIND)
     directory.mkdir(parents=True, exist_ok=True)
     write_atomic(directory / PLAN_FILE, json.dumps(plan.to_data(), indent=2) + "\n")
-    configs = write_variant_configs(plan, directory)
+    write_variant_configs(plan, directory)
     todo, done = [], []
     for variant, k in plan.jobs():
-        path = run_dir(directory, variant.name, k)
-        record = path.with_suffix(".json")
-        seeds = [arg for value in plan.seed_sets(k) for arg in ("--set", value)]
-        argv = [sys.executable, "-m", "llmbricks", "train", str(configs[variant.name]),
-                *seeds, "--out", str(path)]
-        previous = read_record(record)
-        if previous is not None and previous.get("status") == "completed" and path.is_dir():
-            done.append(Job(variant.name, k, plan.seeds[k], path, record, argv))
-            continue
-        if path.is_dir() and any(path.iterdir()):
-            argv.append("--resume")  # interrupted or failed mid-run: continue from its checkpoint
-        todo.append(Job(variant.name, k, plan.seeds[k], path, record, argv))
+        job = make_job(plan, directory, variant.name, k)
+        previous = read_record(job.record)
+        if previous is not None and previous.get("status") == "completed" and job.run_dir.is_dir():
+            done.append(job)
+        else:
+            todo.append(job)
     return todo, done
+
+
+def make_job(plan: AblationPlan, directory: Path, variant: str, k: int,
+             pause_at: int | None = None) -> Job:
+    """The job that trains run ``k`` of ``variant``: resuming it when its directory holds a
+    run (interrupted, failed mid-run or paused), stopping at ``pause_at`` when given."""
+    path = run_dir(directory, variant, k)
+    seeds = [arg for value in plan.seed_sets(k) for arg in ("--set", value)]
+    argv = [sys.executable, "-m", "llmbricks", "train",
+            str(directory / CONFIGS_DIR / f"{variant}.yaml"), *seeds, "--out", str(path)]
+    if path.is_dir() and any(path.iterdir()):
+        argv.append("--resume")  # continue from its last checkpoint
+    if pause_at is not None:
+        argv += ["--pause-at", str(pause_at)]
+    return Job(variant, k, plan.seeds[k], path, path.with_suffix(".json"), argv)
 
 
 def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,

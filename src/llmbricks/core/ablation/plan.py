@@ -68,6 +68,9 @@ class AblationPlan:
     #: The budgets' match (``--match``, ``core/ablation/match.py``): unit, budget, each variant's
     #: steps, FLOPs per token and tokens per step. ``make_plan`` always sets it.
     match: dict[str, Any] | None = None
+    #: Successive halving (``--halving``, ``core/ablation/halving.py``): the rung count and each
+    #: variant's rung steps; None trains every run to its end.
+    halving: dict[str, Any] | None = None
 
     def seed_sets(self, k: int) -> list[str]:
         """The ``--set`` values that give run ``k`` its seeds: the k-th seed for what varies,
@@ -88,7 +91,8 @@ class AblationPlan:
                 "vary": self.vary, "baseline": self.baseline,
                 "variants": [v.to_data() for v in self.variants],
                 "created_at": self.created_at, "command": self.command,
-                **({"match": self.match} if self.match is not None else {})}
+                **({"match": self.match} if self.match is not None else {}),
+                **({"halving": self.halving} if self.halving is not None else {})}
 
     @property
     def match_unit(self) -> str:
@@ -99,7 +103,8 @@ class AblationPlan:
         mine = self.to_data()
         return (all(stored.get(key) == mine[key] for key in ("grid", "seeds", "variants"))
                 and stored.get("vary", "all") == self.vary  # plans before `vary`: all
-                and match_unit(stored) == self.match_unit)  # plans before `match`: steps
+                and match_unit(stored) == self.match_unit  # plans before `match`: steps
+                and stored.get("halving") == self.halving)
 
     def changed_configs(self, directory: Path) -> list[str]:
         """The variants whose resolved config differs from the one their runs were trained with.
@@ -194,7 +199,7 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
               baseline: str | None = None, overrides: Sequence[str] = (), command: str = "",
               registry: Registry | None = None, vary: str | None = None,
               match: str | None = None, directory: str | Path | None = None,
-              jobs: int = 1) -> AblationPlan:
+              jobs: int = 1, halving: bool = False) -> AblationPlan:
     """Expand the config's ``ablation`` section and the CLI's ``--grid`` into resolved variants.
 
     ``--grid`` replaces the section's grid for the same path and adds new paths; ``seeds``,
@@ -242,7 +247,13 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
                         vary=vary if vary is not None else section.vary)
     unit = match if match is not None else section.match
     plan.match = {"unit": unit}
-    return apply_match(plan, unit, registry, jobs=jobs, stored=_stored_match(plan, directory))
+    plan = apply_match(plan, unit, registry, jobs=jobs, stored=_stored_match(plan, directory))
+    if halving:  # rungs of each variant's (matched) budget
+        from .estimate import planned_steps
+        from .rungs import plan_rungs
+
+        plan.halving = plan_rungs({v.name: planned_steps(v.config) for v in plan.variants})
+    return plan
 
 
 def _stored_match(plan: AblationPlan, directory: str | Path | None) -> dict[str, Any] | None:
@@ -254,7 +265,9 @@ def _stored_match(plan: AblationPlan, directory: str | Path | None) -> dict[str,
     except ConfigError:
         return None  # prepare names the unreadable file
     match = stored.get("match")
-    return match if isinstance(match, dict) and plan.same_experiment(stored) else None
+    # The rungs of --halving follow from the matched steps: not set yet, so not compared.
+    same = plan.same_experiment({**stored, "halving": plan.halving})
+    return match if isinstance(match, dict) and same else None
 
 
 def _resolve_variant(raw: Mapping[str, Any], name: str, changes: Mapping[str, Any],

@@ -24,10 +24,13 @@ from typing import Any
 
 from rich.table import Table
 
-from ..store.atomic import write_atomic
+from ..errors import ConfigError
+from ..store.atomic import atomic_file, write_atomic
 from ..train.plots import save_figure_atomically
-from .plan import load_plan_data
-from .results import Curve, curves_from, finite, read_runs, write_results
+from .halving import halving_view
+from .plan import load_plan_data, match_unit
+from .results import CURVE_AXES, Curve, curves_from, finite, read_runs, write_results
+from .significance import CONFIDENCE
 from .stats import counted, sort_by_loss, summarize, write_summary
 
 #: What changes from seed to seed, by the plan's ``vary``.
@@ -124,12 +127,17 @@ def verdict(s: dict[str, Any]) -> str:
     return "no clear difference"
 
 
+def _at_rung(s: dict[str, Any]) -> str:
+    """``, at rung 1 where it was pruned`` for a variant that successive halving stopped."""
+    return f", at rung {s['rung'] + 1}, where it was pruned" if s.get("pruned") else ""
+
+
 def sentence(s: dict[str, Any], baseline: str) -> str:
     """One plain sentence for a variant, e.g. ``rope is better than absolute by 0.0956 nats
     (95% CI [-0.1108, -0.0803], paired t over 3 seeds, Holm-adjusted p = 0.004).``"""
     name, word = s["variant"], verdict(s)
     if word in ("too few runs", "no runs"):
-        return f"{name}: {word} to compare with {baseline}."
+        return f"{name}: {word} to compare with {baseline}{_at_rung(s)}."
     over = (f"paired t over {s['n_pairs']} seeds" if s["test"] == "paired t"
             else f"Welch t over {s['n']} runs, unpaired")
     p_text = fmt_p(s["p_holm"])
@@ -138,8 +146,9 @@ def sentence(s: dict[str, Any], baseline: str) -> str:
     detail = f"95% CI {fmt_ci(s)}, {over}{p}"
     diff = shown_diff(s)
     if word == "no clear difference":
-        return f"{name} cannot be told apart from {baseline} ({fmt(diff, signed=True)} nats, {detail})."
-    return f"{name} is {word} than {baseline} by {fmt(abs(diff))} nats ({detail})."
+        return (f"{name} cannot be told apart from {baseline} ({fmt(diff, signed=True)} nats, "
+                f"{detail}){_at_rung(s)}.")
+    return f"{name} is {word} than {baseline} by {fmt(abs(diff))} nats ({detail}){_at_rung(s)}."
 
 
 # --- figures ------------------------------------------------------------------------------------
@@ -154,13 +163,17 @@ def _colors(variants: Sequence[str]) -> dict[str, Any]:
 
 
 def mean_band(runs: Sequence[Curve]) -> tuple[list[float], list[float], list[float], list[float]]:
-    """``(steps, mean, min, max)`` over a variant's seeds.
+    """``(x, mean, low, high)`` over a variant's seeds: the mean and its 95% interval,
 
-    Seeds of one variant normally evaluate at the same steps, and then this is a plain mean per
-    step. Otherwise each seed's curve is linearly interpolated onto the union of their eval steps,
+        mean -/+ t_{0.975, n-1} * s / sqrt(n)       (s: the seeds' sample std at that x)
+
+    which narrows as seeds are added, unlike a min-max band; one seed has no band (low = high).
+    Seeds of one variant normally evaluate at the same x, and then this is a plain mean per
+    point. Otherwise each seed's curve is linearly interpolated onto the union of their x,
     kept to the range every seed covers (no extrapolation): each point averages all the seeds.
     """
     import numpy as np
+    from scipy.stats import t
 
     first = max(steps[0] for _, steps, _ in runs)
     last = min(steps[-1] for _, steps, _ in runs)
@@ -168,8 +181,10 @@ def mean_band(runs: Sequence[Curve]) -> tuple[list[float], list[float], list[flo
     if not grid:
         return [], [], [], []
     values = np.array([np.interp(grid, steps, losses) for _, steps, losses in runs])
-    return (grid, values.mean(axis=0).tolist(), values.min(axis=0).tolist(),
-            values.max(axis=0).tolist())
+    mean, n = values.mean(axis=0), len(runs)
+    half = (float(t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * values.std(axis=0, ddof=1) / np.sqrt(n)
+            if n > 1 else np.zeros_like(mean))
+    return grid, mean.tolist(), (mean - half).tolist(), (mean + half).tolist()
 
 
 def _figure(width: float, height: float) -> Any:
@@ -181,9 +196,23 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
+#: The x-axis label of each curve axis.
+AXIS_LABELS = {"step": "step", "tokens": "tokens trained", "flops": "training FLOPs (6N + 12LHQT "
+               "per token)", "seconds": "training seconds (evaluations excluded)"}
+
+
+def save_figure(fig: Any, path: Path, svg: bool = False) -> Path:
+    """``path`` as a PNG, and beside it the same figure as an SVG when asked."""
+    if svg:
+        with atomic_file(path.with_suffix(".svg")) as handle:
+            fig.savefig(handle, format="svg")
+    return save_figure_atomically(fig, path)
+
+
 def curves_png(abl_dir: str | Path, curves: dict[str, list[Curve]],
-               baseline: str | None = None) -> Path:
-    """``ABL/curves.png``: validation loss vs step, one mean line and min-max band per variant."""
+               baseline: str | None = None, x: str = "step", svg: bool = False) -> Path:
+    """``ABL/curves.png``: validation loss against ``x`` (step, tokens, flops or seconds), one
+    mean line per variant with the 95% interval of the mean over its seeds as a band."""
     fig = _figure(9, 5.5)
     ax = fig.add_subplot()
     colors = _colors(list(curves))
@@ -203,19 +232,19 @@ def curves_png(abl_dir: str | Path, curves: dict[str, list[Curve]],
                     linewidth=2.5 if is_base else 1.5, linestyle="--" if is_base else "-")
             ax.fill_between(steps, low, high, color=colors[variant], alpha=0.2, linewidth=0)
         drawn += 1
-    ax.set_xlabel("step")
+    ax.set_xlabel(AXIS_LABELS[x])
     ax.set_ylabel("validation loss (cross-entropy, nats)")
-    ax.set_title("validation loss: mean over seeds, band = min to max")
+    ax.set_title("validation loss: mean over seeds, band = 95% interval of the mean")
     ax.grid(True, alpha=0.3)
     if drawn:
         ax.legend(fontsize="small")
     else:
         ax.text(0.5, 0.5, "no completed run has evaluated yet", ha="center", va="center",
                 transform=ax.transAxes)
-    return save_figure_atomically(fig, Path(abl_dir) / CURVES_PNG)
+    return save_figure(fig, Path(abl_dir) / CURVES_PNG, svg)
 
 
-def forest_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]]) -> Path:
+def forest_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]], svg: bool = False) -> Path:
     """``ABL/forest.png``: each variant's difference from the baseline with its 95% interval
     (paired where seeds pair up), sorted, with 0 (no difference) as a dashed line."""
     rows = [s for s in summary if not s["is_baseline"] and s["diff"] is not None]
@@ -240,11 +269,11 @@ def forest_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]]) -> Path:
     if not rows:
         ax.text(0.5, 0.5, "no variant to compare yet", ha="center", va="center",
                 transform=ax.transAxes)
-    return save_figure_atomically(fig, Path(abl_dir) / FOREST_PNG)
+    return save_figure(fig, Path(abl_dir) / FOREST_PNG, svg)
 
 
 def final_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]],
-              rows: Sequence[dict[str, Any]]) -> Path:
+              rows: Sequence[dict[str, Any]], svg: bool = False) -> Path:
     """``ABL/final.png``: each variant's final validation losses (dots, one per seed), their
     mean (diamond) and +-1 sample std; best on top; the baseline's mean as a dashed line."""
     order = sort_by_loss(summary)
@@ -274,7 +303,7 @@ def final_png(abl_dir: str | Path, summary: Sequence[dict[str, Any]],
     ax.set_xlabel("final validation loss (lower is better)")
     ax.set_title("final validation loss per variant: seeds (dots), mean ± 1 std (diamond)")
     ax.grid(True, axis="x", alpha=0.3)
-    return save_figure_atomically(fig, Path(abl_dir) / FINAL_PNG)
+    return save_figure(fig, Path(abl_dir) / FINAL_PNG, svg)
 
 
 # --- report.md ----------------------------------------------------------------------------------
@@ -311,6 +340,7 @@ def plan_section(plan: dict[str, Any]) -> list[str]:
            f"- seeds: {', '.join(map(str, seeds)) or '-'} (run `seed-K` uses the K-th)",
            f"- vary: `{plan.get('vary', 'all')}` ({VARY_MEANS.get(plan.get('vary', 'all'), '')})",
            f"- baseline: `{plan.get('baseline')}`",
+           *budget_lines(plan),
            f"- {len(plan.get('variants', []))} variants x {len(seeds)} seeds = "
            f"{len(plan.get('variants', [])) * len(seeds)} runs", ""]
     grid = plan.get("grid") or {}
@@ -321,17 +351,43 @@ def plan_section(plan: dict[str, Any]) -> list[str]:
     return out
 
 
+UNIT_NAMES = {"steps": "steps", "tokens": "tokens", "flops": "FLOPs", "time": "training time"}
+
+
+def budget_lines(plan: dict[str, Any]) -> list[str]:
+    """The plan's budget unit (``--match``) and successive halving's rungs, for the plan section."""
+    match = plan.get("match") or {}
+    unit = UNIT_NAMES.get(match.get("unit", "steps"), "steps")
+    budget = match.get("budget")
+    amount = f" ({fmt_count(budget)} {unit} per run)" if finite(budget) else ""
+    lines = [f"- budget: equal {unit} for every variant{amount}" if match.get("unit", "steps")
+             != "steps" else "- budget: each variant's own steps (not matched)"]
+    halving = plan.get("halving")
+    if halving:
+        ladders = "; ".join(f"`{v}` {', '.join(map(str, steps))}"
+                            for v, steps in halving["steps"].items())
+        lines.append(f"- successive halving: {halving['rungs']} rungs, after each but the last "
+                     f"the worse half of the variants stop (steps per rung: {ladders})")
+    return lines
+
+
 def summary_section(summary: Sequence[dict[str, Any]]) -> list[str]:
+    halving = any(s.get("rung") is not None for s in summary)
     header = ["#", "variant", "final val loss (mean ± std)", "n", "not counted", "best val loss",
               "diff vs baseline", "95% CI of diff", "test", "p (Holm)", "verdict", "params",
-              "tok/s"]
+              "tok/s", *(["rung"] if halving else [])]
     lines = []
     for rank, s in enumerate(sort_by_loss(summary), 1):
         name = f"**{s['variant']}** (baseline)" if s["is_baseline"] else s["variant"]
+        rung = [f"{s['rung'] + 1}" + (" (pruned)" if s["pruned"] else "")] if halving else []
         lines.append([str(rank), name, fmt_mean_std(s), str(s["n"]), str(s["failed"]),
                       fmt(s["best_val_loss_mean"]), fmt_diff(s), fmt_ci(s), s["test"] or "-",
                       fmt_p(s["p_holm"]), verdict(s), fmt_count(s["params"]),
-                      fmt_rate(s["tokens_per_s"])])
+                      fmt_rate(s["tokens_per_s"]), *rung])
+    pruned = ("With successive halving, a pruned variant's loss is its loss at the rung where "
+              "it stopped, compared with the baseline's at that same step (the rung column); "
+              "sorting mixes rungs, so compare each with the baseline, not with each other. "
+              if halving else "")
     baseline = next((s["variant"] for s in summary if s["is_baseline"]), "the baseline")
     sentences = [f"- {sentence(s, baseline)}" for s in sort_by_loss(summary) if not s["is_baseline"]]
     return ["## Summary", "",
@@ -343,7 +399,8 @@ def summary_section(summary: Sequence[dict[str, Any]]) -> list[str]:
             "variant's mean minus the baseline's, with Welch's interval over the two samples. "
             "An interval below 0 means better than the baseline beyond the seed-to-seed noise, "
             "above 0 worse. p (Holm) is the test's p-value adjusted for the number of variants "
-            "compared (Holm-Bonferroni). summary.csv also holds the Welch and bootstrap intervals.",
+            "compared (Holm-Bonferroni). summary.csv also holds the Welch and bootstrap intervals. "
+            + pruned,
             "", *_table(header, lines, {0, 2, 3, 4, 5, 6, 9, 11, 12}), "", *sentences, ""]
 
 
@@ -393,10 +450,12 @@ def report_md(abl_dir: str | Path, plan: dict[str, Any], summary: Sequence[dict[
               rows: Sequence[dict[str, Any]]) -> Path:
     """``ABL/report.md``. Holds nothing that changes between rebuilds (no build time)."""
     abl_dir = Path(abl_dir)
-    lines = [f"# Ablation: {_line(plan.get('config', abl_dir.name))}", "",
+    unit = match_unit(plan)  # the header says what the budgets were made equal in
+    budget = "steps" if unit == "steps" else f"equal {UNIT_NAMES.get(unit, unit)}"
+    lines = [f"# Ablation: {_line(plan.get('config', abl_dir.name))} (budget: {budget})", "",
              *plan_section(plan), *summary_section(summary),
              "## Figures", "",
-             f"![validation loss vs step, mean over seeds with min-max band]({CURVES_PNG})", "",
+             f"![validation loss, mean over seeds with the 95% interval of the mean]({CURVES_PNG})", "",
              f"![difference from the baseline per variant, with its 95% interval]({FOREST_PNG})",
              "",
              f"![final validation loss per variant: seeds, mean and std]({FINAL_PNG})", "",
@@ -422,7 +481,10 @@ def rich_table(summary: Sequence[dict[str, Any]]) -> Table:
     for s in sort_by_loss(summary):
         style = {"better": "green", "worse": "red"}.get(verdict(s), "")
         n = str(s["n"]) + (f" (+{s['failed']} not counted)" if s["failed"] else "")
-        table.add_row(f"{s['variant']} *" if s["is_baseline"] else s["variant"], fmt_mean_std(s),
+        name = f"{s['variant']} *" if s["is_baseline"] else s["variant"]
+        if s.get("pruned"):
+            name += f" (pruned, rung {s['rung'] + 1})"
+        table.add_row(name, fmt_mean_std(s),
                       n, fmt_diff(s), fmt_ci(s), fmt_p(s["p_holm"]), fmt_count(s["params"]),
                       fmt_rate(s["tokens_per_s"]), style=style or ("bold" if s["is_baseline"]
                                                                     else None))
@@ -432,20 +494,41 @@ def rich_table(summary: Sequence[dict[str, Any]]) -> Table:
 # --- all of it ----------------------------------------------------------------------------------
 
 
-def build_report(abl_dir: str | Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+#: The curve axis that shows the budget a plan matched (``--match``).
+AXIS_OF_UNIT = {"steps": "step", "tokens": "tokens", "flops": "flops", "time": "seconds"}
+
+
+def build_report(abl_dir: str | Path, *, x: str | None = None, svg: bool = False
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Read ABL, write every report file; return ``(summary, rows)``.
 
+    ``x``: what the curves are drawn against (step, tokens, flops, seconds; default the unit
+    the budgets were matched in). ``svg``: each figure also as an SVG. With successive halving,
+    each variant's statistics are those of the last rung it reached (``halving.halving_view``).
     Raises ``ConfigError`` when ABL holds no ``plan.json``.
     """
     abl_dir = Path(abl_dir)
     plan = load_plan_data(abl_dir)
+    x = x or AXIS_OF_UNIT.get(match_unit(plan), "step")
+    if x not in CURVE_AXES:
+        raise ConfigError(f"--x {x}: choose one of {', '.join(CURVE_AXES)}")
     runs = read_runs(abl_dir, plan)
-    rows = [row for row, _ in runs]
-    summary = summarize(rows, plan.get("baseline", ""))
+    baseline = plan.get("baseline", "")
+    if plan.get("halving"):
+        _, summary, rows = halving_view(plan["halving"], baseline,
+                                        [v["name"] for v in plan.get("variants", [])], runs)
+        runs = [(row, events) for row, (_, events) in zip(rows, runs, strict=True)]
+    else:
+        rows = [row for row, _ in runs]
+        summary = summarize(rows, baseline)
+    flops = (plan.get("match") or {}).get("flops_per_token")
+    if x == "flops" and not flops:
+        raise ConfigError(f"--x flops: {abl_dir / 'plan.json'} records no FLOPs per token (it "
+                          "was planned before FLOPs were counted); draw against step or tokens")
     write_results(abl_dir, rows)
     write_summary(abl_dir, summary)
-    curves_png(abl_dir, curves_from(runs), plan.get("baseline"))
-    final_png(abl_dir, summary, rows)
-    forest_png(abl_dir, summary)
+    curves_png(abl_dir, curves_from(runs, x, flops), plan.get("baseline"), x, svg)
+    final_png(abl_dir, summary, rows, svg)
+    forest_png(abl_dir, summary, svg)
     report_md(abl_dir, plan, summary, rows)
     return summary, rows

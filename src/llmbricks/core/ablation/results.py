@@ -78,9 +78,14 @@ class RunEvents:
                 run.end = event
         return run
 
-    def val_losses(self) -> tuple[list[float], list[float]]:
-        """``(steps, val losses)`` of the evals that measured a finite validation loss."""
-        points = [(e["step"], e["val_loss"]) for e in self.evals if finite(e.get("val_loss"))]
+    def val_losses(self, x: str = "step", flops_per_token: float | None = None
+                   ) -> tuple[list[float], list[float]]:
+        """``(x, val losses)`` of the evals that measured a finite validation loss; x is the
+        step, the tokens trained, the training seconds, or FLOPs (tokens x FLOPs per token)."""
+        key = {"step": "step", "tokens": "tokens", "seconds": "elapsed_s", "flops": "tokens"}[x]
+        scale = flops_per_token if x == "flops" else 1
+        points = [(e[key] * scale, e["val_loss"]) for e in self.evals
+                  if finite(e.get("val_loss")) and finite(e.get(key)) and finite(scale)]
         return [p[0] for p in points], [p[1] for p in points]
 
     def last_eval(self, key: str) -> float | None:
@@ -192,17 +197,24 @@ def collect_rows(abl_dir: str | Path) -> list[dict[str, Any]]:
     return [row for row, _ in read_runs(abl_dir)]
 
 
-def curves_from(runs: Sequence[tuple[dict[str, Any], RunEvents]]) -> dict[str, list[Curve]]:
-    """Each variant's validation-loss curves, one per completed run that evaluated.
+#: The x axes a curve can be drawn against (``ablate report --x``).
+CURVE_AXES = ("step", "tokens", "flops", "seconds")
 
-    Only completed runs: a run cut short would drag the mean curve and stop mid-plot, while the
-    summary it sits beside counts completed runs only.
+
+def curves_from(runs: Sequence[tuple[dict[str, Any], RunEvents]], x: str = "step",
+                flops_per_token: dict[str, float] | None = None) -> dict[str, list[Curve]]:
+    """Each variant's validation-loss curves, one per completed (or pruned) run that evaluated.
+
+    Only those: a run cut short would drag the mean curve and stop mid-plot, while the summary
+    it sits beside counts completed runs only. A pruned run stopped where successive halving
+    told it to, and its curve ends there.
     """
     curves: dict[str, list[Curve]] = {}
     for row, events in runs:
         curves.setdefault(row["variant"], [])
-        steps, losses = events.val_losses()
-        if row["status"] == "completed" and steps:
+        fpt = (flops_per_token or {}).get(row["variant"])
+        steps, losses = events.val_losses(x, fpt)
+        if row["status"] in ("completed", "pruned") and steps:
             curves[row["variant"]].append((row["seed_index"], steps, losses))
     return curves
 

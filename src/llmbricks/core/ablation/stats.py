@@ -44,7 +44,8 @@ SUMMARY_CSV = "summary.csv"
 SUMMARY_FIELDS = ("variant", "is_baseline", "n", "failed", "val_loss_mean", "val_loss_std",
                   "best_val_loss_mean", "diff", "ci_low", "ci_high", "df", "p_welch",
                   "n_pairs", "diff_paired", "ci_paired_low", "ci_paired_high", "ci_boot_low",
-                  "ci_boot_high", "effect_size", "test", "p", "p_holm", "params", "tokens_per_s")
+                  "ci_boot_high", "effect_size", "test", "p", "p_holm", "params", "tokens_per_s",
+                  "rung", "pruned")
 
 
 def counted(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -168,10 +168,16 @@ class Events:
 
 def run_loop(task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Logger],
              dist: Distributed, device: torch.device, resume: Checkpoint | None = None,
-             history: list[dict[str, Any]] | None = None, registry: Any = None) -> LoopResult:
-    """Train ``task.model`` within ``config.train``'s budget; write checkpoints into ``run``."""
+             history: list[dict[str, Any]] | None = None, registry: Any = None,
+             pause_at: int | None = None) -> LoopResult:
+    """Train ``task.model`` within ``config.train``'s budget; write checkpoints into ``run``.
+
+    ``pause_at``: stop at that step with an evaluation and a checkpoint (status ``paused``),
+    the schedule still counting the whole budget, so ``--resume`` continues the very run an
+    unpaused one would have been (successive halving trains its rungs this way).
+    """
     return _Loop(task, run, config, loggers=loggers, dist=dist, device=device, resume=resume,
-                 history=history, registry=registry).run()
+                 history=history, registry=registry, pause_at=pause_at).run()
 
 
 class _Loop:
@@ -184,8 +190,10 @@ class _Loop:
 
     def __init__(self, task: TrainTask, run: Run, config: Config, *, loggers: Sequence[Logger],
                  dist: Distributed, device: torch.device, resume: Checkpoint | None,
-                 history: list[dict[str, Any]] | None, registry: Any = None) -> None:
+                 history: list[dict[str, Any]] | None, registry: Any = None,
+                 pause_at: int | None = None) -> None:
         self.task, self.config, self.dist, self.device = task, config, dist, device
+        self.pause_at = pause_at
         self.store = run  # the run directory: checkpoints, samples, results
         self.train = train = config.train
         self.model = model = task.model
@@ -221,6 +229,9 @@ class _Loop:
         with _Interrupt() as interrupt:
             try:
                 while state.step < self.steps:
+                    if self.pause_at is not None and state.step >= self.pause_at:
+                        status = "paused"
+                        break
                     self.one_step()
                     if self.dist.any(interrupt.requested, self.device):
                         status = "interrupted"
@@ -413,7 +424,7 @@ class _Loop:
         resumes from the previous checkpoint and redoes the rest.
         """
         step, results = self.state.step, {}
-        if status == "completed" and self.evaluated_at != step:
+        if status in ("completed", "paused") and self.evaluated_at != step:
             self.evaluate()
         if status != "completed" and self.checkpointed_at != step:
             self.checkpoint()

@@ -72,6 +72,10 @@ class Session:
     history: list[dict[str, Any]] = field(default_factory=list)
     #: ``--resume`` of a run whose final checkpoint is written: nothing is left to do.
     finished: bool = False
+    #: Stop at this step with an evaluation and a checkpoint (``train(pause_at=)``).
+    pause_at: int | None = None
+    #: The loop's status once ``fit`` returns: ``completed`` or ``paused``.
+    status: str = "completed"
 
     def build_model(self, trainable_default: Policy, *,
                     tokenizer: Tokenizer | None = None) -> tuple[Model, Policy]:
@@ -95,7 +99,8 @@ class Session:
         """Train ``task`` in this run; the summary a trainer returns, with its final results."""
         result = run_loop(task, self.run, self.config, loggers=self.loggers, dist=self.dist,
                           device=self.device, resume=self.resume, history=self.history,
-                          registry=self.registry)
+                          registry=self.registry, pause_at=self.pause_at)
+        self.status = result.status
         state = result.state
         return {"step": state.step, "tokens": state.tokens, "train_loss": state.train_loss,
                 "val_loss": state.val_loss, "best_val_loss": state.best_val_loss,
@@ -165,8 +170,12 @@ def training_config(source: str | Path, overrides: Iterable[str] = (),
 
 
 def train(config: Config, *, out: str | Path | None = None, resume: bool = False,
-          overwrite: bool = False, registry: Registry | None = None) -> TrainResult:
+          overwrite: bool = False, registry: Registry | None = None,
+          pause_at: int | None = None) -> TrainResult:
     """Train ``config`` into the run directory ``out`` (default ``runs/NAME``).
+
+    ``pause_at`` stops at that step with an evaluation and a checkpoint (``status`` ``"paused"``;
+    the learning-rate schedule still counts the whole budget); ``resume`` continues from there.
 
     ``resume`` continues ``out`` from its newest complete checkpoint, with the run's own config;
     only the fields in ``RESUMABLE_CHANGES`` may differ in ``config`` (e.g. a longer budget). A
@@ -191,6 +200,7 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
             session.loggers = [registry.build("logger", s) for s in session.config.train.loggers] \
                 if dist.is_main else []
             trainer = registry.build("trainer", session.config.train.trainer)
+            session.pause_at = pause_at
             metrics = trainer.fit(session)
         except BaseException as exc:
             if not resume and dist.is_main and _never_trained(session.run):
@@ -199,8 +209,8 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
             if isinstance(exc, OSError) and exc.errno in _DISK_ERRORS:
                 raise write_error(exc.filename or directory, exc) from None
             raise
-        return TrainResult(run_dir=directory, status="completed", step=int(metrics.get("step", 0)),
-                           metrics=dict(metrics))
+        return TrainResult(run_dir=directory, status=session.status,
+                           step=int(metrics.get("step", 0)), metrics=dict(metrics))
     finally:
         shutdown(dist)
 

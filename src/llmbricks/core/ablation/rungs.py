@@ -1,0 +1,46 @@
+"""Successive halving's rungs: at which steps each variant's budget is cut (``halving.py`` runs
+them). Apart from the runner so that planning an ablation needs nothing that reads its runs.
+
+With R rungs a budget of S steps is cut at S/2^(R-1), ..., S/2, S; R is the number of halvings
+that leave 2 variants (the baseline and the best other), plus the full rung.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..errors import ConfigError
+
+
+def rung_count(variants: int) -> int:
+    """Rungs that halve ``variants`` down to 2 (the baseline and the best other), plus one."""
+    rungs, alive = 1, variants
+    while alive > 2:
+        alive -= alive // 2
+        rungs += 1
+    return rungs
+
+
+def rung_steps(steps: int, rungs: int) -> list[int]:
+    """The steps of each rung of a ``steps``-step budget: steps / 2^(R-1-r), at least 1."""
+    return [max(1, round(steps / 2 ** (rungs - 1 - r))) for r in range(rungs)]
+
+
+def plan_rungs(budgets: Mapping[str, int | None]) -> dict[str, Any]:
+    """``plan.json``'s ``halving``: the rung count and each variant's rung steps."""
+    unknown = [name for name, steps in budgets.items() if steps is None]
+    if unknown:
+        raise ConfigError(f"--halving needs each variant's budget in steps; {unknown[0]} trains "
+                          "for train.epochs: give train.max_steps or train.max_tokens")
+    if len(budgets) < 3:
+        raise ConfigError(f"--halving needs 3 variants or more (this grid has {len(budgets)}: "
+                          "the baseline and one other both train to the end); drop --halving")
+    rungs = rung_count(len(budgets))
+    steps = {name: rung_steps(int(total), rungs) for name, total in budgets.items()
+             if total is not None}
+    short = [name for name, ladder in steps.items() if len(set(ladder)) < rungs]
+    if short:
+        raise ConfigError(f"--halving: {short[0]}'s {budgets[short[0]]} steps are too few for "
+                          f"{rungs} rungs (each rung doubles the last); give more steps")
+    return {"rungs": rungs, "steps": steps}
