@@ -1,5 +1,6 @@
 """`llmbricks ablate --halving`: 4 variants, the worse 2 stop at the first rung and are reported
-as pruned there; the same command resumes and retrains nothing that is done."""
+as pruned there; the same command resumes and retrains nothing that is done. `--asha`: the same
+without waiting for the rung, its promotions recorded in halving.json."""
 
 from __future__ import annotations
 
@@ -60,3 +61,37 @@ def test_halving_on_4_variants_prunes_2_and_reports_them_as_pruned(tmp_path):
     assert "[1] lr=0.01 seed-0 completed" in resumed.stdout, resumed.stdout
     assert "[2]" not in resumed.stdout
     assert records(abl)["lr=0.01/seed-0"]["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_asha_promotes_as_runs_finish_records_it_and_reports_the_rest_as_pruned(tmp_path):
+    config = tiny_config(tmp_path, **{**FAST, "max_steps": 4, "eval_every": 2,
+                                      "checkpoint_every": 2, "warmup_steps": 0})
+    args = (str(config), "--grid", GRID, "--asha", "--jobs", "2", "--out", "abl")
+    result = ablate(*args, tmp_path=tmp_path)
+    assert result.returncode == 0, result.stderr
+    abl = tmp_path / "abl"
+    assert "successive halving over 2 rungs (asynchronous)" in result.stdout
+    assert result.stdout.count("paused at rung 1") == 4        # every variant trains to step 2
+    plan = json.loads((abl / "plan.json").read_text())
+    assert plan["halving"]["mode"] == "async" and plan["halving"]["rungs"] == 2
+    halving = json.loads((abl / "halving.json").read_text())
+    assert halving["mode"] == "async"
+    promoted = {p["variant"] for p in halving["promoted"]}
+    assert {p["from_rung"] for p in halving["promoted"]} == {0}
+    assert "lr=0.003" in promoted and 1 <= len(promoted - {"lr=0.003"}) <= 2  # + the baseline
+    assert result.stdout.count(" completed in ") == len(promoted)
+    with open(abl / "results.csv", newline="") as handle:
+        runs = {row["variant"]: row for row in csv.DictReader(handle)}
+    assert {v for v, row in runs.items() if row["status"] == "pruned"} == set(runs) - promoted
+    assert {runs[v]["status"] for v in promoted} == {"completed"}
+    with open(abl / "summary.csv", newline="") as handle:
+        summary = {row["variant"]: row for row in csv.DictReader(handle)}
+    assert {v for v, s in summary.items() if s["pruned"] == "True"} == set(runs) - promoted
+    assert {summary[v]["rung"] for v in promoted} == {"1"}
+
+    # Done: the same command trains nothing, and keeps the promotions.
+    again = ablate(*args, tmp_path=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "[1]" not in again.stdout
+    assert json.loads((abl / "halving.json").read_text())["promoted"] == halving["promoted"]

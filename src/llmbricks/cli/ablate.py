@@ -46,6 +46,10 @@ def ablate() -> None:
 @click.option("--halving", is_flag=True, help="Successive halving: train every variant to a "
               "fraction of its budget, stop the worse half, go on with the rest (rungs at 1/2^k "
               "of the budget, down to the baseline and the best other).")
+@click.option("--asha", is_flag=True, help="Successive halving that promotes without waiting "
+              "for the rung (ASHA): a variant goes on as soon as it ranks in the top half of "
+              "those that finished the rung; faster with --jobs > 1, decisions depend on "
+              "finishing order (recorded in halving.json).")
 @click.option("--baseline", help="The variant the others are compared with (name or value; "
                                  "default: the config's, else the first).")
 @click.option("--jobs", "-j", default=1, show_default=True, type=click.IntRange(min=1),
@@ -67,8 +71,8 @@ def ablate() -> None:
               "a finished ablation directory, or STEPS to train the variants that long first "
               "(into OUT/pilot). Default: OUT, when it holds finished runs.")
 def run(config_file: str, grids: tuple[str, ...], seeds: int | None, vary: str | None,
-        match: str | None, halving: bool, baseline: str | None, jobs: int, executor: str,
-        address: str | None, out: str | None,
+        match: str | None, halving: bool, asha: bool, baseline: str | None, jobs: int,
+        executor: str, address: str | None, out: str | None,
         overrides: tuple[str, ...], dry_run: bool, deltas: tuple[float, ...],
         pilot: str | None) -> None:
     """Train every variant of CONFIG's grid over seeds, then write and print the report."""
@@ -79,7 +83,7 @@ def run(config_file: str, grids: tuple[str, ...], seeds: int | None, vary: str |
     directory = Path(out) if out else Path("ablations") / Path(config_file).stem
     plan = make_plan(config_file, grid=grids, seeds=seeds, baseline=baseline,
                      overrides=overrides, command=command, vary=vary, match=match,
-                     directory=directory, jobs=jobs, halving=halving)
+                     directory=directory, jobs=jobs, halving=halving, asha=asha)
     if (deltas or pilot) and not dry_run:
         raise click.UsageError("--detect and --pilot plan seeds before spending them: add --dry-run")
     if dry_run:
@@ -236,7 +240,8 @@ def _run(plan: Any, directory: Path, executor: str, jobs: int, address: str | No
     def on_start(todo: list[Any], done: list[Any]) -> None:
         to_train[0] = len(todo)
         skipped = f", {len(done)} already done" if done else ""
-        halving = f"; successive halving over {plan.halving['rungs']} rungs, at most" \
+        mode = " (asynchronous)" if plan.halving and plan.halving.get("mode") == "async" else ""
+        halving = f"; successive halving over {plan.halving['rungs']} rungs{mode}, at most" \
             if plan.halving else ""
         click.echo(f"ablation {directory}: {total} runs ({len(plan.variants)} variants x "
                    f"{len(plan.seeds)} seeds){halving} {len(todo)} to train{skipped}; "

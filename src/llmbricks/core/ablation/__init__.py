@@ -15,6 +15,7 @@ from typing import Any
 from .execute import execute, prepare
 from .jobs import AblationInterrupted, Job
 from .plan import AblationPlan, Variant, make_plan
+from .rungs import ASYNC
 
 __all__ = ["AblationInterrupted", "AblationPlan", "AblationResult", "Job", "Variant",
            "make_plan", "run_ablation"]
@@ -47,7 +48,12 @@ def run_ablation(plan: AblationPlan, directory: str | Path, *, executor: str = "
     todo, done = prepare(plan, directory)
     if on_start is not None:
         on_start(todo, done)
-    if plan.halving is not None:  # rung by rung, the worse half stopping after each
+    if plan.halving is not None and plan.halving.get("mode") == ASYNC:  # ASHA: no waiting
+        from .asha import run_asha
+
+        ran = run_asha(plan, directory, executor=executor, workers=jobs, address=address,
+                       on_done=on_done)
+    elif plan.halving is not None:  # rung by rung, the worse half stopping after each
         from .halving import run_halving
 
         ran = run_halving(plan, directory, executor=executor, workers=jobs, address=address,

@@ -100,13 +100,20 @@ def make_job(plan: AblationPlan, directory: Path, variant: str, k: int,
 
 def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
             address: str | None = None,
-            on_done: Callable[[Job, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
-    """Run ``jobs`` and write each record as it finishes; return the records in job order."""
+            on_done: Callable[[Job, dict[str, Any]], None] | None = None,
+            more: Callable[[], list[Job]] | None = None) -> list[dict[str, Any]]:
+    """Run ``jobs`` and write each record as it finishes; return the records in job order.
+
+    ``more``: called after each finished job (its record written, ``on_done`` called); the jobs
+    it returns join the queue (``--asha`` promotes variants this way while others train). The
+    records of those jobs come after the others'.
+    """
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
     if workers < 1:
         raise ConfigError(f"--jobs {workers}: give at least 1")
     threads = threads_per_run(workers)
+    jobs = list(jobs)  # the executors append what ``more`` returns
     records: dict[int, dict[str, Any]] = {}
 
     def finished(index: int, record: dict[str, Any]) -> None:
@@ -118,17 +125,21 @@ def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
             on_done(job, record)
 
     if executor == "ray":
-        run_on_ray(jobs, workers=workers, threads=threads, address=address, finished=finished)
+        run_on_ray(jobs, workers=workers, threads=threads, address=address, finished=finished,
+                   more=more)
         if any(record["status"] == "interrupted" for record in records.values()):
             raise AblationInterrupted()  # a run was stopped by a signal: rerun to resume it
     else:
-        _run_local(jobs, workers, threads, finished)
+        _run_local(jobs, workers, threads, finished, more)
     return [records[i] for i in sorted(records)]
 
 
 def _run_local(jobs: list[Job], workers: int, threads: int,
-               finished: Callable[[int, dict[str, Any]], None]) -> None:
-    """J runs at a time; Ctrl-C reaches the children (same process group), which checkpoint."""
+               finished: Callable[[int, dict[str, Any]], None],
+               more: Callable[[], list[Job]] | None = None) -> None:
+    """J runs at a time; Ctrl-C reaches the children (same process group), which checkpoint.
+    What ``more`` returns after a finished job is appended to ``jobs`` and queued (not once
+    a run was interrupted: the ablation is stopping)."""
     pending = list(enumerate(jobs))
     interrupted = False
     with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -145,6 +156,10 @@ def _run_local(jobs: list[Job], workers: int, threads: int,
                     record = future.result()
                     finished(running.pop(future), record)
                     interrupted = interrupted or record["status"] == "interrupted"
+                    if more is not None and not interrupted:
+                        for job in more():
+                            pending.append((len(jobs), job))
+                            jobs.append(job)
         except KeyboardInterrupt:
             interrupted = True
             for future, index in running.items():  # the children got the same Ctrl-C

@@ -20,6 +20,11 @@ Everything is decided from the directory alone (which runs evaluated at which ru
 same command resumes an interrupted halving, and the report rebuilds the decisions. Rungs are
 synchronous: a rung is decided once every run of it has finished or failed (a failed run counts
 as no loss; a variant with no loss at a rung is ranked last).
+
+The asynchronous mode (``--asha``, ``asha.py``) promotes a variant as soon as it ranks in the top
+half of those that completed its rung; its promotions depend on the order the runs finished, so
+they are recorded in ``ABL/halving.json`` (``read_promotions``) and the report reads them back
+(``halving_view`` with ``promoted``).
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from typing import Any
 
 from ..store.atomic import write_atomic
 from .results import RunEvents, finite
+from .rungs import ASYNC
 
 PAUSED = "paused"
 PRUNED = "pruned"
+HALVING_FILE = "halving.json"
 
 
 @dataclass
@@ -66,13 +73,38 @@ def _reached(row: Mapping[str, Any], events: RunEvents, step: int, last: bool) -
     return loss_at(events, step) is not None
 
 
+def rung_done(halving: Mapping[str, Any], variant: str, rung: int,
+              by_run: Mapping[tuple[str, int], tuple[dict[str, Any], RunEvents]],
+              tried: Callable[[str, int, int], bool] = lambda v, k, r: False) -> bool:
+    """Whether every seed of ``variant`` finished ``rung``: it reached the rung's step, or it
+    failed and was already retried (``tried(variant, seed, rung)``: done, with no loss)."""
+    step, last = halving["steps"][variant][rung], rung == halving["rungs"] - 1
+    runs = [(k, row, events) for (v, k), (row, events) in by_run.items() if v == variant]
+    return all(_reached(row, events, step, last) or (row["status"] == "failed" and tried(variant, k, rung))
+               for k, row, events in runs)
+
+
+def rung_losses(halving: Mapping[str, Any], variant: str, rung: int,
+                by_run: Mapping[tuple[str, int], tuple[dict[str, Any], RunEvents]]
+                ) -> dict[int, float]:
+    """seed index -> the validation loss of ``variant``'s runs that reached ``rung``."""
+    step, last = halving["steps"][variant][rung], rung == halving["rungs"] - 1
+    losses = {}
+    for (v, k), (row, events) in by_run.items():
+        loss = loss_at(events, step) if v == variant and _reached(row, events, step, last) else None
+        if loss is not None:
+            losses[k] = loss
+    return losses
+
+
+def mean_loss(losses: Mapping[int, float]) -> float:
+    """The mean over the seeds; no loss at all ranks last (infinity)."""
+    return statistics.fmean(losses.values()) if losses else float("inf")
+
+
 def prune(losses: Mapping[str, Mapping[int, float]], alive: Sequence[str], baseline: str) -> list[str]:
     """The floor(n/2) worst of ``alive`` by mean loss (no loss = worst), never the baseline."""
-    def mean(variant: str) -> float:
-        values = list(losses.get(variant, {}).values())
-        return statistics.fmean(values) if values else float("inf")
-
-    worst_first = sorted(alive, key=lambda v: (-mean(v), -alive.index(v)))
+    worst_first = sorted(alive, key=lambda v: (-mean_loss(losses.get(v, {})), -alive.index(v)))
     return [v for v in worst_first if v != baseline][:len(alive) // 2]
 
 
@@ -113,15 +145,70 @@ def pruned_at(rungs: Sequence[Rung]) -> dict[str, int]:
     return {variant: rung.index for rung in rungs for variant in rung.pruned}
 
 
-def write_decisions(directory: Path, halving: Mapping[str, Any], rungs: Sequence[Rung]) -> Path:
+def write_decisions(directory: Path, halving: Mapping[str, Any], rungs: Sequence[Rung],
+                    promoted: Sequence[tuple[str, int]] | None = None) -> Path:
     """``ABL/halving.json``: each rung's variants, their mean loss there and who stopped (for
-    people and tools; the report decides again from the runs)."""
-    data = {"rungs": halving["rungs"], "steps": halving["steps"], "decided": [
+    people and tools; the synchronous report decides again from the runs). ``promoted``
+    (asynchronous mode): every promotion so far, ``(variant, from rung)`` in the order made,
+    which the report and a resume read back (``read_promotions``)."""
+    data: dict[str, Any] = {"rungs": halving["rungs"], "steps": halving["steps"], "decided": [
         {"rung": rung.index, "settled": rung.settled, "alive": rung.alive, "pruned": rung.pruned,
          "mean_val_loss": {v: statistics.fmean(ls.values()) if ls else None
                            for v, ls in rung.losses.items()}}
         for rung in rungs]}
-    return write_atomic(directory / "halving.json", json.dumps(data, indent=2) + "\n")
+    if promoted is not None:
+        data = {"mode": ASYNC, **data,
+                "promoted": [{"variant": v, "from_rung": r} for v, r in promoted]}
+    return write_atomic(directory / HALVING_FILE, json.dumps(data, indent=2) + "\n")
+
+
+def read_promotions(directory: str | Path) -> list[tuple[str, int]] | None:
+    """The promotions ``ABL/halving.json`` records, ``(variant, from rung)`` in the order made;
+    None when it records none (no file, an unreadable one, or a synchronous halving's)."""
+    try:
+        data = json.loads((Path(directory) / HALVING_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("mode") != ASYNC:
+        return None
+    return [(str(p["variant"]), int(p["from_rung"])) for p in data.get("promoted", [])
+            if isinstance(p, dict) and "variant" in p and "from_rung" in p]
+
+
+def promotions_in_runs(halving: Mapping[str, Any], variants: Sequence[str],
+                       runs: Sequence[tuple[dict[str, Any], RunEvents]]) -> list[tuple[str, int]]:
+    """The promotions the runs show (a run evaluated past a rung's step), for an asynchronous
+    directory whose ``halving.json`` was lost; one promoted but not yet trained is not seen."""
+    promoted = []
+    for r in range(halving["rungs"] - 1):
+        for variant in variants:
+            step = halving["steps"][variant][r]
+            if any(row["variant"] == variant and any(e["step"] > step for e in events.evals)
+                   for row, events in runs):
+                promoted.append((variant, r))
+    return promoted
+
+
+def async_rungs(halving: Mapping[str, Any], variants: Sequence[str],
+                runs: Sequence[tuple[dict[str, Any], RunEvents]],
+                promoted: Sequence[tuple[str, int]],
+                tried: Callable[[str, int, int], bool] = lambda v, k, r: False) -> list[Rung]:
+    """The asynchronous mode's rungs as the promotions made them: rung r's ``alive`` are the
+    variants promoted to it (every variant at rung 0); its ``pruned`` those that finished it and
+    were not promoted from it (so far, while the ablation runs; never at the last rung)."""
+    by_run = {(row["variant"], row["seed_index"]): (row, events) for row, events in runs}
+    made = set(promoted)
+    last = halving["rungs"] - 1
+    rungs: list[Rung] = []
+    for r in range(halving["rungs"]):
+        alive = [v for v in variants if r == 0 or (v, r - 1) in made]
+        if not alive:
+            break
+        done = {v: rung_done(halving, v, r, by_run, tried) for v in alive}
+        pruned = [v for v in alive if done[v] and (v, r) not in made and r != last]
+        rungs.append(Rung(r, alive, {v: rung_losses(halving, v, r, by_run) for v in alive},
+                          pruned, all(done.values())))
+    return rungs
 
 
 def run_halving(plan: Any, directory: Path, *, executor: str, workers: int, address: str | None,
@@ -180,15 +267,26 @@ def _rung_row(row: dict[str, Any], events: RunEvents, step: int, last: bool) -> 
 
 
 def halving_view(halving: Mapping[str, Any], baseline: str, variants: Sequence[str],
-                 runs: Sequence[tuple[dict[str, Any], RunEvents]]
+                 runs: Sequence[tuple[dict[str, Any], RunEvents]],
+                 promoted: Sequence[tuple[str, int]] | None = None
                  ) -> tuple[list[Rung], list[dict[str, Any]], list[dict[str, Any]]]:
     """``(rungs, summary, rows)``: each variant's statistics at the last rung it reached, against
     the baseline at that same rung (p-values Holm-adjusted over all of them), and the runs with
-    the pruned ones marked ``pruned``. Failed runs do not hold a rung back here."""
+    the pruned ones marked ``pruned``. Failed runs do not hold a rung back here.
+
+    Asynchronous mode (``halving["mode"] == "async"``): the rungs follow ``promoted``, the
+    promotions recorded in ``halving.json`` (``read_promotions``; when lost, those the runs
+    show): a variant's last rung is the highest it was promoted to, and it is pruned once its
+    runs there are done and it was not promoted further (never at the last rung)."""
     from .significance import holm
     from .stats import summarize
 
-    rungs = decide(halving, baseline, variants, runs, tried=lambda v, k, r: True)
+    if halving.get("mode") == ASYNC:
+        if promoted is None:
+            promoted = promotions_in_runs(halving, variants, runs)
+        rungs = async_rungs(halving, variants, runs, promoted, tried=lambda v, k, r: True)
+    else:
+        rungs = decide(halving, baseline, variants, runs, tried=lambda v, k, r: True)
     stopped = pruned_at(rungs)
     last = halving["rungs"] - 1
     at_rung: dict[str, dict[str, Any]] = {}

@@ -69,7 +69,8 @@ class AblationPlan:
     #: steps, FLOPs per token and tokens per step. ``make_plan`` always sets it.
     match: dict[str, Any] | None = None
     #: Successive halving (``--halving``, ``core/ablation/halving.py``): the rung count and each
-    #: variant's rung steps; None trains every run to its end.
+    #: variant's rung steps, and ``"mode": "async"`` with ``--asha`` (``asha.py``; a synchronous
+    #: plan has no mode); None trains every run to its end.
     halving: dict[str, Any] | None = None
 
     def seed_sets(self, k: int) -> list[str]:
@@ -199,7 +200,7 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
               baseline: str | None = None, overrides: Sequence[str] = (), command: str = "",
               registry: Registry | None = None, vary: str | None = None,
               match: str | None = None, directory: str | Path | None = None,
-              jobs: int = 1, halving: bool = False) -> AblationPlan:
+              jobs: int = 1, halving: bool = False, asha: bool = False) -> AblationPlan:
     """Expand the config's ``ablation`` section and the CLI's ``--grid`` into resolved variants.
 
     ``--grid`` replaces the section's grid for the same path and adds new paths; ``seeds``,
@@ -208,7 +209,8 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
     nothing runs. ``match`` gives every variant the baseline's budget in steps, tokens, FLOPs or
     time (``match.py``); with ``time``, the steps of the same experiment already planned in
     ``directory`` are reused rather than timed again (timed with the threads one of ``jobs``
-    runs gets).
+    runs gets). ``halving``: successive halving over rungs of each budget; ``asha``: its
+    asynchronous mode (implies ``halving``).
     """
     registry = registry or get_registry()
     raw = read_config_file(source)
@@ -248,11 +250,12 @@ def make_plan(source: str | Path, *, grid: Sequence[str] = (), seeds: int | None
     unit = match if match is not None else section.match
     plan.match = {"unit": unit}
     plan = apply_match(plan, unit, registry, jobs=jobs, stored=_stored_match(plan, directory))
-    if halving:  # rungs of each variant's (matched) budget
+    if halving or asha:  # rungs of each variant's (matched) budget
         from .estimate import planned_steps
         from .rungs import plan_rungs
 
-        plan.halving = plan_rungs({v.name: planned_steps(v.config) for v in plan.variants})
+        plan.halving = plan_rungs({v.name: planned_steps(v.config) for v in plan.variants},
+                                  asynchronous=asha)
     return plan
 
 

@@ -27,8 +27,10 @@ TaskResult = tuple[dict[str, Any], bytes | None, bytes]
 
 
 def run_on_ray(jobs: list[Job], *, workers: int, threads: int, address: str | None,
-               finished: Callable[[int, dict[str, Any]], None]) -> None:
-    """Submit every job (at most ``workers`` at a time) and report each as it completes."""
+               finished: Callable[[int, dict[str, Any]], None],
+               more: Callable[[], list[Job]] | None = None) -> None:
+    """Submit every job (at most ``workers`` at a time) and report each as it completes; the
+    jobs ``more`` returns after each are appended to ``jobs`` and submitted in turn."""
     try:
         import ray
     except ImportError:
@@ -54,6 +56,9 @@ def run_on_ray(jobs: list[Job], *, workers: int, threads: int, address: str | No
             for ref in done:
                 index = running.pop(ref)
                 finished(index, _write_back(jobs[index], ref))
+                for job in more() if more is not None else []:
+                    pending.append((len(jobs), job))
+                    jobs.append(job)
     except KeyboardInterrupt:
         # Ctrl-C: the tasks end with Ray. Their node-local progress is lost; a rerun resumes each
         # from what the driver holds (nothing, or the partial run it shipped).

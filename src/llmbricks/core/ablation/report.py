@@ -27,7 +27,7 @@ from rich.table import Table
 from ..errors import ConfigError
 from ..store.atomic import atomic_file, write_atomic
 from ..train.plots import save_figure_atomically
-from .halving import halving_view
+from .halving import halving_view, read_promotions
 from .plan import load_plan_data, match_unit
 from .results import CURVE_AXES, Curve, curves_from, finite, read_runs, write_results
 from .significance import CONFIDENCE
@@ -516,7 +516,8 @@ def build_report(abl_dir: str | Path, *, x: str | None = None, svg: bool = False
     baseline = plan.get("baseline", "")
     if plan.get("halving"):
         _, summary, rows = halving_view(plan["halving"], baseline,
-                                        [v["name"] for v in plan.get("variants", [])], runs)
+                                        [v["name"] for v in plan.get("variants", [])], runs,
+                                        promoted=read_promotions(abl_dir))  # --asha's
         runs = [(row, events) for row, (_, events) in zip(rows, runs, strict=True)]
     else:
         rows = [row for row, _ in runs]
