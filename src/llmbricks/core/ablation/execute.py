@@ -23,7 +23,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..store.atomic import OutputKind, check_output_dir, write_atomic
 from .estimate import threads_per_run
-from .jobs import AblationInterrupted, Job, run_job
+from .jobs import AblationInterrupted, Job, queue_first, run_job
 from .plan import (
     CONFIGS_DIR,
     PLAN_FILE,
@@ -105,8 +105,9 @@ def execute(jobs: list[Job], *, executor: str = "local", workers: int = 1,
     """Run ``jobs`` and write each record as it finishes; return the records in job order.
 
     ``more``: called after each finished job (its record written, ``on_done`` called); the jobs
-    it returns join the queue (``--asha`` promotes variants this way while others train). The
-    records of those jobs come after the others'.
+    it returns run before those still waiting (``--asha`` promotes variants this way while
+    others train, and ASHA trains a promotion before new bottom-rung work). The records of
+    those jobs come after the others'.
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"--executor {executor}: choose one of {', '.join(EXECUTORS)}")
@@ -138,7 +139,7 @@ def _run_local(jobs: list[Job], workers: int, threads: int,
                finished: Callable[[int, dict[str, Any]], None],
                more: Callable[[], list[Job]] | None = None) -> None:
     """J runs at a time; Ctrl-C reaches the children (same process group), which checkpoint.
-    What ``more`` returns after a finished job is appended to ``jobs`` and queued (not once
+    What ``more`` returns after a finished job is added to ``jobs`` and queued first (not once
     a run was interrupted: the ablation is stopping)."""
     pending = list(enumerate(jobs))
     interrupted = False
@@ -157,9 +158,7 @@ def _run_local(jobs: list[Job], workers: int, threads: int,
                     finished(running.pop(future), record)
                     interrupted = interrupted or record["status"] == "interrupted"
                     if more is not None and not interrupted:
-                        for job in more():
-                            pending.append((len(jobs), job))
-                            jobs.append(job)
+                        queue_first(more(), jobs, pending)
         except KeyboardInterrupt:
             interrupted = True
             for future, index in running.items():  # the children got the same Ctrl-C

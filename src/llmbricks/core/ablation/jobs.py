@@ -38,6 +38,13 @@ class Job:
         return {"variant": self.variant, "seed_index": self.seed_index, "seed": self.seed}
 
 
+def queue_first(new: list[Job], jobs: list[Job], pending: list[tuple[int, Job]]) -> None:
+    """Add ``new`` to ``jobs`` and put them at the head of ``pending`` (index, job) pairs:
+    both executors queue what ``execute``'s ``more`` returns this way."""
+    pending[:0] = [(len(jobs) + i, job) for i, job in enumerate(new)]
+    jobs.extend(new)
+
+
 def run_job(job: Job, threads: int) -> dict[str, Any]:
     """Train one run in a child process; return its record (never raises for a failed run)."""
     job.run_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from .jobs import AblationInterrupted, Job, run_job
+from .jobs import AblationInterrupted, Job, queue_first, run_job
 from .ray_transfer import pack, replace_with, unpack
 
 #: What a task returns: the run's record, its run directory packed (None if none was made), its log.
@@ -30,7 +30,7 @@ def run_on_ray(jobs: list[Job], *, workers: int, threads: int, address: str | No
                finished: Callable[[int, dict[str, Any]], None],
                more: Callable[[], list[Job]] | None = None) -> None:
     """Submit every job (at most ``workers`` at a time) and report each as it completes; the
-    jobs ``more`` returns after each are appended to ``jobs`` and submitted in turn."""
+    jobs ``more`` returns after each are submitted before those still waiting."""
     try:
         import ray
     except ImportError:
@@ -56,9 +56,8 @@ def run_on_ray(jobs: list[Job], *, workers: int, threads: int, address: str | No
             for ref in done:
                 index = running.pop(ref)
                 finished(index, _write_back(jobs[index], ref))
-                for job in more() if more is not None else []:
-                    pending.append((len(jobs), job))
-                    jobs.append(job)
+                if more is not None:
+                    queue_first(more(), jobs, pending)
     except KeyboardInterrupt:
         # Ctrl-C: the tasks end with Ray. Their node-local progress is lost; a rerun resumes each
         # from what the driver holds (nothing, or the partial run it shipped).

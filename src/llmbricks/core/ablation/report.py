@@ -366,8 +366,12 @@ def budget_lines(plan: dict[str, Any]) -> list[str]:
     if halving:
         ladders = "; ".join(f"`{v}` {', '.join(map(str, steps))}"
                             for v, steps in halving["steps"].items())
-        lines.append(f"- successive halving: {halving['rungs']} rungs, after each but the last "
-                     f"the worse half of the variants stop (steps per rung: {ladders})")
+        rule = ("a variant goes on as soon as it ranks in the top half of those that finished "
+                "its rung (asynchronous, ASHA; promotions in halving.json)"
+                if halving.get("mode") == "async" else
+                "after each but the last the worse half of the variants stop")
+        lines.append(f"- successive halving: {halving['rungs']} rungs, {rule} (steps per rung: "
+                     f"{ladders})")
     return lines
 
 
