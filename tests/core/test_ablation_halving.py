@@ -7,7 +7,7 @@ import pytest
 
 from llmbricks.core.ablation.halving import PAUSED, decide, halving_view, loss_at, prune, pruned_at
 from llmbricks.core.ablation.results import RunEvents
-from llmbricks.core.ablation.rungs import plan_rungs, rung_count, rung_steps
+from llmbricks.core.ablation.rungs import halving_share, plan_rungs, rung_count, rung_steps
 from llmbricks.core.errors import ConfigError
 
 
@@ -96,3 +96,12 @@ def test_the_view_compares_a_pruned_variant_at_its_rung_with_the_baseline_at_tha
 def test_loss_at_reads_the_evaluation_at_that_step_only():
     _, events = run("a", 0, PAUSED, {4: 2.0, 8: 1.0})
     assert loss_at(events, 4) == 2.0 and loss_at(events, 6) is None
+
+
+def test_halving_share_is_the_steps_a_halving_trains_over_the_full_grids():
+    # 6 variants of 2,000 steps: 6 x 500, then 3 x 500 more, then 2 x 1,000 more = 6,500 of 12,000.
+    assert halving_share(plan_rungs({v: 2000 for v in "abcdef"})) == pytest.approx(6500 / 12000)
+    # 4 variants: 4 x 2 then 2 x 2 = 12 of 16. Unequal budgets: the largest taken as the alive.
+    assert halving_share(plan_rungs({v: 4 for v in "abcd"})) == pytest.approx(0.75)
+    assert halving_share(plan_rungs({"a": 8, "b": 4, "c": 4, "d": 4})) == pytest.approx(
+        (4 + 2 + 2 + 2 + 4 + 2) / 20)

@@ -124,6 +124,15 @@ def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
     out.print(table)
     if plan.match_unit != "steps":
         out.print(_match_line(plan))
+    if plan.halving:
+        from llmbricks.core.ablation.rungs import halving_share
+
+        mode = "asynchronous " if plan.halving.get("mode") == "async" else ""
+        ladder = plan.halving["steps"][plan.baseline]
+        out.print(f"{mode}successive halving: {plan.halving['rungs']} rungs (the baseline's at "
+                  f"steps {', '.join(f'{s:,}' for s in ladder)}); the worse half stops after each, "
+                  f"so at most {halving_share(plan.halving):.0%} of the grid's steps train"
+                  + (" (ASHA may promote more)" if mode else ""))
     note = " (plus variants whose budget is in epochs)" if estimate.unknown else ""
     varying = "" if plan.vary == "all" else f" (varying only the {plan.vary} seed)"
     out.print(f"* baseline. seeds: {', '.join(map(str, plan.seeds))}{varying}; "
@@ -131,6 +140,11 @@ def _print_plan(plan: Any, directory: Path, jobs: int) -> None:
     too_big = [plan.variants[i].name for i in estimate.too_big]
     valid = "Every variant is valid" if not too_big else \
         f"{len(plan.variants) - len(too_big)} of {len(plan.variants)} variants fit"
+    if plan.halving:
+        from llmbricks.core.ablation.rungs import halving_share
+
+        halved = estimate.total_s * halving_share(plan.halving)
+        note += f" for the whole grid; at most {_duration(halved)} with halving"
     out.print(f"estimated training time: {_duration(estimate.total_s)}{note}; evaluations and "
               f"checkpoints come on top. {valid}; nothing was trained.")
     if too_big:

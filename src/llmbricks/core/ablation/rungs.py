@@ -51,3 +51,18 @@ def plan_rungs(budgets: Mapping[str, int | None], asynchronous: bool = False) ->
         raise ConfigError(f"{flag}: {short[0]}'s {budgets[short[0]]} steps are too few for "
                           f"{rungs} rungs (each rung doubles the last); give more steps")
     return {**({"mode": ASYNC} if asynchronous else {}), "rungs": rungs, "steps": steps}
+
+
+def halving_share(halving: Mapping[str, Any]) -> float:
+    """The share of the grid's training steps a synchronous halving trains at most: at rung r the
+    alive variants train from the last rung's step to this one's, and floor(n/2) stop after it.
+
+        share = sum_r sum_{v alive at r} (steps_v[r] - steps_v[r-1]) / sum_v steps_v[-1]
+
+    taking as alive at r the variants with the largest budgets (the worst case)."""
+    ladders = sorted(halving["steps"].values(), key=lambda ladder: -ladder[-1])
+    alive, trained = len(ladders), 0
+    for r in range(halving["rungs"]):
+        trained += sum(ladder[r] - (ladder[r - 1] if r else 0) for ladder in ladders[:alive])
+        alive -= alive // 2
+    return trained / sum(ladder[-1] for ladder in ladders)
