@@ -48,9 +48,9 @@ def test_a_quick_pilot_trains_short_runs_then_reads_their_spread(tmp_path):
                     "--dry-run", "--detect", "0.05", "--pilot", "3", "--out", "abl", "--jobs", "2",
                     tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "pilot: 2 variants x 2 seeds of 3 steps into abl/pilot" in result.stdout
+    assert "pilot: 2 variants x 2 seeds of 3 steps into abl-pilot" in result.stdout
     assert "norm=rmsnorm - norm=layernorm" in result.stdout
     assert "to detect 0.05 in every comparison:" in result.stdout
-    pilot_runs = sorted(p.name for p in (tmp_path / "abl" / "pilot" / "runs").glob("*/seed-*.json"))
+    pilot_runs = sorted(p.name for p in (tmp_path / "abl-pilot" / "runs").glob("*/seed-*.json"))
     assert pilot_runs == ["seed-0.json", "seed-0.json", "seed-1.json", "seed-1.json"]
-    assert not (tmp_path / "abl" / "runs").exists()     # the ablation itself trained nothing
+    assert not (tmp_path / "abl").exists()   # the ablation itself trained nothing; its --out is free

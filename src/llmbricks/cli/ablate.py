@@ -69,7 +69,7 @@ def ablate() -> None:
               "the planned seeds detect. Needs a pilot's spread (--pilot).")
 @click.option("--pilot", metavar="DIR|STEPS", help="Where --detect gets the seed-to-seed spread: "
               "a finished ablation directory, or STEPS to train the variants that long first "
-              "(into OUT/pilot). Default: OUT, when it holds finished runs.")
+              "(into OUT-pilot). Default: OUT, when it holds finished runs.")
 def run(config_file: str, grids: tuple[str, ...], seeds: int | None, vary: str | None,
         match: str | None, halving: bool, asha: bool, baseline: str | None, jobs: int,
         executor: str, address: str | None, out: str | None,
@@ -80,19 +80,19 @@ def run(config_file: str, grids: tuple[str, ...], seeds: int | None, vary: str |
 
     command = shlex.join(["llmbricks", "ablate", *sys.argv[2:]]) if sys.argv[1:2] == ["ablate"] \
         else ""
+    if (deltas or pilot) and not dry_run:
+        raise click.UsageError("--detect and --pilot plan seeds before spending them: add --dry-run")
+    if pilot and not deltas:
+        raise click.UsageError("--pilot measures the spread for --detect: add --detect DELTA")
     directory = Path(out) if out else Path("ablations") / Path(config_file).stem
     plan = make_plan(config_file, grid=grids, seeds=seeds, baseline=baseline,
                      overrides=overrides, command=command, vary=vary, match=match,
                      directory=directory, jobs=jobs, halving=halving, asha=asha)
-    if (deltas or pilot) and not dry_run:
-        raise click.UsageError("--detect and --pilot plan seeds before spending them: add --dry-run")
     if dry_run:
         _print_plan(plan, directory, jobs)
         if deltas:
             _print_power(plan, directory, deltas, pilot, jobs, config_file=config_file,
                          grid=grids, baseline=baseline, overrides=overrides, vary=vary)
-        elif pilot:
-            raise click.UsageError("--pilot measures the spread for --detect: add --detect DELTA")
         return
     _run(plan, directory, executor, jobs, address)
 
@@ -181,7 +181,7 @@ def _print_power(plan: Any, directory: Path, deltas: tuple[float, ...], pilot: s
         steps = int(pilot)
         if steps < 1:
             raise click.BadParameter("give at least 1 step, or a directory", param_hint="--pilot")
-        where = directory / "pilot"
+        where = directory.with_name(f"{directory.name}-pilot")  # beside OUT, which stays free
         click.echo(f"pilot: {len(plan.variants)} variants x {max(2, len(plan.seeds))} seeds of "
                    f"{steps} steps into {where}")
         measured = run_pilot(config_file, steps, where, seeds=len(plan.seeds), jobs=jobs,
