@@ -3,7 +3,9 @@
 A pilot (an earlier ablation, or short runs of this one) measures how much a variant's loss
 moves against the baseline's from seed to seed: ``s_d``, the standard deviation of the paired
 differences ``d_k = x_Vk - x_Bk`` (or, when the runs do not pair, ``sqrt(s_V^2 + s_B^2)``, the
-spread of a difference of two unrelated runs). With n paired seeds the paired t statistic
+spread of a difference of two unrelated runs; the power below then is a conservative bound, as
+Welch's test over n runs a side has up to 2n - 2 degrees of freedom, not n - 1). With n paired
+seeds the paired t statistic
 ``t = mean d / (s_d / sqrt(n))`` follows, when the true difference is ``delta``, a noncentral t
 distribution:
 
