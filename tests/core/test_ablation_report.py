@@ -153,5 +153,11 @@ def test_curves_against_tokens_flops_or_seconds_and_svg_on_request(tmp_path):
         assert (abl / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     with pytest.raises(ConfigError, match="records no FLOPs per token"):
         build_report(abl, x="flops")
+    plan = json.loads((abl / "plan.json").read_text())
+    plan["match"] = {"unit": "steps", "flops_per_token": {"positional=absolute": 1e6,
+                                                          "positional=rope": None}}
+    (abl / "plan.json").write_text(json.dumps(plan))
+    with pytest.raises(ConfigError, match="records no FLOPs per token for every variant"):
+        build_report(abl, x="flops")
     with pytest.raises(ConfigError, match="--x hours: choose one of step, tokens, flops, seconds"):
         build_report(abl, x="hours")

@@ -198,7 +198,7 @@ def _figure(width: float, height: float) -> Any:
 
 #: The x-axis label of each curve axis.
 AXIS_LABELS = {"step": "step", "tokens": "tokens trained", "flops": "training FLOPs (6N + 12LHQT "
-               "per token)", "seconds": "training seconds (evaluations excluded)"}
+               "per token)", "seconds": "seconds since the run started (evaluations included)"}
 
 
 def save_figure(fig: Any, path: Path, svg: bool = False) -> Path:
@@ -527,9 +527,10 @@ def build_report(abl_dir: str | Path, *, x: str | None = None, svg: bool = False
         rows = [row for row, _ in runs]
         summary = summarize(rows, baseline)
     flops = (plan.get("match") or {}).get("flops_per_token")
-    if x == "flops" and not flops:
-        raise ConfigError(f"--x flops: {abl_dir / 'plan.json'} records no FLOPs per token (it "
-                          "was planned before FLOPs were counted); draw against step or tokens")
+    if x == "flops" and (not flops or any(v is None for v in flops.values())):
+        raise ConfigError(f"--x flops: {abl_dir / 'plan.json'} records no FLOPs per token for "
+                          "every variant (planned before FLOPs were counted, or without the data "
+                          "its tokenizer needs); draw against step or tokens")
     write_results(abl_dir, rows)
     write_summary(abl_dir, summary)
     curves_png(abl_dir, curves_from(runs, x, flops), plan.get("baseline"), x, svg)
