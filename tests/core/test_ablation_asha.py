@@ -23,16 +23,7 @@ from llmbricks.core.ablation.halving import (
 )
 from llmbricks.core.ablation.jobs import Job
 from llmbricks.core.ablation.results import RunEvents
-
-
-def run(variant: str, k: int, status: str, evals: dict[int, float]) -> tuple[dict, RunEvents]:
-    events = RunEvents.from_events([{"event": "start", "step": 0}] + [
-        {"event": "eval", "step": s, "val_loss": v} for s, v in evals.items()])
-    row = {"variant": variant, "seed_index": k, "seed": 7 + k, "status": status,
-           "final_val_loss": list(evals.values())[-1] if evals else None, "best_val_loss": None,
-           "params": 100, "tokens_per_s": 1.0}
-    return row, events
-
+from tests.core.test_ablation_halving import run
 
 ALL = ["base", "a", "b", "c"]
 ASYNC = {"mode": "async", "rungs": 2, "steps": {v: [4, 8] for v in ALL}}

@@ -34,10 +34,11 @@ from ..store.atomic import write_atomic
 from .execute import execute, make_job
 from .halving import (
     PAUSED,
-    _reached,
     async_rungs,
+    by_run_key,
     mean_loss,
     promotions_in_runs,
+    reached,
     read_promotions,
     rung_done,
     rung_losses,
@@ -59,7 +60,7 @@ def promote(halving: Mapping[str, Any], baseline: str, variants: Sequence[str],
     ``busy(variant, seed, rung)``: a run still queued or training to ``rung``, which is not done
     yet even if the run already evaluated there (it is still writing its checkpoint).
     """
-    by_run = {(row["variant"], row["seed_index"]): (row, events) for row, events in runs}
+    by_run = by_run_key(runs)
     seeds = sorted({k for _, k in by_run})
     made = set(promoted)
     new: list[tuple[str, int]] = []
@@ -96,14 +97,14 @@ def run_asha(plan: Any, directory: Path, *, executor: str, workers: int, address
 
     def jobs_of(variants: Sequence[str], runs: Sequence[tuple[dict[str, Any], RunEvents]]
                 ) -> list[Job]:
-        rows = {(row["variant"], row["seed_index"]): (row, events) for row, events in runs}
+        rows = by_run_key(runs)
         jobs = []
         for variant in variants:
             rung = rung_of(promoted, variant)
             step = halving["steps"][variant][rung]
             for k in range(len(plan.seeds)):
                 row, events = rows[(variant, k)]
-                if _reached(row, events, step, rung == last) or (variant, k, rung) in tried:
+                if reached(row, events, step, rung == last) or (variant, k, rung) in tried:
                     continue
                 tried.add((variant, k, rung))
                 busy[(variant, k)] = rung

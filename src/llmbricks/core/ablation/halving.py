@@ -56,6 +56,14 @@ class Rung:
     settled: bool                             # every run of the rung finished or failed
 
 
+RunsByKey = dict[tuple[str, int], tuple[dict[str, Any], RunEvents]]
+
+
+def by_run_key(runs: Sequence[tuple[dict[str, Any], RunEvents]]) -> RunsByKey:
+    """``(variant, seed index) -> (row, events)``: how every rung looks a run up."""
+    return {(row["variant"], row["seed_index"]): (row, events) for row, events in runs}
+
+
 def loss_at(events: RunEvents, step: int) -> float | None:
     """The validation loss of the evaluation at ``step``, if the run made one there."""
     for event in events.evals:
@@ -64,7 +72,7 @@ def loss_at(events: RunEvents, step: int) -> float | None:
     return None
 
 
-def _reached(row: Mapping[str, Any], events: RunEvents, step: int, last: bool) -> bool:
+def reached(row: Mapping[str, Any], events: RunEvents, step: int, last: bool) -> bool:
     """Whether a run finished this rung: the last rung needs the completed run, the others an
     evaluation at the rung's step (the run paused there, or went on and was stopped later: a
     resumed run drops the evaluations after its checkpoint, so one that is there stands)."""
@@ -80,7 +88,7 @@ def rung_done(halving: Mapping[str, Any], variant: str, rung: int,
     failed and was already retried (``tried(variant, seed, rung)``: done, with no loss)."""
     step, last = halving["steps"][variant][rung], rung == halving["rungs"] - 1
     runs = [(k, row, events) for (v, k), (row, events) in by_run.items() if v == variant]
-    return all(_reached(row, events, step, last) or (row["status"] == "failed" and tried(variant, k, rung))
+    return all(reached(row, events, step, last) or (row["status"] == "failed" and tried(variant, k, rung))
                for k, row, events in runs)
 
 
@@ -91,7 +99,7 @@ def rung_losses(halving: Mapping[str, Any], variant: str, rung: int,
     step, last = halving["steps"][variant][rung], rung == halving["rungs"] - 1
     losses = {}
     for (v, k), (row, events) in by_run.items():
-        loss = loss_at(events, step) if v == variant and _reached(row, events, step, last) else None
+        loss = loss_at(events, step) if v == variant and reached(row, events, step, last) else None
         if loss is not None:
             losses[k] = loss
     return losses
@@ -113,25 +121,13 @@ def decide(halving: Mapping[str, Any], baseline: str, variants: Sequence[str],
            tried: Callable[[str, int, int], bool] = lambda v, k, r: False) -> list[Rung]:
     """The rungs so far, decided from the runs: the last one is the rung being trained (or the
     final one). ``tried(variant, seed, rung)``: a failed run that was already retried now."""
-    by_run = {(row["variant"], row["seed_index"]): (row, events) for row, events in runs}
-    seeds = sorted({k for _, k in by_run})
+    by_run = by_run_key(runs)
     rungs: list[Rung] = []
     alive = list(variants)
     for r in range(halving["rungs"]):
         last = r == halving["rungs"] - 1
-        losses: dict[str, dict[int, float]] = {}
-        settled = True
-        for variant in alive:
-            step = halving["steps"][variant][r]
-            losses[variant] = {}
-            for k in seeds:
-                row, events = by_run[(variant, k)]
-                if _reached(row, events, step, last):
-                    loss = loss_at(events, step)
-                    if loss is not None:
-                        losses[variant][k] = loss
-                elif not (row["status"] == "failed" and tried(variant, k, r)):
-                    settled = False
+        losses = {v: rung_losses(halving, v, r, by_run) for v in alive}
+        settled = all(rung_done(halving, v, r, by_run, tried) for v in alive)
         pruned = prune(losses, alive, baseline) if settled and not last else []
         rungs.append(Rung(r, list(alive), losses, pruned, settled))
         if not settled or last:
@@ -196,7 +192,7 @@ def async_rungs(halving: Mapping[str, Any], variants: Sequence[str],
     """The asynchronous mode's rungs as the promotions made them: rung r's ``alive`` are the
     variants promoted to it (every variant at rung 0); its ``pruned`` those that finished it and
     were not promoted from it (so far, while the ablation runs; never at the last rung)."""
-    by_run = {(row["variant"], row["seed_index"]): (row, events) for row, events in runs}
+    by_run = by_run_key(runs)
     made = set(promoted)
     last = halving["rungs"] - 1
     rungs: list[Rung] = []
@@ -229,13 +225,13 @@ def run_halving(plan: Any, directory: Path, *, executor: str, workers: int, addr
                        tried=lambda v, k, r: (v, k, r) in tried)
         write_decisions(directory, halving, rungs)
         rung = rungs[-1]
-        rows = {(row["variant"], row["seed_index"]): (row, events) for row, events in runs}
+        rows = by_run_key(runs)
         jobs = []
         for variant in rung.alive:
             step = halving["steps"][variant][rung.index]
             for k in range(len(plan.seeds)):
                 row, events = rows[(variant, k)]
-                if _reached(row, events, step, rung.index == last) or (variant, k, rung.index) in tried:
+                if reached(row, events, step, rung.index == last) or (variant, k, rung.index) in tried:
                     continue
                 jobs.append(make_job(plan, directory, variant, k,
                                      pause_at=None if rung.index == last else step))
@@ -260,10 +256,10 @@ def _rung_row(row: dict[str, Any], events: RunEvents, step: int, last: bool) -> 
     """A run as of a rung: its loss at the rung's step, counted when it reached the rung."""
     losses = [e["val_loss"] for e in events.evals
               if e["step"] <= step and finite(e.get("val_loss"))]
-    reached = _reached(row, events, step, last)
-    return {**row, "status": "completed" if reached else row["status"],
-            "final_val_loss": loss_at(events, step) if reached else None,
-            "best_val_loss": min(losses) if reached and losses else None}
+    there = reached(row, events, step, last)
+    return {**row, "status": "completed" if there else row["status"],
+            "final_val_loss": loss_at(events, step) if there else None,
+            "best_val_loss": min(losses) if there and losses else None}
 
 
 def halving_view(halving: Mapping[str, Any], baseline: str, variants: Sequence[str],
