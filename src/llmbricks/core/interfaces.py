@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from .component import Component, Dims, ParamsModel
 from .kv_cache import KVCache, LayerKVCache
+from .masks import position_mask
 
 __all__ = [
     "Adapter",
@@ -184,10 +185,10 @@ class PositionContext:
     rotation tables and score biases are computed once, not once per layer.
     """
 
-    q: Tensor  # [Tq] positions of the new tokens
+    q: Tensor  # [Tq] positions of the new tokens; [B, Tq] when each row has its own
     k: Tensor  # [Tk] positions of every key: the cached ones, then the new ones
     rotation: Any = None  # component-specific tables for ``rotate`` (e.g. cos and sin)
-    bias: Tensor | None = None  # additive score bias [H, Tq, Tk], or None
+    bias: Tensor | None = None  # additive score bias [H, Tq, Tk] ([B, H, Tq, Tk] per row), or None
     #: The component that made this context: attention asks it to rotate through ``rotate``.
     positional: PositionalEncoding | None = None
 
@@ -196,6 +197,22 @@ class PositionContext:
         if self.positional is None:
             return q, k
         return self.positional.rotate(q, k, self)
+
+    @property
+    def per_row(self) -> bool:
+        """Whether each row of the batch sits at its own positions (``q`` is ``[B, Tq]``).
+
+        Continuous batching decodes streams of different lengths in one pass: row ``b``'s new
+        token is at its own position, and key slots past it are not yet filled. Attention then
+        masks by ``hidden_keys`` instead of assuming the queries are the newest keys.
+        """
+        return self.q.dim() == 2
+
+    def hidden_keys(self, window: int | None = None) -> Tensor:
+        """``[B, 1, Tq, Tk]`` (or ``[Tq, Tk]``), True where a query may not attend: the causal
+        (and sliding-window) rule read off the positions (``core.masks.position_mask``)."""
+        hidden = position_mask(self.q, self.k, window)
+        return hidden.unsqueeze(-3) if self.per_row else hidden
 
     def last_keys(self, k_len: int) -> PositionContext:
         """This context for the last ``k_len`` keys only.
@@ -218,6 +235,10 @@ class PositionalEncoding(ModuleComponent):
     """
 
     kind: ClassVar[str] = "positional"
+    #: Whether ``embed``, ``rotation`` and ``bias`` accept ``[B, T]`` positions (each row at its
+    #: own: continuous batching, ``PositionContext.per_row``). A component that does not say so
+    #: is served one stream at a time, which is always right.
+    per_row_positions: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -313,6 +334,10 @@ class Attention(_TakesPositionContext):
     """
 
     kind: ClassVar[str] = "attention"
+    #: Whether ``forward`` honours a ``pos`` whose rows sit at their own positions
+    #: (``pos.per_row``: mask by ``pos.hidden_keys``, take a ``[B, H, Tq, Tk]`` bias). A
+    #: component that does not say so is served one stream at a time, which is always right.
+    per_row_positions: ClassVar[bool] = False
 
     @abstractmethod
     def forward(self, x: Tensor, pos: PositionContext,

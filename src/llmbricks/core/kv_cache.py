@@ -109,6 +109,15 @@ class KVCache:
     def layer(self, index: int) -> LayerKVCache:
         return self.layers[index]
 
+    def positions(self, t: int, device: torch.device | str | None) -> tuple[Tensor, Tensor]:
+        """Positions of ``t`` new tokens (from ``length`` on) and of every key: ``0 .. length + t - 1``.
+
+        The slot cache of continuous batching answers the same question per row
+        (``core.slot_cache.SlotRows.positions``), so a model asks its cache either way.
+        """
+        return (torch.arange(self.length, self.length + t, device=device),
+                torch.arange(self.length + t, device=device))
+
     def advance(self, n_tokens: int) -> None:
         """Mark ``n_tokens`` more positions as filled (once per forward pass, after all layers)."""
         self.length += n_tokens

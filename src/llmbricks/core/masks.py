@@ -41,3 +41,22 @@ def causal_mask(q_len: int, k_len: int, device: torch.device | str | None = None
         return future
     too_old = ones.tril(diagonal=offset - window)    # j - i <= offset - W  <=>  j <= p - W
     return future | too_old
+
+
+def position_mask(q_positions: Tensor, k_positions: Tensor, window: int | None = None) -> Tensor:
+    """Boolean ``[..., Tq, Tk]`` mask, ``True`` where a query may NOT attend, from the positions.
+
+    The same rule as ``causal_mask``, read off the positions themselves instead of assuming the
+    queries are the newest keys: with ``d = q_i - k_j``,
+
+        attend(i, j)  <=>  0 <= d < W        (W = window, or no upper bound)
+
+    so it holds when each row of a batch sits at its own positions (``q_positions`` ``[B, Tq]``,
+    continuous batching), and a key slot a row has not filled yet (a position past its query)
+    is hidden like any future key.
+    """
+    distance = q_positions[..., :, None] - k_positions[..., None, :]   # d = q_i - k_j
+    hidden = distance < 0                                              # the future
+    if window is not None:
+        hidden = hidden | (distance >= window)                         # older than the window
+    return hidden

@@ -28,6 +28,7 @@ class MultiHeadAttention(ProjectedAttention):
     """Reference multi-head causal attention with an explicit softmax (the book's, plus GQA)."""
 
     name = "mha"
+    per_row_positions = True
 
     def __init__(self, params: AttentionParams, dims: Dims) -> None:
         super().__init__(params, dims)
@@ -38,8 +39,11 @@ class MultiHeadAttention(ProjectedAttention):
         if groups > 1:  # GQA: each key/value head serves `groups` query heads
             k = k.repeat_interleave(groups, dim=1)
             v = v.repeat_interleave(groups, dim=1)
-        # Hidden: future keys (j > p) and, with a window W, keys too old (j <= p - W).
-        mask = causal_mask(q.shape[-2], k.shape[-2], device=q.device, window=self.params.window)
+        # Hidden: future keys (j > p) and, with a window W, keys too old (j <= p - W); read off
+        # each row's positions when rows sit at their own (continuous batching).
+        window = self.params.window
+        mask = (pos.hidden_keys(window) if pos.per_row
+                else causal_mask(q.shape[-2], k.shape[-2], device=q.device, window=window))
         return explicit_attention(q, k, v, bias=pos.bias, mask=mask,
                                   scale=score_scale(self.params, q.shape[-1]),
                                   softcap=self.params.softcap, dropout=self.dropout)

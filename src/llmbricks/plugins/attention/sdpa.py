@@ -22,12 +22,15 @@ class SDPAttention(ProjectedAttention):
     """Fused causal attention (PyTorch SDPA); same weights and maths as mha, much faster."""
 
     name = "sdpa"
+    per_row_positions = True
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: PositionContext) -> Tensor:
         q_len, k_len = q.shape[-2], k.shape[-2]
         bias = pos.bias
         window = self.params.window
-        if window_hides_keys(window, k_len):
+        # Rows at their own positions (continuous batching) keep every key: their mask comes
+        # from the positions (pos.hidden_keys), not from where the keys end.
+        if window_hides_keys(window, k_len) and not pos.per_row:
             # Query i sits at p = k_len - q_len + i and sees keys p - W < j <= p, so no query sees
             # a key before (k_len - q_len) - W + 1: drop those. One decoded token then reads W
             # keys, not the whole cache. The rule is relative, so it holds on what is left.
@@ -36,7 +39,7 @@ class SDPAttention(ProjectedAttention):
                 k, v = k[..., first:, :], v[..., first:, :]
                 bias = bias[..., first:] if bias is not None else None
                 k_len -= first
-        else:
+        elif not pos.per_row:
             window = None  # the window covers every key: plain causal, and its fast paths
         groups = q.shape[1] // k.shape[1]
         extra = {}
@@ -49,24 +52,27 @@ class SDPAttention(ProjectedAttention):
         dropout = self.dims.dropout if self.training else 0.0
         scale = score_scale(self.params, q.shape[-1])
         extra["scale"] = scale
+
+        def hidden() -> Tensor:  # True where a query may not attend
+            return (pos.hidden_keys(window) if pos.per_row
+                    else causal_mask(q_len, k_len, device=q.device, window=window))
+
         if self.params.softcap is not None:  # no fused kernel caps scores: write them out
             if groups > 1 and "enable_gqa" in extra:
                 k = k.repeat_interleave(groups, dim=1)
                 v = v.repeat_interleave(groups, dim=1)
-            hidden = causal_mask(q_len, k_len, device=q.device, window=window)
-            return explicit_attention(q, k, v, bias=bias, mask=hidden, scale=scale,
+            return explicit_attention(q, k, v, bias=bias, mask=hidden(), scale=scale,
                                       softcap=self.params.softcap,
                                       dropout=lambda w: F.dropout(w, dropout) if dropout else w)
         if bias is None:
-            if not window_hides_keys(window, k_len):
+            if not pos.per_row and not window_hides_keys(window, k_len):
                 if q_len == k_len:
                     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True,
                                                           **extra)
                 if q_len == 1:  # one new token sees every (remaining) key: no mask at all
                     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, **extra)
-            mask = ~causal_mask(q_len, k_len, device=q.device, window=window)  # True = may attend
+            mask = ~hidden()  # True = may attend
         else:
             # Relative biases go in as an additive float mask, with -inf on the hidden keys.
-            hidden = causal_mask(q_len, k_len, device=q.device, window=window)
-            mask = bias.to(q.dtype).masked_fill(hidden, float("-inf"))
+            mask = bias.to(q.dtype).masked_fill(hidden(), float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, **extra)

@@ -67,11 +67,15 @@ class GPT(Model):
             if limit is not None and start + t > limit:  # checked on ints: no device sync
                 raise ValueError(f"sequence of {start + t} tokens is past the {limit} positions of "
                                  f"positional '{self.positional.name}'; crop the input to the context")
-            positions = torch.arange(start, start + t, device=ids.device)
-        k_positions = positions
-        if start:  # cached keys sit at the `start` positions just before the new tokens
-            earlier = positions[:1] + torch.arange(-start, 0, device=ids.device)
-            k_positions = torch.cat([earlier, positions])
+            if cache is not None:  # each row from its own length in a continuous batch's cache
+                positions, k_positions = cache.positions(t, ids.device)
+            else:
+                positions = k_positions = torch.arange(t, device=ids.device)
+        else:
+            k_positions = positions
+            if start:  # cached keys sit at the `start` positions just before the new tokens
+                earlier = positions[:1] + torch.arange(-start, 0, device=ids.device)
+                k_positions = torch.cat([earlier, positions])
         pos = self.positional.context(positions, k_positions)  # rotations and biases, once
         local_pos = (self.local_positional.context(positions, k_positions)
                      if self.local_positional is not None else pos)

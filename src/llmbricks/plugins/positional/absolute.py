@@ -12,6 +12,7 @@ class AbsolutePositional(PositionalEncoding):
     """Learned absolute position embeddings added to the token embeddings (GPT-2, the book)."""
 
     name = "absolute"
+    per_row_positions = True
 
     def __init__(self, params: NoParams, dims: Dims) -> None:
         super().__init__(params, dims)

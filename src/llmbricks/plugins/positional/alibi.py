@@ -44,6 +44,7 @@ class ALiBiPositional(PositionalEncoding):
     """ALiBi (Press et al. 2022): a fixed per-head linear distance penalty on scores; no weights."""
 
     name = "alibi"
+    per_row_positions = True
     Params = NoParams
     #: The penalty is defined for any distance; the paper's point is that it extrapolates.
     extrapolates: ClassVar[bool] = True
@@ -60,7 +61,9 @@ class ALiBiPositional(PositionalEncoding):
         """``[H, Tq, Tk]`` float32 bias ``-m_h * (q_i - k_j)`` for past keys, 0 for future ones.
 
         Future keys (negative distance) are clamped to distance 0; the causal mask hides them.
+        Query positions ``[B, Tq]`` (each row at its own) give ``[B, H, Tq, Tk]``.
         """
         slopes = torch.tensor(self.slopes, dtype=torch.float32, device=q_positions.device)
-        distance = (q_positions[:, None] - k_positions[None, :]).clamp(min=0)  # max(i - j, 0)
-        return -slopes[:, None, None] * distance.to(torch.float32)             # -m_h * (i - j)
+        distance = (q_positions[..., :, None] - k_positions[..., None, :]).clamp(min=0)
+        # max(i - j, 0), [..., 1, Tq, Tk] against the slopes [H, 1, 1]: -m_h * (i - j)
+        return -slopes[:, None, None] * distance.unsqueeze(-3).to(torch.float32)

@@ -9,3 +9,4 @@ class NoPositional(PositionalEncoding):
     """No positional encoding (NoPE): the causal mask is the only source of order."""
 
     name = "none"
+    per_row_positions = True

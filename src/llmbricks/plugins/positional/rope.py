@@ -50,6 +50,7 @@ class RotaryPositional(PositionalEncoding):
     """Rotary position embeddings (RoPE, Su et al.): rotate q and k by position; no weights."""
 
     name = "rope"
+    per_row_positions = True
     #: Angles exist for every position, so sequences past the context length run; quality there
     #: degrades unless the model was trained for it (the linear and llama3 scalings below; NTK
     #: and YaRN are not implemented).
@@ -102,10 +103,14 @@ class RotaryPositional(PositionalEncoding):
 
         Computed from the positions rather than kept in a buffer, so the module has no state and
         a model cast to bf16 keeps exact frequencies.
+        Positions ``[B, T]`` (each row at its own) give ``[B, 1, T, r]``: one table per row,
+        broadcast over the heads.
         """
         inv_freq = self.frequencies(positions.device)
-        angles = positions.to(torch.float32)[:, None] * inv_freq   # [T, r/2]: p * w_j
+        angles = positions.to(torch.float32)[..., None] * inv_freq  # [T, r/2]: p * w_j
         angles = torch.cat((angles, angles), dim=-1)                # [T, r]: both halves of a pair
+        if angles.dim() == 3:
+            angles = angles.unsqueeze(1)                            # [B, 1, T, r]: every head
         return angles.cos(), angles.sin()
 
     def frequencies(self, device: torch.device | None = None) -> Tensor:

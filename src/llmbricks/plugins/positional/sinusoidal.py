@@ -39,6 +39,7 @@ class SinusoidalPositional(PositionalEncoding):
     """Fixed sinusoidal positions added to the embeddings (Vaswani et al. 2017); no weights."""
 
     name = "sinusoidal"
+    per_row_positions = True
     #: Defined for every position, so a model accepts sequences longer than its context length
     #: (whether it *generalizes* there is another matter: absolute encodings tend not to).
     extrapolates: ClassVar[bool] = True

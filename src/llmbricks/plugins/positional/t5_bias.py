@@ -44,6 +44,7 @@ class T5RelativeBias(PositionalEncoding):
     """T5 learned relative position bias: one scalar per (distance bucket, head), shared by all layers."""
 
     name = "t5"
+    per_row_positions = True
     #: Distances past ``max_distance`` share the last bucket, so any sequence length works.
     extrapolates: ClassVar[bool] = True
 
@@ -71,7 +72,8 @@ class T5RelativeBias(PositionalEncoding):
         return None
 
     def bias(self, q_positions: Tensor, k_positions: Tensor) -> Tensor:
-        """``[H, Tq, Tk]`` bias ``b[bucket(q_i - k_j), h]``, computed once per forward pass."""
-        distance = q_positions[:, None] - k_positions[None, :]             # [Tq, Tk]: i - j
+        """``[H, Tq, Tk]`` bias ``b[bucket(q_i - k_j), h]``, computed once per forward pass
+        (``[B, H, Tq, Tk]`` for query positions ``[B, Tq]``, each row at its own)."""
+        distance = q_positions[..., :, None] - k_positions[..., None, :]   # [Tq, Tk]: i - j
         buckets = t5_bucket(distance, self.params.num_buckets, self.params.max_distance)
-        return self.table(buckets).permute(2, 0, 1)                          # [Tq, Tk, H] -> [H, Tq, Tk]
+        return self.table(buckets).movedim(-1, -3)                          # [Tq, Tk, H] -> [H, Tq, Tk]
