@@ -49,8 +49,8 @@ def staggered(engine: Engine, batch: list[list[int]], n: int, **sampling) -> lis
     requests = []
     for i, prompt in enumerate(batch):
         if requests:
-            last, enough = requests[-1], 1 + i % 2
-            wait_for(lambda: len(last.tokens) >= enough or last.done)
+            wait_for(lambda last=requests[-1], enough=1 + i % 2:
+                     len(last.tokens) >= enough or last.done)
         requests.append(engine.submit(prompt, engine.sampling(max_new_tokens=n, **sampling)))
     return [r.wait() for r in requests]
 
