@@ -33,6 +33,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "tokenizer": "llmbricks.cli.tokenizer:tokenizer",
     "data": "llmbricks.cli.data:data",
     "generate": "llmbricks.cli.generate:generate",
+    "chat": "llmbricks.cli.chat:chat",
     "classify": "llmbricks.cli.classify:classify",
     "train": "llmbricks.cli.train:train",
     "eval": "llmbricks.cli.evaluate:evaluate",
