@@ -39,6 +39,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "eval": "llmbricks.cli.evaluate:evaluate",
     "ablate": "llmbricks.cli.ablate:ablate",
     "schedule": "llmbricks.cli.schedule:schedule",
+    "serve": "llmbricks.cli.serve:serve",
 }
 
 

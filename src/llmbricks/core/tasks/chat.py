@@ -16,6 +16,7 @@ the new tokens; the oldest turns leave the prompt when they no longer fit. They 
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -125,11 +126,10 @@ class Conversation:
                             ("top_k", top_k), ("top_p", top_p), ("seed", seed)):
             self.set(name, value)
         self.stop = end_token(tokenizer, template)
-        self.multi_turn = callable(getattr(template, "render", None))
+        self.format = ChatFormat(tokenizer, template)
         self.turns: list[Turn] = []
         self.first_seen = 0  # turns before this one no longer fit the context
         self.system: str | None = None
-        self.system_role = True
         params = getattr(template, "params", None)
         self.set_system(system if system is not None else getattr(params, "system", None))
 
@@ -170,11 +170,10 @@ class Conversation:
         if self.system is None:
             return "no system message"
         name = getattr(self.template, "name", type(self.template).__name__)
-        if not self.multi_turn:
+        if not self.format.multi_turn:
             return (f"the '{name}' template has no system role: the text goes before the "
                     "conversation, followed by a blank line")
-        self.system_role = self._shows_system()
-        if self.system_role:
+        if self.format.system_role:
             return "the template's system message"
         return (f"the '{name}' template has no system role: the text opens the first user "
                 "message, followed by a blank line")
@@ -186,13 +185,6 @@ class Conversation:
             self.tokenizer.encode(text)
         except LlmbricksError as exc:
             raise type(exc)(f"{what}: {exc}") from None
-
-    def _shows_system(self) -> bool:
-        messages = [{"role": "system", "content": _PROBE}, {"role": "user", "content": "hi"}]
-        try:
-            return _PROBE in self.template.render(messages, True)  # type: ignore[attr-defined]
-        except ConfigError:  # "System role not supported" (Gemma's raise_exception)
-            return False
 
     # --- the conversation -------------------------------------------------------------------
 
@@ -211,7 +203,8 @@ class Conversation:
     def render(self, text: str, turns: list[Turn] | None = None) -> str:
         """The prompt the model continues to answer ``text`` after ``turns`` (default: those in
         the context), as text."""
-        render, record = self._renderer(self.turns[self.first_seen:] if turns is None else turns, text)
+        seen = self.turns[self.first_seen:] if turns is None else turns
+        render, record = self.format.renderer(self.system, seen, text)
         return render(record)
 
     def prompt_ids(self, text: str) -> tuple[list[int], int]:
@@ -228,7 +221,7 @@ class Conversation:
         seen = self.turns[self.first_seen:]
         room = self.context_length - self.settings.max_new_tokens
         for dropped in range(len(seen) + 1):
-            render, record = self._renderer(seen[dropped:], text)
+            render, record = self.format.renderer(self.system, seen[dropped:], text)
             ids = encode_templated(self.tokenizer, render, record)
             if len(ids) <= room:
                 return render(record), ids, dropped
@@ -290,13 +283,40 @@ class Conversation:
         return write_atomic(Path(path).expanduser(),
                             json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
-    # --- rendering --------------------------------------------------------------------------
 
-    def _renderer(self, turns: list[Turn], text: str
-                  ) -> tuple[Callable[[Mapping[str, Any]], str], dict[str, str]]:
+class ChatFormat:
+    """How a template renders a conversation, and its encoding (the model sees exactly this).
+
+    Shared by ``Conversation`` and the server's chat completions, so a conversation reads the
+    same to the model whether it comes from ``llmbricks chat`` or from an OpenAI client.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, template: PromptTemplate) -> None:
+        self.tokenizer, self.template = tokenizer, template
+        #: A template that renders messages (a chat template) gets them all; others, records.
+        self.multi_turn = callable(getattr(template, "render", None))
+
+    @functools.cached_property
+    def system_role(self) -> bool:
+        """Whether the template shows a system message (one that refuses or drops it: no)."""
+        if not self.multi_turn:
+            return False
+        messages = [{"role": "system", "content": _PROBE}, {"role": "user", "content": "hi"}]
+        try:
+            return _PROBE in self.template.render(messages, True)  # type: ignore[attr-defined]
+        except ConfigError:  # "System role not supported" (Gemma's raise_exception)
+            return False
+
+    def ids(self, system: str | None, turns: list[Turn], text: str) -> list[int]:
+        """The prompt's ids: special tokens only where the template writes them."""
+        render, record = self.renderer(system, turns, text)
+        return encode_templated(self.tokenizer, render, record)
+
+    def renderer(self, system: str | None, turns: list[Turn], text: str
+                 ) -> tuple[Callable[[Mapping[str, Any]], str], dict[str, str]]:
         """A render function of a flat record holding every message (``encode_templated`` finds
         the messages' special-looking text in its values), and that record."""
-        record = {"system": self.system or "", "text": text}
+        record = {"system": system or "", "text": text}
         for i, turn in enumerate(turns):
             record[f"user{i}"], record[f"assistant{i}"] = turn.user, turn.assistant
         count = len(turns)
@@ -326,6 +346,43 @@ class Conversation:
                 messages.append({"role": "assistant", "content": record[f"assistant{i}"]})
         return messages
 
+    def messages_ids(self, messages: list[Mapping[str, str]]) -> list[int]:
+        """The prompt that answers chat messages (``[{"role", "content"}]``, as OpenAI's API
+        writes them): system messages first, then user and assistant turns, the last one the
+        user's. Consecutive messages of one role are joined by a blank line."""
+        system, turns, text = split_messages(messages)
+        return self.ids(system, turns, text)
+
+
+def split_messages(messages: list[Mapping[str, str]]) -> tuple[str | None, list[Turn], str]:
+    """``(system, turns, last user message)`` of a list of chat messages; one line if the list
+    cannot be read as a conversation."""
+    merged: list[list[str]] = []  # [role, content], consecutive roles joined
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        if role not in ("system", "user", "assistant") or not isinstance(content, str):
+            raise InputError(f"a message needs a role (system, user or assistant) and text "
+                             f"content, got role {role!r}")
+        if merged and merged[-1][0] == role:
+            merged[-1][1] += "\n\n" + content
+        else:
+            merged.append([role, content])
+    system = merged.pop(0)[1] if merged and merged[0][0] == "system" else None
+    if any(role == "system" for role, _ in merged):
+        raise InputError("system messages must come first, before the conversation")
+    if not merged or merged[-1][0] != "user":
+        raise InputError("the last message must be the user's: the model answers it")
+    if merged[0][0] != "user":
+        merged.insert(0, ["user", ""])  # an assistant that speaks first answered nothing
+    turns = [Turn(merged[i][1], merged[i + 1][1]) for i in range(0, len(merged) - 1, 2)]
+    return system, turns, merged[-1][1]
+
+
+def messages_prompt_ids(tokenizer: Tokenizer, template: PromptTemplate,
+                        messages: list[Mapping[str, str]]) -> list[int]:
+    """``ChatFormat(tokenizer, template).messages_ids(messages)``."""
+    return ChatFormat(tokenizer, template).messages_ids(messages)
+
 
 def trim_note(dropped: int, context_length: int) -> str:
     """``[history trimmed: dropped 2 oldest turns to fit the 256-token context]``."""
@@ -334,5 +391,6 @@ def trim_note(dropped: int, context_length: int) -> str:
             "context]")
 
 
-__all__ = ["DEFAULT_MAX_NEW_TOKENS", "SETTINGS", "ChatSettings", "Conversation", "Turn",
+__all__ = ["DEFAULT_MAX_NEW_TOKENS", "SETTINGS", "ChatFormat", "ChatSettings", "Conversation",
+           "Turn", "messages_prompt_ids", "split_messages",
            "parse_setting", "setting_name", "trim_note"]

@@ -1,0 +1,80 @@
+"""Serving a model from Python: ``build_server`` (the app and its engine) and ``serve`` (uvicorn).
+
+``llmbricks serve`` is a thin Click layer over ``serve``; tests and notebooks use
+``build_server`` and run the app however they like.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmbricks.core.errors import ConfigError
+from llmbricks.core.tasks.chat import ChatFormat
+from llmbricks.core.tasks.engine import Engine
+from llmbricks.core.tasks.generation import stop_token_id
+from llmbricks.core.tasks.instruction import end_token_id, prompt_template
+from llmbricks.server.app import ChatPrompt, create_app
+
+
+def chat_format(engine: Engine) -> ChatPrompt | None:
+    """How chat messages become a prompt for this model: the run's template (``data.prompt``),
+    else the model's own chat template, else alpaca, as ``llmbricks chat`` renders them; the
+    template's end token stops the answer. ``None`` without a config to pick the template."""
+    config = getattr(engine, "config", None)
+    if config is None or engine.tokenizer is None:
+        return None
+    template = prompt_template(config, tokenizer=engine.tokenizer)
+    stops = [end_token_id(engine.tokenizer, template)]
+    form = ChatFormat(engine.tokenizer, template)
+
+    def render(messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
+        return form.messages_ids(messages), stops
+
+    return render
+
+
+def build_server(path: str | Path, *, api_key: str | None = None, model_name: str | None = None,
+                 device: torch.device | str = "cpu", **engine_options: Any) -> tuple[Any, Engine]:
+    """The FastAPI app serving the run or model directory at ``path``, and its running engine
+    (``engine.close()`` when done). ``engine_options`` go to ``Engine``: ``max_batch``,
+    ``max_queue``, ``max_len``, ``prefill_chunk``."""
+    engine = Engine.load(path, device, **engine_options)
+    try:
+        tokenizer = engine.tokenizer
+        stops = [] if tokenizer is None else [t for t in [stop_token_id(tokenizer, None)]
+                                              if t is not None]
+        app = create_app(engine, model_name=model_name or Path(path).resolve().name,
+                         chat_prompt=chat_format(engine), stop_ids=stops, api_key=api_key)
+    except BaseException:
+        engine.close()
+        raise
+    return app, engine
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only listens on this machine (``localhost``, ``127.x``, ``::1``)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
+          api_key: str | None = None, model_name: str | None = None, log_level: str = "info",
+          **engine_options: Any) -> None:
+    """Serve until interrupted (Ctrl-C); the engine stops with the server."""
+    import uvicorn
+
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a port is 0 to 65535")
+    app, engine = build_server(path, api_key=api_key, model_name=model_name, **engine_options)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    finally:
+        engine.close()
