@@ -36,6 +36,19 @@ def alone(m, prompt: list[int], n: int, **sampling) -> list[int]:
     return generate_ids(m, [prompt], max_new_tokens=n, **sampling).new_tokens[0]
 
 
+def record_passes(m) -> list[tuple[int, int]]:
+    """The shape of the ids of every forward pass of ``m`` from now on."""
+    fed: list[tuple[int, int]] = []
+    hidden = m.hidden
+
+    def recorded(ids, *args, **kwargs):
+        fed.append(tuple(ids.shape))
+        return hidden(ids, *args, **kwargs)
+
+    m.hidden = recorded
+    return fed
+
+
 def wait_for(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -65,6 +78,19 @@ def test_batched_greedy_equals_greedy_alone(positional, n_kv_heads):
     assert got == [alone(m, p, 12) for p in batch]
 
 
+@pytest.mark.parametrize("positional,n_kv_heads", KINDS, ids=[f"{p}-kv{k}" for p, k in KINDS])
+def test_prompts_arriving_together_are_prefilled_together_right_padded(positional, n_kv_heads):
+    m = model(positional, n_kv_heads)
+    batch = prompts()  # 3, 11, 1, 17, 6 and 9 tokens
+    fed = record_passes(m)
+    with Engine(m, max_batch=6, prefill_chunk=60) as engine:
+        with engine._lock:  # all queued before the engine looks
+            requests = [engine.submit(p, engine.sampling(max_new_tokens=8)) for p in batch]
+        got = [r.wait() for r in requests]
+    assert fed[0] == (6, 10)  # every prompt's first 10 tokens (or fewer, padded) in one pass
+    assert got == [alone(m, p, 8) for p in batch]
+
+
 @pytest.mark.parametrize("attention", ["mha", "sdpa"])
 def test_sliding_windows_and_the_reference_attention_batch_exactly(attention):
     m = tiny("alibi", 2, attention=attention, context_length=64, head={"tie_weights": False})
@@ -91,8 +117,7 @@ def test_a_long_prompt_is_prefilled_in_chunks_between_decode_steps():
     m = model("rope")
     short, long = prompts((2, 40))
     expected = alone(m, short, 20), alone(m, long, 5)
-    fed: list[tuple[int, int]] = []
-    m.register_forward_hook(lambda module, args, output: fed.append(tuple(args[0].shape)))
+    fed = record_passes(m)
     with Engine(m, max_batch=2, prefill_chunk=8) as engine:
         first = engine.submit(short, engine.sampling(max_new_tokens=20))
         wait_for(lambda: len(first.tokens) >= 2)
@@ -152,6 +177,16 @@ def test_the_queue_is_bounded():
             engine.submit([4], engine.sampling(max_new_tokens=5))
         running.cancel()
         assert len(waiting.wait()) == 5
+
+
+def test_free_slots_do_not_count_against_the_queue():
+    m = model("rope")
+    with Engine(m, max_batch=4, max_queue=1) as engine:
+        with engine._lock:  # a burst, all before the engine's next step
+            burst = [engine.submit([i + 1], engine.sampling(max_new_tokens=3)) for i in range(5)]
+            with pytest.raises(QueueFull):
+                engine.submit([9], engine.sampling(max_new_tokens=3))
+        assert [len(r.wait()) for r in burst] == [3] * 5
 
 
 def test_refusals_are_one_line():

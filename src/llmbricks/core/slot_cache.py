@@ -7,7 +7,9 @@ position ``j`` holds the key of stream ``s``'s token ``j``.
 
 A forward pass runs over a contiguous range of slots (``rows(lo, hi)``): the engine keeps its
 decoding streams in slots ``0 .. n-1`` (``move`` fills the hole a finished stream leaves), so
-the batch is a view of the buffers and nothing is gathered per step. The pass sees keys
+the batch is a view of the buffers and nothing is gathered per step. Prompts of different
+lengths can share a pass right-padded: ``counts`` says how many tokens of each row are real,
+and a row's length advances by that many only. The pass sees keys
 ``0 .. max(lengths) + T - 1`` of every row; a row's unfilled slots sit at positions past its
 query, so the position mask (``core.masks.position_mask``) hides them like any future key.
 
@@ -42,11 +44,17 @@ class SlotKVCache:
         return cls(dims.n_layers, slots, dims.n_kv_heads, max_len, dims.head_dim,
                    dtype=weight.dtype, device=weight.device)
 
-    def rows(self, lo: int, hi: int) -> SlotRows:
-        """Slots ``lo .. hi-1`` as the cache of one forward pass (``model(ids, cache=...)``)."""
+    def rows(self, lo: int, hi: int, counts: list[int] | None = None) -> SlotRows:
+        """Slots ``lo .. hi-1`` as the cache of one forward pass (``model(ids, cache=...)``).
+
+        ``counts[b]``: how many of row ``b``'s ``T`` tokens are real (right-padded rows); its
+        length advances by that many, so the padding's keys are overwritten later.
+        """
         if not 0 <= lo < hi <= self.slots:
             raise ValueError(f"slots {lo}..{hi - 1} are not within the cache's {self.slots}")
-        return SlotRows(self, lo, hi)
+        if counts is not None and len(counts) != hi - lo:
+            raise ValueError(f"counts names {len(counts)} rows, the pass has {hi - lo}")
+        return SlotRows(self, lo, hi, counts)
 
     def clear(self, slot: int) -> None:
         """Forget slot ``slot``'s stream; the next one there writes from position 0."""
@@ -62,13 +70,26 @@ class SlotKVCache:
             v[target, :, :n] = v[source, :, :n]
         self.lengths[target], self.lengths[source] = n, 0
 
+    def swap(self, a: int, b: int) -> None:
+        """Exchange the streams of slots ``a`` and ``b``."""
+        if a == b:
+            return
+        n, m = self.lengths[a], self.lengths[b]
+        for k, v in zip(self.keys, self.values, strict=True):
+            for buffer in (k, v):
+                held = buffer[a, :, :n].clone()
+                buffer[a, :, :m] = buffer[b, :, :m]
+                buffer[b, :, :n] = held
+        self.lengths[a], self.lengths[b] = m, n
+
 
 class SlotRows:
     """A contiguous range of slots as a model's cache for one pass: ``layer(i).update`` writes
     each row's new keys at its own length, ``advance`` moves every row on by ``T``."""
 
-    def __init__(self, pool: SlotKVCache, lo: int, hi: int) -> None:
-        self.pool, self.lo, self.hi = pool, lo, hi
+    def __init__(self, pool: SlotKVCache, lo: int, hi: int,
+                 counts: list[int] | None = None) -> None:
+        self.pool, self.lo, self.hi, self.counts = pool, lo, hi, counts
         self._new = 0  # tokens of the current pass (set by positions)
         self._write: tuple[Tensor, Tensor] | None = None
 
@@ -99,8 +120,10 @@ class SlotRows:
         return _SlotLayer(self, index)
 
     def advance(self, n_tokens: int) -> None:
-        for slot in range(self.lo, self.hi):
-            self.pool.lengths[slot] += n_tokens
+        """Every row's length moves on by ``n_tokens``, or by its own count of real tokens."""
+        counts = self.counts or [n_tokens] * (self.hi - self.lo)
+        for slot, count in zip(range(self.lo, self.hi), counts, strict=True):
+            self.pool.lengths[slot] += count
 
 
 class _SlotLayer:

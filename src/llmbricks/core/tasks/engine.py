@@ -6,10 +6,12 @@ engine keeps one running batch and, between decode steps,
 
 - admits waiting requests (each gets a slot of the ``SlotKVCache``: its own keys, position,
   sampling parameters, seed and stop condition);
-- prefills at most one chunk (``prefill_chunk`` tokens) of one new prompt, so a long prompt
-  delays the running streams by one chunk at a time, not by its whole length;
+- prefills one chunk of the new prompts, all of them in one pass (``[k, T]``, right-padded,
+  ``k * T <= prefill_chunk``), so a long prompt delays the running streams by one chunk at a
+  time, not by its whole length, and many short ones cost one pass, not one each;
 - retires finished or cancelled streams at once, moving the last running stream into the
-  hole so the batch stays the contiguous slots ``0 .. n-1``.
+  hole so the batch stays the contiguous slots ``0 .. n-1`` (prompts being prefilled sit in
+  the top slots, and move down into slot ``n`` when their first token is out).
 
 Each step is ``model(last_tokens [n, 1], cache=slots 0..n-1)``: row ``b`` at its own position
 (``PositionContext.per_row``). A request's greedy tokens are those it would get alone: the rows
@@ -58,8 +60,8 @@ class Engine:
     """Continuous batching over one model; ``submit`` returns a ``Request`` to read from.
 
     ``max_batch`` streams decode together (each holds a cache slot of ``max_len`` positions:
-    the model's context by default); up to ``max_queue`` more wait, and ``submit`` raises
-    ``QueueFull`` past that (back-pressure). Use as a context manager, or ``close()``.
+    the model's context by default); up to ``max_queue`` more wait for a slot, and ``submit``
+    raises ``QueueFull`` past that (back-pressure). Use as a context manager, or ``close()``.
     """
 
     def __init__(self, model: Model, tokenizer: Tokenizer | None = None, *, max_batch: int = 32,
@@ -89,8 +91,8 @@ class Engine:
         self.device = next(model.parameters()).device
         self._waiting: collections.deque[Request] = collections.deque()
         self._running: list[Request] = []           # slot i holds _running[i]
-        self._prefilling: Request | None = None     # in slot len(_running), partly cached
-        self._fed = 0                               # its prompt tokens cached so far
+        self._prefilling: list[Request] = []        # the top slots: [S - len, S)
+        self._fed: dict[int, int] = {}              # prompt tokens cached so far, by request id
         self._generators: dict[int, torch.Generator] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Condition()
@@ -148,7 +150,9 @@ class Engine:
         with self._lock:
             if self._closed:
                 raise LlmbricksError("the engine is closed")
-            if len(self._waiting) >= self.max_queue:
+            # Waiting for a slot: those past the free slots (which the next step fills).
+            free = self.max_batch - len(self._running) - len(self._prefilling)
+            if len(self._waiting) - max(free, 0) >= self.max_queue:
                 raise QueueFull(f"the queue is full ({self.max_queue} requests waiting, "
                                 f"{len(self._running)} running); retry later")
             if sampling.max_new_tokens == 0:
@@ -169,7 +173,7 @@ class Engine:
     def stats(self) -> dict[str, int]:
         """Requests running (holding a slot, prefilling included) and waiting; steps so far."""
         with self._lock:
-            return {"running": len(self._running) + (self._prefilling is not None),
+            return {"running": len(self._running) + len(self._prefilling),
                     "waiting": len(self._waiting), "max_batch": self.max_batch,
                     "max_queue": self.max_queue, "steps": self.steps}
 
@@ -193,15 +197,14 @@ class Engine:
             while True:
                 with self._lock:
                     self._lock.wait_for(lambda: self._closed or self._waiting or self._running
-                                        or self._prefilling is not None)
+                                        or self._prefilling)
                     if self._closed:
                         break
                 try:
                     self._step()
                 except Exception as exc:  # a failing pass fails its requests, not the engine
                     self._fail_all(f"{type(exc).__name__}: {exc}")
-        for request in [*self._running, *([self._prefilling] if self._prefilling else []),
-                        *self._waiting]:
+        for request in [*self._running, *self._prefilling, *self._waiting]:
             request.finish("cancelled")
 
     def _step(self) -> None:
@@ -220,24 +223,22 @@ class Engine:
             request = self._running[slot]
             if request.cancel_requested:
                 self._retire(slot, request.cancel_requested)
-        if self._prefilling is not None and self._prefilling.cancel_requested:
-            request, self._prefilling = self._prefilling, None
-            self.cache.clear(len(self._running))
-            request.finish(request.cancel_requested)
+        for index in reversed(range(len(self._prefilling))):
+            request = self._prefilling[index]
+            if request.cancel_requested:
+                self._leave_prefill(index)
+                request.finish(request.cancel_requested)
 
     def _retire(self, slot: int, reason: str, error: str | None = None) -> None:
-        """Finish the stream in ``slot``; the last running stream (and the one being prefilled
-        after it) move down one, so the running streams stay in slots ``0 .. n-1``."""
+        """Finish the stream in ``slot``; the last running stream moves into its slot, so the
+        running streams stay in slots ``0 .. n-1``."""
         with self._lock:
             request = self._running[slot]
             last = len(self._running) - 1
             self.cache.move(last, slot)
+            self.cache.clear(last)
             self._running[slot] = self._running[last]
             self._running.pop()
-            if self._prefilling is not None:
-                self.cache.move(last + 1, last)
-            else:
-                self.cache.clear(last)
         self._generators.pop(request.id, None)
         request.finish(reason, error)
 
@@ -253,33 +254,76 @@ class Engine:
             if reason is not None:
                 self._retire(slot, reason)
 
-    def _prefill_chunk(self) -> None:
-        """Cache the next chunk of the prompt being prefilled (taking a waiting one if none is);
-        after its last chunk it yields its first token and joins the running streams."""
-        if self._prefilling is None:
-            with self._lock:
-                if not self._waiting or len(self._running) >= self.max_batch:
-                    return
-                self._prefilling, self._fed = self._waiting.popleft(), 0
-            self.cache.clear(len(self._running))
-        request, slot = self._prefilling, len(self._running)
-        chunk = request.prompt[self._fed:self._fed + self.prefill_chunk]
-        # The prompt's last token is fed with the chunk that ends it: its logits give token one.
-        logits = self.model(torch.tensor([chunk], device=self.device),
-                            cache=self.cache.rows(slot, slot + 1))[:, -1]
-        self._fed += len(chunk)
-        if self._fed < len(request.prompt):
-            return
-        if request.sampling.seed is not None:
-            generator = torch.Generator(device=self.device).manual_seed(request.sampling.seed)
-            self._generators[request.id] = generator
-        token = self._choose(logits, [request])[0]
+    def _prefill_slot(self, index: int) -> int:
+        """The slot of ``_prefilling[index]``: prompts being prefilled fill the top slots."""
+        return self.max_batch - len(self._prefilling) + index
+
+    def _leave_prefill(self, index: int, to_slot: int | None = None) -> None:
+        """Take ``_prefilling[index]`` out of the top slots (its cache to ``to_slot``, or
+        dropped); the lowest one moves into the hole, so they stay contiguous."""
+        lowest = self._prefill_slot(0)
+        self.cache.swap(self._prefill_slot(index), lowest)  # now the lowest; it leaves from there
+        if to_slot is not None:
+            self.cache.move(lowest, to_slot)  # to_slot <= lowest: the running streams' next
+        if to_slot != lowest:
+            self.cache.clear(lowest)
         with self._lock:
-            self._prefilling = None
-            self._running.append(request)
-        reason = self._emit(request, token)
-        if reason is not None:
-            self._retire(slot, reason)
+            self._fed.pop(self._prefilling[index].id, None)
+            self._prefilling[index] = self._prefilling[0]
+            self._prefilling.pop(0)
+
+    def _admit(self) -> None:
+        """Waiting prompts take free slots while the pass has room for a token of each."""
+        with self._lock:
+            while (self._waiting and len(self._prefilling) < self.prefill_chunk
+                   and len(self._running) + len(self._prefilling) < self.max_batch):
+                request = self._waiting.popleft()
+                self._prefilling.insert(0, request)
+                self._fed[request.id] = 0
+                self.cache.clear(self._prefill_slot(0))
+
+    def _prefill_chunk(self) -> None:
+        """Cache the next chunk of every prompt being prefilled, in one pass ``[k, T]``.
+
+        Each row feeds its next ``T`` prompt tokens (``k * T <= prefill_chunk``), padded on the
+        right where its prompt ends sooner; the padding's keys land past the row's length,
+        which advances by its real tokens only, so they are hidden now and overwritten later.
+        A prompt whose last token went in yields its first token and joins the running streams.
+        """
+        self._admit()
+        if not self._prefilling:
+            return
+        rows = list(self._prefilling)
+        left = [len(r.prompt) - self._fed[r.id] for r in rows]
+        room = min(self.max_len - self._fed[r.id] for r in rows)  # padding stays in the cache
+        width = max(1, min(max(left), room, self.prefill_chunk // len(rows)))
+        chunks = [r.prompt[self._fed[r.id]:self._fed[r.id] + width] for r in rows]
+        counts = [len(c) for c in chunks]
+        ids = torch.tensor([c + [0] * (width - len(c)) for c in chunks], device=self.device)
+        lo = self._prefill_slot(0)
+        hidden = self.model.hidden(ids, cache=self.cache.rows(lo, lo + len(rows), counts))
+        for index, request in enumerate(rows):
+            self._fed[request.id] += counts[index]
+        done = [i for i, r in enumerate(rows) if self._fed[r.id] == len(r.prompt)]
+        if not done:
+            return
+        # A finished prompt's last token predicts its first new one: the head runs on those only.
+        last = hidden[torch.tensor(done, device=self.device),
+                      torch.tensor([counts[i] - 1 for i in done], device=self.device)]
+        logits = self.model.layout().head(last[:, None])[:, -1]
+        finished = [rows[i] for i in done]
+        for request in finished:
+            if request.sampling.seed is not None:
+                generator = torch.Generator(device=self.device).manual_seed(request.sampling.seed)
+                self._generators[request.id] = generator
+        for request, token in zip(finished, self._choose(logits, finished), strict=True):
+            slot = len(self._running)
+            self._leave_prefill(self._prefilling.index(request), to_slot=slot)
+            with self._lock:
+                self._running.append(request)
+            reason = self._emit(request, token)
+            if reason is not None:
+                self._retire(slot, reason)
 
     def _choose(self, logits: Tensor, requests: list[Request]) -> list[int]:
         """Each row's next token: argmax for the greedy ones (at once), else a draw from its own
@@ -309,7 +353,7 @@ class Engine:
     def _fail_all(self, message: str) -> None:
         for slot in reversed(range(len(self._running))):
             self._retire(slot, "error", message)
-        if self._prefilling is not None:
-            request, self._prefilling = self._prefilling, None
-            self.cache.clear(len(self._running))
+        for index in reversed(range(len(self._prefilling))):
+            request = self._prefilling[index]
+            self._leave_prefill(index)
             request.finish("error", message)
