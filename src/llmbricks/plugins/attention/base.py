@@ -14,6 +14,7 @@ from llmbricks.core.component import Dims, ParamsModel
 from llmbricks.core.config import MAX_CONTEXT
 from llmbricks.core.interfaces import Attention, PositionContext
 from llmbricks.core.kv_cache import LayerKVCache
+from llmbricks.core.linear import Linear
 
 
 class AttentionParams(ParamsModel):
@@ -98,10 +99,10 @@ class ProjectedAttention(Attention):
     def __init__(self, params: AttentionParams, dims: Dims) -> None:
         super().__init__(params, dims)
         d, hd, kv = dims.emb_dim, dims.head_dim, dims.n_kv_heads
-        self.q_proj = nn.Linear(d, dims.n_heads * hd, bias=params.qkv_bias)
-        self.k_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
-        self.v_proj = nn.Linear(d, kv * hd, bias=params.qkv_bias)
-        self.out_proj = nn.Linear(dims.n_heads * hd, d, bias=params.out_bias)
+        self.q_proj = Linear(d, dims.n_heads * hd, bias=params.qkv_bias)
+        self.k_proj = Linear(d, kv * hd, bias=params.qkv_bias)
+        self.v_proj = Linear(d, kv * hd, bias=params.qkv_bias)
+        self.out_proj = Linear(dims.n_heads * hd, d, bias=params.out_bias)
         if params.qk_norm != "none":
             per_head = params.qk_norm == "head"
             self.q_norm = QKNorm(hd if per_head else dims.n_heads * hd, params.qk_norm_eps,

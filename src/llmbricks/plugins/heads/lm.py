@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from llmbricks.core.component import Dims, ParamsModel
 from llmbricks.core.interfaces import Head
+from llmbricks.core.linear import Linear
 
 
 class LMHead(Head):
@@ -24,7 +25,7 @@ class LMHead(Head):
 
     def __init__(self, params: Params, dims: Dims) -> None:
         super().__init__(params, dims)
-        self.proj = nn.Linear(dims.emb_dim, dims.vocab_size, bias=False)
+        self.proj = Linear(dims.emb_dim, dims.vocab_size, bias=False)
 
     def tie(self, weight: nn.Parameter) -> None:
         if self.params.tie_weights:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from llmbricks.core.component import Dims, ParamsModel
 from llmbricks.core.interfaces import FeedForward
+from llmbricks.core.linear import Linear
 
 
 class GELUFeedForward(FeedForward):
@@ -37,8 +38,8 @@ class GELUFeedForward(FeedForward):
     def __init__(self, params: Params, dims: Dims) -> None:
         super().__init__(params, dims)
         hidden = self.hidden_size(params, dims)
-        self.up = nn.Linear(dims.emb_dim, hidden, bias=params.bias)
-        self.down = nn.Linear(hidden, dims.emb_dim, bias=params.bias)
+        self.up = Linear(dims.emb_dim, hidden, bias=params.bias)
+        self.down = Linear(hidden, dims.emb_dim, bias=params.bias)
 
     def residual_projections(self) -> list[nn.Module]:
         return [self.down]
@@ -96,9 +97,9 @@ class GatedFeedForward(FeedForward):
     def __init__(self, params: Params, dims: Dims) -> None:
         super().__init__(params, dims)
         hidden = self.hidden_size(params, dims)
-        self.gate = nn.Linear(dims.emb_dim, hidden, bias=False)
-        self.up = nn.Linear(dims.emb_dim, hidden, bias=False)
-        self.down = nn.Linear(hidden, dims.emb_dim, bias=False)
+        self.gate = Linear(dims.emb_dim, hidden, bias=False)
+        self.up = Linear(dims.emb_dim, hidden, bias=False)
+        self.down = Linear(hidden, dims.emb_dim, bias=False)
 
     def residual_projections(self) -> list[nn.Module]:
         return [self.down]
