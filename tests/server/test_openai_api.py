@@ -149,6 +149,26 @@ def test_an_over_long_prompt_is_refused(client):
     assert "context is 512 tokens" in caught.value.body["message"]
 
 
+def test_chat_answers_up_to_the_rest_of_the_context_by_default(client, server):
+    engine = server[1]
+    short = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Hi"}], temperature=0, seed=3)
+    assert short.usage.prompt_tokens + short.usage.completion_tokens <= engine.max_len
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Hello there. " * 400}])
+    assert caught.value.body["code"] == "context_length_exceeded"
+    assert caught.value.body["param"] == "messages"
+
+
+def test_a_conversation_must_end_with_the_user(client):
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=[
+            {"role": "user", "content": "Hi"}, {"role": "system", "content": "late"}])
+    assert caught.value.body["param"] == "messages"
+    assert "system messages must come first" in caught.value.body["message"]
+
+
 def test_an_unknown_model_is_a_404(client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.completions.create(model="gpt-4", prompt="Hi", max_tokens=2)

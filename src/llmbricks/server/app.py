@@ -138,7 +138,9 @@ def create_app(engine: Engine, *, model_name: str, chat_prompt: ChatPrompt | Non
             prompt, chat_stops = chat_prompt(messages)
         except LlmbricksError as exc:
             raise APIError(400, str(exc), param="messages") from None
-        budget = body.budget if body.budget is not None else engine.max_len - len(prompt)
+        # By default an answer may use the rest of the context (at least a token: a prompt that
+        # fills it is refused with the context's size).
+        budget = body.budget if body.budget is not None else max(engine.max_len - len(prompt), 1)
         request = _submit(engine, body, prompt, budget, [*chat_stops, *(stop_ids or [])])
         reply = _Reply("chatcmpl", "chat.completion", model_name, request,
                        TextStream(tokenizer, body.stop))

@@ -61,7 +61,11 @@ class Engine:
 
     ``max_batch`` streams decode together (each holds a cache slot of ``max_len`` positions:
     the model's context by default); up to ``max_queue`` more wait for a slot, and ``submit``
-    raises ``QueueFull`` past that (back-pressure). Use as a context manager, or ``close()``.
+    raises ``QueueFull`` past that (back-pressure). Use as a context manager, or ``close()``:
+    the scheduler thread holds the engine until then. The model is put in eval mode.
+
+    The cache takes ``max_batch * max_len`` positions of keys and values for every layer, up
+    front (GPT-2 124M, 32 slots of 1024: 2.4 GB in fp32); ``max_len`` lowers it.
     """
 
     def __init__(self, model: Model, tokenizer: Tokenizer | None = None, *, max_batch: int = 32,
@@ -79,6 +83,7 @@ class Engine:
         if max_len is not None and (not isinstance(max_len, int) or max_len < 2):
             raise GenerationError(f"max_len must be a whole number >= 2, got {max_len!r}")
         self.model, self.tokenizer = model.eval(), tokenizer
+        self.config: Any = None  # the run's config, when loaded from one (Engine.load)
         self.blockers = batching_blockers(model)
         self.max_batch = 1 if self.blockers else max_batch
         self.max_queue, self.prefill_chunk = max_queue, prefill_chunk
