@@ -58,6 +58,20 @@ def test_serve_refuses_bad_usage_in_one_line(tmp_path):
         assert len([line for line in result.stderr.splitlines() if line.startswith("Error:")]) == 1
 
 
+def test_a_taken_port_or_an_unknown_host_is_one_line_before_the_model_loads(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = run_cli("serve", str(tmp_path), "--port", str(port))
+    assert busy.returncode == 1
+    assert busy.stderr.strip() == (f"error: cannot listen on 127.0.0.1:{port}: Address already in "
+                                   "use (another server there? pick another --port)")
+    host = run_cli("serve", str(tmp_path), "--host", "nosuchhost.invalid", "--api-key", "k")
+    assert host.returncode == 2 and "--host nosuchhost.invalid: not an address" in host.stderr
+    assert len(host.stderr.strip().splitlines()) == 1
+
+
 def test_serving_an_empty_directory_fails_at_run_time_in_one_line(tmp_path):
     result = run_cli("serve", str(tmp_path), "--port", str(free_port()))
     assert result.returncode == 1, result.stderr

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from llmbricks.core.errors import ConfigError
+from llmbricks.core.errors import ConfigError, LlmbricksError
 from llmbricks.core.tasks.chat import ChatFormat
 from llmbricks.core.tasks.engine import Engine
 from llmbricks.core.tasks.generation import stop_token_id
@@ -65,16 +67,46 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``; a port in use or an unknown host is one line.
+
+    Bound here rather than by uvicorn, which logs the failure and exits with its own code.
+    """
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port {port}: a port is 0 to 65535")
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ConfigError(f"--host {host}: not an address of this machine ({exc.strerror}); "
+                          "give one such as 127.0.0.1 or 0.0.0.0") from None
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise LlmbricksError(f"cannot listen on {host}:{port}: {exc.strerror or exc} (another "
+                             "server there? pick another --port)") from None
+    return sock
+
+
 def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
           api_key: str | None = None, model_name: str | None = None, log_level: str = "info",
           **engine_options: Any) -> None:
     """Serve until interrupted (Ctrl-C); the engine stops with the server."""
     import uvicorn
 
-    if not 0 <= port <= 65535:
-        raise ConfigError(f"--port {port}: a port is 0 to 65535")
-    app, engine = build_server(path, api_key=api_key, model_name=model_name, **engine_options)
+    sock = listen(host, port)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        app, engine = build_server(path, api_key=api_key, model_name=model_name, **engine_options)
+        try:
+            bound = sock.getsockname()[1]
+            print(f"serving {path} on http://{host}:{bound}/v1 (max {engine.max_batch} streams; "
+                  "Ctrl-C stops)", file=sys.stderr, flush=True)
+            config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            engine.close()
     finally:
-        engine.close()
+        sock.close()
