@@ -282,3 +282,12 @@ def test_local_layers_get_their_own_attention_and_positional():
         assert torch.equal(windowed(short), plain(short))  # 3 tokens: the window hides nothing
         assert not torch.allclose(windowed(long), plain(long))
         assert not torch.allclose(both(short), windowed(short))  # the local rope turns otherwise
+
+
+@pytest.mark.parametrize("name", ["0E0", "1e-3", "2E+5"])
+def test_a_name_that_reads_as_an_exponent_float_survives_dump_and_load(tmp_path, name):
+    # The loader reads 1e-3 (no dot) as a float, so the dump must quote such a string.
+    config = load_config({}, [f"name={json.dumps(name)}"])
+    path = tmp_path / "config.yaml"
+    path.write_text(config.to_yaml(), encoding="utf-8")
+    assert load_config(path).name == name

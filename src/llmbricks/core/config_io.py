@@ -96,11 +96,10 @@ class _Loader(yaml.SafeLoader):
             raise _Refusal(node.start_mark, f"an integer with more than {_MAX_DIGITS} digits") from None
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"""),
-    list("-+0123456789"),
-)
+#: ``1e-3`` (no dot) is a float, as YAML 1.2 and every config author read it; PyYAML's YAML 1.1
+#: would make it a string.
+_EXPONENT_FLOAT = re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$""")
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_bounded_int)
 
 
@@ -435,5 +434,14 @@ def _read_text(path: Path) -> str:
                           f"offset {exc.start})") from None
 
 
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that knows the loader's extra float form, so it quotes a string such as
+    ``"0E0"`` (a config's name) that would otherwise be read back as the number 0.0."""
+
+
+_Dumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+
+
 def dump_yaml(data: Any) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False)

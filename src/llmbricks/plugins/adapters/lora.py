@@ -33,6 +33,8 @@ from torch.nn import functional as F
 from llmbricks.core.component import ParamsModel
 from llmbricks.core.errors import CheckpointError, ConfigError
 from llmbricks.core.interfaces import Adapter, Model
+from llmbricks.core.linear import Linear
+from llmbricks.core.linear import linear as fast_linear
 
 __all__ = [
     "LoRA",
@@ -98,24 +100,25 @@ class LoRALinear(nn.Module):
         return self.scale * (self.lora_B.float() @ self.lora_A.float())
 
     def forward(self, x: Tensor) -> Tensor:
-        base = F.linear(x, self.weight, self.bias)                              # W x + b
+        base = fast_linear(x, self.weight, self.bias)                           # W x + b
         update = F.linear(F.linear(self.dropout(x), self.lora_A), self.lora_B)  # B (A x')
         return base + self.scale * update                                       # + (alpha/r) B A x'
 
     def merged(self) -> nn.Linear:
-        """A plain ``nn.Linear`` with ``W' = W + (alpha / r) B A`` and the same bias.
+        """A plain linear layer (``core.linear.Linear``, an ``nn.Linear``) with
+        ``W' = W + (alpha / r) B A`` and the same bias.
 
         ``W'`` is a new tensor, not ``W`` changed in place: a ``W`` shared with another module
         (a head tied to the embedding) must keep serving that module unchanged.
         """
         weight = self.weight
-        linear = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None,
-                           device="meta")  # no allocation or init: both tensors are replaced
+        plain = Linear(self.in_features, self.out_features, bias=self.bias is not None,
+                       device="meta")  # no allocation or init: both tensors are replaced
         with torch.no_grad():
             folded = (weight.float() + self.delta_weight()).to(weight.dtype)     # W + (alpha/r) B A
-        linear.weight = nn.Parameter(folded, requires_grad=weight.requires_grad)
-        linear.bias = self.bias
-        return linear
+        plain.weight = nn.Parameter(folded, requires_grad=weight.requires_grad)
+        plain.bias = self.bias
+        return plain
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
