@@ -105,7 +105,10 @@ def serve(path: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
             print(f"serving {path} on http://{host}:{bound}/v1 (max {engine.max_batch} streams; "
                   "Ctrl-C stops)", file=sys.stderr, flush=True)
             config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5)
-            uvicorn.Server(config).run(sockets=[sock])
+            try:
+                uvicorn.Server(config).run(sockets=[sock])
+            except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it shut down on: done
+                pass
         finally:
             engine.close()
     finally:
