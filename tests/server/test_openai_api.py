@@ -169,6 +169,20 @@ def test_a_conversation_must_end_with_the_user(client):
     assert "system messages must come first" in caught.value.body["message"]
 
 
+def test_text_the_model_cannot_take_is_a_400_not_a_crash(server):
+    url = server[0]
+    surrogate = httpx.post(f"{url}/v1/completions", timeout=30,
+                           headers={"content-type": "application/json"},
+                           content=b'{"model": "tiny", "prompt": "a\\ud800b", "max_tokens": 2}')
+    assert surrogate.status_code == 400 and surrogate.json()["error"]["param"] == "prompt"
+    assert "surrogate" in surrogate.json()["error"]["message"]
+    image = httpx.post(f"{url}/v1/chat/completions", timeout=30, json={
+        "model": MODEL, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]})
+    assert image.status_code == 400 and image.json()["error"]["param"] == "messages"
+    assert "only text content parts" in image.json()["error"]["message"]
+
+
 def test_an_unknown_model_is_a_404(client):
     with pytest.raises(openai.NotFoundError) as caught:
         client.completions.create(model="gpt-4", prompt="Hi", max_tokens=2)

@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 
 from llmbricks import __version__
 from llmbricks.core.errors import LlmbricksError
+from llmbricks.core.store.text_input import check_text
 from llmbricks.core.tasks.engine import Engine, PromptTooLong, QueueFull
 from llmbricks.core.tasks.generation import GenerationError
 from llmbricks.core.tasks.requests import Request as EngineRequest
@@ -113,7 +114,7 @@ def create_app(engine: Engine, *, model_name: str, chat_prompt: ChatPrompt | Non
     async def completions(body: CompletionRequest) -> Any:
         _check(body, model_name)
         if isinstance(body.prompt, str):
-            prompt = tokenizer.encode(body.prompt, allowed_special="all")
+            prompt = _encode(tokenizer, body.prompt)
         else:
             prompt = list(body.prompt)
         budget = body.max_tokens if body.max_tokens is not None else DEFAULT_COMPLETION_TOKENS
@@ -132,11 +133,11 @@ def create_app(engine: Engine, *, model_name: str, chat_prompt: ChatPrompt | Non
         if chat_prompt is None:
             raise APIError(400, "this model has no chat format: use /v1/completions",
                            param="messages")
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-                    for m in body.messages]
         try:
+            messages = [{"role": "system" if m.role == "developer" else m.role,
+                         "content": check_text(m.text(), "a message")} for m in body.messages]
             prompt, chat_stops = chat_prompt(messages)
-        except LlmbricksError as exc:
+        except (LlmbricksError, Unsupported) as exc:
             raise APIError(400, str(exc), param="messages") from None
         # By default an answer may use the rest of the context (at least a token: a prompt that
         # fills it is refused with the context's size).
@@ -151,6 +152,15 @@ def create_app(engine: Engine, *, model_name: str, chat_prompt: ChatPrompt | Non
                            "logprobs": None, "finish_reason": reply.finish_reason})
 
     return app
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    """The prompt's ids; text the tokenizer cannot take (a lone surrogate, a character outside a
+    char vocabulary) is a 400 naming the prompt."""
+    try:
+        return tokenizer.encode(check_text(text, "the prompt"), allowed_special="all")
+    except LlmbricksError as exc:
+        raise APIError(400, str(exc), param="prompt") from None
 
 
 def _model_card(name: str, created: int) -> dict[str, Any]:
