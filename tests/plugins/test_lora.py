@@ -337,3 +337,59 @@ def test_registered_through_the_hook(registry_with):
     built = registry.build("adapter", {"name": "lora", "r": 4, "targets": ["*"]})
     assert isinstance(built, LoRA) and built.params.r == 4
     assert check_component("adapter", "lora", registry=registry)
+
+
+class BookLoRALayer(nn.Module):
+    """The book's appendix E ``LoRALayer``, written out as the oracle: ``alpha * (x @ A @ B)``."""
+
+    def __init__(self, A: torch.Tensor, B: torch.Tensor, alpha: float) -> None:
+        super().__init__()
+        self.A, self.B, self.alpha = A, B, alpha   # A: [in, r], B: [r, out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.alpha * (x @ self.A @ self.B)
+
+
+def wrapped_with_random_update(scaling: str | None, r: int = 4, alpha: float = 8.0):
+    torch.manual_seed(3)
+    base = nn.Linear(6, 5)
+    options = {} if scaling is None else {"scaling": scaling}
+    layer = LoRALinear(base, r=r, alpha=alpha, **options)
+    with torch.no_grad():
+        layer.lora_A.normal_()
+        layer.lora_B.normal_()   # B starts at zero; a trained one is not
+    return base, layer
+
+
+@pytest.mark.parametrize("scaling,scale", [(None, 8.0 / 4), ("alpha_over_r", 8.0 / 4),
+                                           ("alpha", 8.0), ("rslora", 8.0 / 2)])
+def test_each_scaling_scales_the_update_as_documented(scaling, scale):
+    base, layer = wrapped_with_random_update(scaling)
+    x = torch.randn(3, 6)
+    with torch.no_grad():
+        update = layer(x) - base(x)
+        expected = scale * (x @ layer.lora_A.T @ layer.lora_B.T)
+    torch.testing.assert_close(update, expected)
+    assert layer.scale == scale
+
+
+def test_scaling_alpha_reproduces_the_books_lora_layer():
+    base, layer = wrapped_with_random_update("alpha", r=4, alpha=16.0)
+    book = BookLoRALayer(layer.lora_A.detach().T, layer.lora_B.detach().T, alpha=16.0)
+    x = torch.randn(2, 7, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), base(x) + book(x))
+        # ...and merging folds the same update into W.
+        torch.testing.assert_close(layer.merged()(x), base(x) + book(x), atol=1e-5, rtol=1e-5)
+
+
+def test_the_default_scaling_is_unchanged_and_a_config_can_name_another():
+    assert LoRA.Params().scaling == "alpha_over_r"
+    model = tiny_model()
+    adapter(r=4, alpha=8, scaling="rslora").apply(model)
+    layer = next(iter(lora_layers(model).values()))
+    assert (layer.scaling, layer.scale) == ("rslora", 8 / math.sqrt(4))
+    with pytest.raises(ValidationError, match="scaling"):
+        LoRA.Params(scaling="book")
+    with pytest.raises(ConfigError, match="scaling=rslora.*scaling=alpha"):
+        adapter(r=4, alpha=8, scaling="alpha").apply(model)

@@ -1,7 +1,13 @@
 """LoRA (Hu et al. 2021; the book's appendix E): train a low-rank update beside frozen weights.
 
-A wrapped layer computes ``y = W x + b + (alpha / r) B A dropout(x)`` with ``A: [r, in]`` and
-``B: [out, r]``. ``B`` starts at zero, so a freshly adapted model computes exactly what the base
+A wrapped layer computes ``y = W x + b + s B A dropout(x)`` with ``A: [r, in]`` and
+``B: [out, r]``, and the scale ``s`` chosen by ``scaling``:
+
+- ``alpha_over_r`` (the default): ``s = alpha / r``, as in the LoRA paper, PEFT, litgpt and
+  torchtune: changing ``r`` does not change the update's size;
+- ``alpha``: ``s = alpha``, the book's ``LoRALayer`` (``alpha * (x A B)``);
+- ``rslora``: ``s = alpha / sqrt(r)`` (Kalajdzievski 2023, rank-stabilized LoRA).
+ ``B`` starts at zero, so a freshly adapted model computes exactly what the base
 model did, and only ``r (in + out)`` numbers per layer train instead of ``in * out``.
 
 State-dict names are chosen so the two halves of a finetune can live apart:
@@ -23,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -54,6 +60,9 @@ DEFAULT_TARGETS: tuple[str, ...] = ("*.attn.*_proj", "*.ff.*")
 #: Targets that name a part by its role in ``Model.layout()`` rather than by a glob.
 ROLE_TARGETS: tuple[str, ...] = ("@blocks", "@head")
 
+#: How the update is scaled: alpha / r (default), alpha (the book), alpha / sqrt(r) (rsLoRA).
+SCALINGS: tuple[str, ...] = ("alpha_over_r", "alpha", "rslora")
+
 #: The suffixes of the adapter's own tensors in a state dict.
 LORA_SUFFIXES: tuple[str, ...] = ("lora_A", "lora_B")
 
@@ -67,14 +76,18 @@ class LoRALinear(nn.Module):
     any tying survive wrapping.
     """
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0,
+                 scaling: str = "alpha_over_r") -> None:
         super().__init__()
         if r < 1:
             raise ValueError(f"LoRA rank r must be >= 1, got {r}")
+        if scaling not in SCALINGS:
+            raise ValueError(f"LoRA scaling must be one of {', '.join(SCALINGS)}, got {scaling!r}")
         self.in_features = base.in_features
         self.out_features = base.out_features
         self.r = r
         self.alpha = alpha
+        self.scaling = scaling
         self.dropout_p = dropout
         self.register_parameter("weight", base.weight)  # W: [out, in], the same Parameter
         self.register_parameter("bias", base.bias)      # b: [out] or None
@@ -87,7 +100,12 @@ class LoRALinear(nn.Module):
 
     @property
     def scale(self) -> float:
-        """``alpha / r``: keeps the update's size steady when r changes, so alpha need not."""
+        """``s``: ``alpha / r`` (steady when r changes), ``alpha`` (the book), or
+        ``alpha / sqrt(r)`` (rsLoRA)."""
+        if self.scaling == "alpha":
+            return self.alpha
+        if self.scaling == "rslora":
+            return self.alpha / math.sqrt(self.r)
         return self.alpha / self.r
 
     def reset_lora_parameters(self) -> None:
@@ -123,7 +141,7 @@ class LoRALinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}, r={self.r}, alpha={self.alpha}, "
-                f"dropout={self.dropout_p}")
+                f"scaling={self.scaling}, dropout={self.dropout_p}")
 
 
 class LoRA(Adapter):
@@ -135,6 +153,9 @@ class LoRA(Adapter):
         r: int = Field(8, ge=1, le=1 << 16, description="rank of the update B A (A: [r, in], B: [out, r])")
         alpha: float = Field(
             16.0, gt=0, description="the update is scaled by alpha / r (0 would train nothing)")
+        scaling: Literal["alpha_over_r", "alpha", "rslora"] = Field(
+            "alpha_over_r", description="the update's scale: alpha / r (the paper, PEFT), alpha "
+            "(the book's LoRALayer), or alpha / sqrt(r) (rsLoRA)")
         dropout: float = Field(
             0.0, ge=0.0, lt=1.0, description="dropout on the update's input, in train mode only")
         targets: list[str] = Field(
@@ -164,13 +185,15 @@ class LoRA(Adapter):
             raise ConfigError(_no_match_message(model, p.targets, self.listed_in_errors))
         _refuse_shared_weights(model, linears)
         for name, layer in wrapped.items():
-            if (layer.r, layer.alpha, layer.dropout_p) != (p.r, p.alpha, p.dropout):
+            wrapped_with = (layer.r, layer.alpha, layer.dropout_p, layer.scaling)
+            if wrapped_with != (p.r, p.alpha, p.dropout, p.scaling):
                 raise ConfigError(
                     f"adapter lora: {name} is already wrapped with r={layer.r}, "
-                    f"alpha={layer.alpha}, dropout={layer.dropout_p}, not r={p.r}, "
-                    f"alpha={p.alpha}, dropout={p.dropout}; merge() first or use the same settings")
+                    f"alpha={layer.alpha}, dropout={layer.dropout_p}, scaling={layer.scaling}, "
+                    f"not r={p.r}, alpha={p.alpha}, dropout={p.dropout}, scaling={p.scaling}; "
+                    "merge() first or use the same settings")
         for name, linear in linears.items():
-            _replace(model, name, LoRALinear(linear, p.r, p.alpha, p.dropout))
+            _replace(model, name, LoRALinear(linear, p.r, p.alpha, p.dropout, p.scaling))
         if p.freeze_base:
             _freeze_all_but_lora(model)
 
