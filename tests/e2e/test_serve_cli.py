@@ -10,14 +10,8 @@ import sys
 import openai
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import free_port, run_cli
 from tests.server.serving import tiny_model_dir, wait_until_up
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.slow

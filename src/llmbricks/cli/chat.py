@@ -14,6 +14,8 @@ from typing import Any
 
 import click
 
+from llmbricks.cli.options import sampling_options
+
 PROMPT = ">>> "
 COMMANDS_HELP = """\
 /reset            forget the conversation (the system message and the settings stay)
@@ -35,11 +37,7 @@ Ctrl-C stops an answer (what was said is kept); at the prompt it clears the line
 @click.option("--max-new-tokens", "-n", type=int,
               help="Most tokens per answer, below the context length (default: 256, or half the "
                    "context when that is shorter).")
-@click.option("--temperature", "-t", default=0.0, show_default=True, type=float,
-              help="0 = greedy; above 0, sample from softmax(logits / t).")
-@click.option("--top-k", type=int, help="Sample among the k most likely tokens (k >= 1).")
-@click.option("--top-p", type=float,
-              help="Sample from the smallest set of tokens whose probability reaches p, in (0, 1].")
+@sampling_options
 @click.option("--seed", type=int, help="Seed for sampling, 0 to 2**63-1: answer k (from 0) samples "
               "with seed + k, so a conversation replays exactly.")
 @click.pass_context
@@ -55,7 +53,7 @@ def chat(ctx: click.Context, source: str, system: str | None, max_new_tokens: in
     Piped, each line is a message or a command and only the answers are printed:
     printf 'hi\\n/reset\\nhello\\n' | llmbricks chat RUN
     """
-    from llmbricks.cli.generate import _load
+    from llmbricks.cli.generate import load_source
     from llmbricks.core.store.text_input import check_text
     from llmbricks.core.tasks.chat import Conversation
     from llmbricks.core.tasks.generation import check_generation_params
@@ -65,7 +63,7 @@ def chat(ctx: click.Context, source: str, system: str | None, max_new_tokens: in
                             seed=seed, cli=True)  # before the model loads: a typo fails at once
     if system is not None:
         check_text(system, "--system")
-    config, model, tokenizer = _load(source, None, ())
+    config, model, tokenizer = load_source(source)
     conversation = Conversation(model, tokenizer, config, system=system,
                                 max_new_tokens=max_new_tokens, temperature=temperature,
                                 top_k=top_k, top_p=top_p, seed=seed, cli=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from llmbricks.cli.options import set_option
+from llmbricks.cli.options import sampling_options, set_option
 
 
 @click.command()
@@ -22,11 +22,7 @@ from llmbricks.cli.options import set_option
 # Ranges are checked by the core (check_generation_params), as for the Python API: one policy.
 @click.option("--max-new-tokens", "-n", default=50, show_default=True, type=int,
               help="How many tokens to add (0 to 16777216).")
-@click.option("--temperature", "-t", default=0.0, show_default=True, type=float,
-              help="0 = greedy; above 0, sample from softmax(logits / t).")
-@click.option("--top-k", type=int, help="Sample among the k most likely tokens (k >= 1).")
-@click.option("--top-p", type=float,
-              help="Sample from the smallest set of tokens whose probability reaches p, in (0, 1].")
+@sampling_options
 @click.option("--seed", type=int, help="Seed for sampling, 0 to 2**63-1 (the model's own seed is "
               "its config's).")
 @click.option("--stop", metavar="TOKEN", help="The special token that ends the text (default: the "
@@ -108,29 +104,17 @@ def _load(source: str | None, config_file: str | None, overrides: tuple[str, ...
     if (source is None) == (config_file is None):
         raise click.UsageError("give a RUN (run or model directory) or --config CONFIG (one of the two)")
     if source is not None:
-        from llmbricks.core.store.runs import load_run
-
-        if not Path(source).is_dir():
-            raise click.UsageError(f"RUN '{source}' is not a directory")
-        config, model, tokenizer = load_run(source)
-        if tokenizer is None:
-            tokenizer = _rebuilt_tokenizer(source, config)
-        return config, model, tokenizer
+        return load_source(source)
     config = load_config(config_file, overrides)
     tokenizer, _ = ready_tokenizer(config)
     torch.manual_seed(config.seed)
     return config, build_model(config, tokenizer=tokenizer), tokenizer
 
 
-def _rebuilt_tokenizer(source: str, config):
-    """A directory saved without ``tokenizer/``: its config's tokenizer, rebuilt (from its data if
-    it learns one); a failure says why the data was needed."""
-    from llmbricks.core.errors import LlmbricksError
-    from llmbricks.core.store.token_cache import ready_tokenizer
+def load_source(source: str):
+    """``(config, model, tokenizer)`` of RUN: a usage error when it is not a directory."""
+    from llmbricks.core.tasks.generation import load_generator
 
-    try:
-        return ready_tokenizer(config)[0]
-    except LlmbricksError as exc:
-        exc.args = (f"{source} has no saved tokenizer (tokenizer/ is missing), and its config's "
-                    f"could not be rebuilt: {exc}",)
-        raise exc from None
+    if not Path(source).is_dir():
+        raise click.UsageError(f"RUN '{source}' is not a directory")
+    return load_generator(source)

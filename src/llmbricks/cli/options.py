@@ -15,6 +15,20 @@ config_argument = click.argument("config_file", metavar="CONFIG",
                                  type=click.Path(dir_okay=False, path_type=str))
 
 
+def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--temperature``, ``--top-k`` and ``--top-p``, as ``generate`` and ``chat`` take them
+    (their ranges are checked by the core's ``check_generation_params``)."""
+    for option in reversed([
+        click.option("--temperature", "-t", default=0.0, show_default=True, type=float,
+                     help="0 = greedy; above 0, sample from softmax(logits / t)."),
+        click.option("--top-k", type=int, help="Sample among the k most likely tokens (k >= 1)."),
+        click.option("--top-p", type=float, help="Sample from the smallest set of tokens whose "
+                     "probability reaches p, in (0, 1]."),
+    ]):
+        fn = option(fn)
+    return fn
+
+
 def load(config_file: str, overrides: tuple[str, ...]) -> Any:
     from llmbricks.core.config import load_config
 

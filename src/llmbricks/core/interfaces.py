@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .component import Component, Dims, ParamsModel
 from .kv_cache import KVCache, LayerKVCache
-from .masks import position_mask
+from .masks import causal_mask, position_mask
 
 __all__ = [
     "Adapter",
@@ -208,11 +208,17 @@ class PositionContext:
         """
         return self.q.dim() == 2
 
-    def hidden_keys(self, window: int | None = None) -> Tensor:
-        """``[B, 1, Tq, Tk]`` (or ``[Tq, Tk]``), True where a query may not attend: the causal
-        (and sliding-window) rule read off the positions (``core.masks.position_mask``)."""
-        hidden = position_mask(self.q, self.k, window)
-        return hidden.unsqueeze(-3) if self.per_row else hidden
+    def hidden_keys(self, q_len: int, k_len: int, window: int | None = None) -> Tensor:
+        """True where one of ``q_len`` queries may not attend to one of ``k_len`` keys, with an
+        optional sliding ``window``: the one mask every attention kind applies.
+
+        Rows at their own positions: ``[B, 1, Tq, Tk]``, read off the positions
+        (``core.masks.position_mask``). Otherwise ``[Tq, Tk]``, the queries being the newest of
+        the keys (``core.masks.causal_mask``), which holds on keys a window let go too.
+        """
+        if self.per_row:
+            return position_mask(self.q, self.k, window).unsqueeze(-3)
+        return causal_mask(q_len, k_len, device=self.q.device, window=window)
 
     def last_keys(self, k_len: int) -> PositionContext:
         """This context for the last ``k_len`` keys only.
@@ -335,7 +341,7 @@ class Attention(_TakesPositionContext):
 
     kind: ClassVar[str] = "attention"
     #: Whether ``forward`` honours a ``pos`` whose rows sit at their own positions
-    #: (``pos.per_row``: mask by ``pos.hidden_keys``, take a ``[B, H, Tq, Tk]`` bias). A
+    #: (``pos.per_row``: mask by ``pos.hidden_keys``, which reads them; take a ``[B, H, Tq, Tk]`` bias). A
     #: component that does not say so is served one stream at a time, which is always right.
     per_row_positions: ClassVar[bool] = False
 

@@ -90,7 +90,7 @@ class SlotRows:
     def __init__(self, pool: SlotKVCache, lo: int, hi: int,
                  counts: list[int] | None = None) -> None:
         self.pool, self.lo, self.hi, self.counts = pool, lo, hi, counts
-        self._new = 0  # tokens of the current pass (set by positions)
+        self._end = 0  # keys every row reads this pass: max(lengths) + T (set by positions)
         self._write: tuple[Tensor, Tensor] | None = None
 
     @property
@@ -111,9 +111,9 @@ class SlotRows:
         steps = torch.arange(t, device=device)
         starts = torch.tensor(lengths, device=device)
         queries = starts[:, None] + steps                                   # [B, T]
-        self._new = t
+        self._end = max(lengths) + t
         self._write = (torch.arange(self.lo, self.hi, device=device)[:, None].expand(-1, t), queries)
-        keys = torch.arange(max(lengths) + t, device=device)
+        keys = torch.arange(self._end, device=device)
         return (queries[0] if len(lengths) == 1 else queries), keys
 
     def layer(self, index: int) -> _SlotLayer:
@@ -144,5 +144,4 @@ class _SlotLayer:
         # [S, H, L, hd] seen as [S, L, H, hd]: (slot, position) picks one token's heads.
         keys.transpose(1, 2)[slots, where] = k.transpose(1, 2).to(keys.dtype)
         values.transpose(1, 2)[slots, where] = v.transpose(1, 2).to(values.dtype)
-        end = int(max(pool.lengths[rows.lo:rows.hi])) + rows._new
-        return keys[rows.lo:rows.hi, :, :end], values[rows.lo:rows.hi, :, :end]
+        return keys[rows.lo:rows.hi, :, :rows._end], values[rows.lo:rows.hi, :, :rows._end]

@@ -8,6 +8,7 @@ response shapes, status codes, the bearer token, and ``data: {...}`` events endi
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 import uuid
@@ -276,8 +277,6 @@ class _Reply:
 def _sse(events: AsyncIterator[dict]) -> StreamingResponse:
     """Server-sent events: ``data: <json>`` per event, then ``data: [DONE]``. A failure after
     the headers went out is sent as an error event (the status is already 200)."""
-    import json
-
     async def lines() -> AsyncIterator[str]:
         try:
             async for event in events:

@@ -46,9 +46,8 @@ def build_server(path: str | Path, *, api_key: str | None = None, model_name: st
     ``max_queue``, ``max_len``, ``prefill_chunk``."""
     engine = Engine.load(path, device, **engine_options)
     try:
-        tokenizer = engine.tokenizer
-        stops = [] if tokenizer is None else [t for t in [stop_token_id(tokenizer, None)]
-                                              if t is not None]
+        end = stop_token_id(engine.tokenizer, None) if engine.tokenizer is not None else None
+        stops = [] if end is None else [end]
         app = create_app(engine, model_name=model_name or Path(path).resolve().name,
                          chat_prompt=chat_format(engine), stop_ids=stops, api_key=api_key)
     except BaseException:

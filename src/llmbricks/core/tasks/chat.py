@@ -106,7 +106,7 @@ class Conversation:
                  max_new_tokens: int | None = None, temperature: float = 0.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
                  registry: Any = None, cli: bool = False) -> None:
-        generation._check_generates(model)
+        generation.check_generates(model)
         if tokenizer is None:
             raise ConfigError("chat needs the model's tokenizer to encode the messages; this "
                               "model has none")

@@ -37,7 +37,13 @@ from torch import Tensor
 from ..errors import LlmbricksError
 from ..interfaces import Attention, Model, PositionalEncoding, Tokenizer
 from ..slot_cache import SlotKVCache
-from .generation import GenerationError, check_generation_params, next_token
+from .generation import (
+    GenerationError,
+    check_generates,
+    check_generation_params,
+    load_generator,
+    next_token,
+)
 from .requests import Request, Sampling
 
 
@@ -75,10 +81,7 @@ class Engine:
                             ("prefill_chunk", prefill_chunk)):
             if not isinstance(value, int) or value < 1:
                 raise GenerationError(f"{name} must be a whole number >= 1, got {value!r}")
-        head = model.layout().head
-        if not head.per_token:
-            raise GenerationError(f"this model's head ('{head.name}') gives one output per text, "
-                                  "not next-token logits: it cannot be served")
+        check_generates(model)
         context = model.positions_limit() or model.dims.context_length
         if max_len is not None and (not isinstance(max_len, int) or max_len < 2):
             raise GenerationError(f"max_len must be a whole number >= 2, got {max_len!r}")
@@ -109,12 +112,7 @@ class Engine:
     @classmethod
     def load(cls, path: str | Path, device: torch.device | str = "cpu", **options: Any) -> Engine:
         """An engine over a run, a model directory or an imported checkpoint."""
-        from ..store.runs import load_run
-        from ..store.token_cache import ready_tokenizer
-
-        config, model, tokenizer = load_run(path, device)
-        if tokenizer is None:
-            tokenizer = ready_tokenizer(config)[0]
+        config, model, tokenizer = load_generator(path, device)
         engine = cls(model, tokenizer, **options)
         engine.config = config
         return engine

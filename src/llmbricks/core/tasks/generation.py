@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from numbers import Integral, Real
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -229,8 +230,9 @@ def _check_prompt_lookup(prompt_lookup: int, lookup_ngram: int, temperature: flo
                          "back past rejected drafts")
 
 
-def _check_generates(model: Model) -> None:
-    """A classifier (a head with ``per_token = False``) has no next-token logits to sample."""
+def check_generates(model: Model) -> None:
+    """A classifier (a head with ``per_token = False``) has no next-token logits to sample
+    (``generate``, ``llmbricks chat`` and the serving engine all refuse it so)."""
     head = model.layout().head
     if not head.per_token:
         raise ConfigError(f"this model's head ('{head.name}') gives one output per text, not "
@@ -274,7 +276,7 @@ def generate_ids(model: Model, prompt: Tensor | Sequence[Sequence[int]], *,
     check_generation_params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                             top_p=top_p, seed=seed, max_context=max_context,
                             prompt_lookup=prompt_lookup, lookup_ngram=lookup_ngram)
-    _check_generates(model)
+    check_generates(model)
     device = next(model.parameters()).device
     if vocab_limit is not None and vocab_limit < model.dims.vocab_size:
         model = _VocabLimited(model, vocab_limit)  # type: ignore[assignment]
@@ -373,7 +375,7 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
     check_generation_params(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
                             top_p=top_p, seed=seed, stop=stop, max_context=max_context,
                             prompt_lookup=prompt_lookup)
-    _check_generates(model)
+    check_generates(model)
     if tokenizer is None:
         raise GenerationError("generate needs the model's tokenizer to encode the prompt; pass "
                               "token ids to generate_ids instead")
@@ -422,3 +424,25 @@ def generate(model: Model, tokenizer: Tokenizer, prompt: str | Sequence[str], *,
             row = row[:-1]
         texts.append(tokenizer.decode(row))
     return texts[0] if isinstance(prompt, str) else texts
+
+
+def load_generator(path: str | Path, device: torch.device | str = "cpu") -> tuple[Any, Model, Tokenizer]:
+    """``(config, model, tokenizer)`` of a run or model directory, ready to generate.
+
+    A directory saved without ``tokenizer/`` gets its config's tokenizer rebuilt (from its data
+    if it learns one); a failure says why the data was needed. ``generate``, ``chat`` and the
+    serving engine all load through here.
+    """
+    from ..errors import LlmbricksError
+    from ..store.runs import load_run
+    from ..store.token_cache import ready_tokenizer
+
+    config, model, tokenizer = load_run(path, device)
+    if tokenizer is None:
+        try:
+            tokenizer = ready_tokenizer(config)[0]
+        except LlmbricksError as exc:
+            exc.args = (f"{path} has no saved tokenizer (tokenizer/ is missing), and its "
+                        f"config's could not be rebuilt: {exc}",)
+            raise exc from None
+    return config, model, tokenizer

@@ -15,7 +15,6 @@ from torch import Tensor, nn
 
 from llmbricks.core.component import Dims
 from llmbricks.core.interfaces import PositionContext
-from llmbricks.core.masks import causal_mask
 from llmbricks.plugins.attention.base import (
     AttentionParams,
     ProjectedAttention,
@@ -41,9 +40,7 @@ class MultiHeadAttention(ProjectedAttention):
             v = v.repeat_interleave(groups, dim=1)
         # Hidden: future keys (j > p) and, with a window W, keys too old (j <= p - W); read off
         # each row's positions when rows sit at their own (continuous batching).
-        window = self.params.window
-        mask = (pos.hidden_keys(window) if pos.per_row
-                else causal_mask(q.shape[-2], k.shape[-2], device=q.device, window=window))
+        mask = pos.hidden_keys(q.shape[-2], k.shape[-2], self.params.window)
         return explicit_attention(q, k, v, bias=pos.bias, mask=mask,
                                   scale=score_scale(self.params, q.shape[-1]),
                                   softcap=self.params.softcap, dropout=self.dropout)

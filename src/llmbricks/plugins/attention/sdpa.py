@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from llmbricks.core.interfaces import PositionContext
-from llmbricks.core.masks import causal_mask, window_hides_keys
+from llmbricks.core.masks import window_hides_keys
 from llmbricks.plugins.attention.base import ProjectedAttention, explicit_attention, score_scale
 
 _HAS_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
@@ -53,15 +53,12 @@ class SDPAttention(ProjectedAttention):
         scale = score_scale(self.params, q.shape[-1])
         extra["scale"] = scale
 
-        def hidden() -> Tensor:  # True where a query may not attend
-            return (pos.hidden_keys(window) if pos.per_row
-                    else causal_mask(q_len, k_len, device=q.device, window=window))
-
         if self.params.softcap is not None:  # no fused kernel caps scores: write them out
             if groups > 1 and "enable_gqa" in extra:
                 k = k.repeat_interleave(groups, dim=1)
                 v = v.repeat_interleave(groups, dim=1)
-            return explicit_attention(q, k, v, bias=bias, mask=hidden(), scale=scale,
+            return explicit_attention(q, k, v, bias=bias,
+                                      mask=pos.hidden_keys(q_len, k_len, window), scale=scale,
                                       softcap=self.params.softcap,
                                       dropout=lambda w: F.dropout(w, dropout) if dropout else w)
         if bias is None:
@@ -71,8 +68,9 @@ class SDPAttention(ProjectedAttention):
                                                           **extra)
                 if q_len == 1:  # one new token sees every (remaining) key: no mask at all
                     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, **extra)
-            mask = ~hidden()  # True = may attend
+            mask = ~pos.hidden_keys(q_len, k_len, window)  # True = may attend
         else:
             # Relative biases go in as an additive float mask, with -inf on the hidden keys.
-            mask = bias.to(q.dtype).masked_fill(hidden(), float("-inf"))
+            hidden = pos.hidden_keys(q_len, k_len, window)
+            mask = bias.to(q.dtype).masked_fill(hidden, float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, **extra)
