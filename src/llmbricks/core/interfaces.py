@@ -270,6 +270,12 @@ class PositionalEncoding(ModuleComponent):
         """Tables ``rotate`` needs for the new tokens' positions (rotary kinds)."""
         return None
 
+    def rotation_angles(self, positions: Tensor) -> Tensor | None:
+        """The angle ``[T, pairs]`` (radians) each pair of a head's dims turns by at each
+        position, or ``None`` (not rotary, or it does not say). Only read to draw the rotation
+        (``llmbricks inspect positional``); ``rotate`` never depends on it."""
+        return None
+
     def rotate(self, q: Tensor, k: Tensor, pos: PositionContext) -> tuple[Tensor, Tensor]:
         """Rotate the new queries and keys ``[B, H, T, hd]`` using ``pos.rotation``."""
         return q, k
@@ -348,6 +354,13 @@ class Attention(_TakesPositionContext):
     @abstractmethod
     def forward(self, x: Tensor, pos: PositionContext,
                 cache: LayerKVCache | None = None) -> Tensor: ...
+
+    def attention_weights(self, x: Tensor, pos: PositionContext) -> Tensor | None:
+        """The attention weights ``[B, H, T, T]`` this layer gives inputs ``x`` ``[B, T, D]`` at
+        ``pos`` (no cache, no dropout; each row sums to 1 over the keys), or ``None`` when the
+        kind cannot say (the default). Only read to look inside (``llmbricks inspect
+        attention``): a fused kernel never forms these weights, so a kind recomputes them."""
+        return None
 
     def kv_window(self) -> int | None:
         """How many of the latest keys (itself included) a query can see, or ``None`` for all.

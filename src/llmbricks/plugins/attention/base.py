@@ -44,15 +44,14 @@ def score_scale(params: AttentionParams, head_dim: int) -> float:
     return params.scale if params.scale is not None else head_dim ** -0.5
 
 
-def explicit_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None, mask: Tensor,
-                       scale: float, softcap: float | None,
-                       dropout: Callable[[Tensor], Tensor]) -> Tensor:
-    """``softmax(cap(q k^T * scale) + bias, hidden keys -inf) v``, written out.
+def attention_probabilities(q: Tensor, k: Tensor, *, bias: Tensor | None, mask: Tensor,
+                            scale: float, softcap: float | None) -> Tensor:
+    """``softmax(cap(q k^T * scale) + bias, hidden keys -inf)``: the weights ``[B, H, Tq, Tk]``.
 
     ``cap(s) = c * tanh(s / c)`` bounds every score to ``(-c, c)`` (Gemma 2); ``mask`` is True
-    where a key is hidden. Key/value heads are already broadcast to the query heads.
-    ``dropout`` is applied to the attention weights (``mha`` passes its ``nn.Dropout``, where
-    tests read the weights).
+    where a key is hidden. Key heads are already broadcast to the query heads. The one formula
+    of ``explicit_attention`` (mha, sdpa's softcap path) and of ``attention_weights``
+    (``llmbricks inspect attention``), so what is drawn is what the reference computes.
     """
     scores = (q @ k.transpose(-2, -1)) * scale                   # QK^T * scale
     if softcap is not None:
@@ -60,7 +59,26 @@ def explicit_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None, 
     if bias is not None:
         scores = scores + bias                                   # ALiBi / T5: + b[h, i, j]
     scores = scores.masked_fill(mask, float("-inf"))
-    return dropout(torch.softmax(scores, dim=-1)) @ v
+    return torch.softmax(scores, dim=-1)
+
+
+def explicit_attention(q: Tensor, k: Tensor, v: Tensor, *, bias: Tensor | None, mask: Tensor,
+                       scale: float, softcap: float | None,
+                       dropout: Callable[[Tensor], Tensor]) -> Tensor:
+    """``softmax(cap(q k^T * scale) + bias, hidden keys -inf) v``, written out.
+
+    The weights come from ``attention_probabilities``; key/value heads are already broadcast to
+    the query heads. ``dropout`` is applied to the attention weights (``mha`` passes its
+    ``nn.Dropout``, where tests read the weights).
+    """
+    weights = attention_probabilities(q, k, bias=bias, mask=mask, scale=scale, softcap=softcap)
+    return dropout(weights) @ v
+
+
+def repeat_heads(x: Tensor, groups: int) -> Tensor:
+    """GQA: each of the ``H_kv`` key/value heads ``[B, H_kv, T, hd]`` repeated for the ``groups``
+    query heads it serves -> ``[B, H_kv * groups, T, hd]`` (unchanged at ``groups`` 1)."""
+    return x.repeat_interleave(groups, dim=1) if groups > 1 else x
 
 
 class QKNorm(nn.Module):
@@ -119,6 +137,19 @@ class ProjectedAttention(Attention):
     def forward(self, x: Tensor, pos: PositionContext, cache: LayerKVCache | None = None) -> Tensor:
         b, t, _ = x.shape
         h, kv, hd = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
+        q, k = self.queries_and_keys(x, pos)
+        v = self.v_proj(x).view(b, t, kv, hd).transpose(1, 2)
+        if cache is not None:
+            k, v = cache.update(k, v)                           # keys so far: [B, H_kv, Tk, hd]
+            pos = pos.last_keys(k.shape[-2])                   # a windowed cache holds fewer
+        out = self.attend(q, k, v, pos)                         # [B, H, T, hd]
+        return self.out_proj(out.transpose(1, 2).reshape(b, t, h * hd))
+
+    def queries_and_keys(self, x: Tensor, pos: PositionContext) -> tuple[Tensor, Tensor]:
+        """Queries ``[B, H, T, hd]`` and keys ``[B, H_kv, T, hd]`` of ``x``: projected, normed
+        (``qk_norm``) and rotated to their positions, as attention scores them."""
+        b, t, _ = x.shape
+        h, kv, hd = self.dims.n_heads, self.dims.n_kv_heads, self.dims.head_dim
         q, k = self.q_proj(x), self.k_proj(x)
         norm = self.params.qk_norm
         if norm == "full":                                      # over all heads at once (OLMo 2)
@@ -127,13 +158,28 @@ class ProjectedAttention(Attention):
         if norm == "head":                                      # over each head (Qwen3, Gemma 3)
             q, k = self.q_norm(q), self.k_norm(k)
         q, k = q.transpose(1, 2), k.transpose(1, 2)             # [B, H, T, hd], [B, H_kv, T, hd]
-        v = self.v_proj(x).view(b, t, kv, hd).transpose(1, 2)
-        q, k = pos.rotate(q, k)
-        if cache is not None:
-            k, v = cache.update(k, v)                           # keys so far: [B, H_kv, Tk, hd]
-            pos = pos.last_keys(k.shape[-2])                   # a windowed cache holds fewer
-        out = self.attend(q, k, v, pos)                         # [B, H, T, hd]
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, h * hd))
+        return pos.rotate(q, k)
+
+    def attention_weights(self, x: Tensor, pos: PositionContext) -> Tensor:
+        """``softmax(cap(q k^T * scale) + bias, hidden keys -inf)`` ``[B, H, T, T]`` over ``x``.
+
+        The reference formula (``attention_probabilities``) for every subclass, fused or not,
+        without dropout: key heads repeated to the query heads (GQA), the positional bias,
+        the sliding window and the softcap all applied as ``forward`` applies them.
+        """
+        return self.probabilities(*self.queries_and_keys(x, pos), pos)
+
+    def probabilities(self, q: Tensor, k: Tensor, pos: PositionContext) -> Tensor:
+        """The weights ``[B, H, Tq, Tk]`` of queries over keys (rotated, ``k`` maybe fewer heads).
+
+        Hidden: future keys (j > p) and, with a window W, keys too old (j <= p - W); read off
+        each row's positions when rows sit at their own (continuous batching).
+        """
+        k = repeat_heads(k, q.shape[1] // k.shape[1])
+        mask = pos.hidden_keys(q.shape[-2], k.shape[-2], self.params.window)
+        return attention_probabilities(q, k, bias=pos.bias, mask=mask,
+                                       scale=score_scale(self.params, q.shape[-1]),
+                                       softcap=self.params.softcap)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: PositionContext) -> Tensor:
         raise NotImplementedError

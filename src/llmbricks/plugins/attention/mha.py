@@ -15,12 +15,7 @@ from torch import Tensor, nn
 
 from llmbricks.core.component import Dims
 from llmbricks.core.interfaces import PositionContext
-from llmbricks.plugins.attention.base import (
-    AttentionParams,
-    ProjectedAttention,
-    explicit_attention,
-    score_scale,
-)
+from llmbricks.plugins.attention.base import AttentionParams, ProjectedAttention, repeat_heads
 
 
 class MultiHeadAttention(ProjectedAttention):
@@ -34,13 +29,8 @@ class MultiHeadAttention(ProjectedAttention):
         self.dropout = nn.Dropout(dims.dropout)
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, pos: PositionContext) -> Tensor:
-        groups = q.shape[1] // k.shape[1]
-        if groups > 1:  # GQA: each key/value head serves `groups` query heads
-            k = k.repeat_interleave(groups, dim=1)
-            v = v.repeat_interleave(groups, dim=1)
-        # Hidden: future keys (j > p) and, with a window W, keys too old (j <= p - W); read off
-        # each row's positions when rows sit at their own (continuous batching).
-        mask = pos.hidden_keys(q.shape[-2], k.shape[-2], self.params.window)
-        return explicit_attention(q, k, v, bias=pos.bias, mask=mask,
-                                  scale=score_scale(self.params, q.shape[-1]),
-                                  softcap=self.params.softcap, dropout=self.dropout)
+        # softmax(cap(QK^T * scale) + bias, hidden -inf) V: the weights are `probabilities`
+        # (shared with `attention_weights`, what `llmbricks inspect attention` draws); GQA: each
+        # key/value head serves n_heads / n_kv_heads query heads.
+        weights = self.dropout(self.probabilities(q, k, pos))
+        return weights @ repeat_heads(v, q.shape[1] // v.shape[1])

@@ -106,12 +106,16 @@ class RotaryPositional(PositionalEncoding):
         Positions ``[B, T]`` (each row at its own) give ``[B, 1, T, r]``: one table per row,
         broadcast over the heads.
         """
-        inv_freq = self.frequencies(positions.device)
-        angles = positions.to(torch.float32)[..., None] * inv_freq  # [T, r/2]: p * w_j
+        angles = self.rotation_angles(positions)                    # [T, r/2]: p * w_j
         angles = torch.cat((angles, angles), dim=-1)                # [T, r]: both halves of a pair
         if angles.dim() == 3:
             angles = angles.unsqueeze(1)                            # [B, 1, T, r]: every head
         return angles.cos(), angles.sin()
+
+    def rotation_angles(self, positions: Tensor) -> Tensor:
+        """``p * w_j`` ``[T, r/2]`` float32 (``[B, T, r/2]`` for ``[B, T]`` positions): the angle
+        the pair ``(x_j, x_{j+r/2})`` turns by at position ``p``."""
+        return positions.to(torch.float32)[..., None] * self.frequencies(positions.device)
 
     def frequencies(self, device: torch.device | None = None) -> Tensor:
         """``w_j`` for ``j = 0 .. r/2 - 1``, float32, after the configured scaling."""
