@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import click
 
-from llmbricks.cli.options import echo_json, json_option
+from llmbricks.cli.options import check_run_dir, echo_json, json_option
 
 
 @click.command()
@@ -23,8 +22,7 @@ def classify(source: str, texts: tuple[str, ...], batch_size: int, device: str,
     the classify trainer). With no TEXT, classify each non-empty line of stdin."""
     from llmbricks.core.tasks.classifier import load_classifier
 
-    if not Path(source).is_dir():
-        raise click.UsageError(f"RUN '{source}' is not a directory")
+    check_run_dir(source)
     if not texts:
         stdin = click.get_text_stream("stdin")
         if stdin.isatty():

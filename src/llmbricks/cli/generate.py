@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from llmbricks.cli.options import sampling_options, set_option
+from llmbricks.cli.options import check_run_dir, sampling_options, set_option
 
 
 @click.command()
@@ -115,6 +113,5 @@ def load_source(source: str):
     """``(config, model, tokenizer)`` of RUN: a usage error when it is not a directory."""
     from llmbricks.core.tasks.generation import load_generator
 
-    if not Path(source).is_dir():
-        raise click.UsageError(f"RUN '{source}' is not a directory")
+    check_run_dir(source)
     return load_generator(source)

@@ -40,6 +40,7 @@ BUILTIN_COMMANDS: dict[str, str] = {
     "ablate": "llmbricks.cli.ablate:ablate",
     "schedule": "llmbricks.cli.schedule:schedule",
     "serve": "llmbricks.cli.serve:serve",
+    "inspect": "llmbricks.cli.inspect:inspect",
 }
 
 

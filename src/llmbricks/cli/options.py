@@ -29,6 +29,16 @@ def sampling_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def check_run_dir(source: str) -> str:
+    """RUN as the RUN verbs take it: a usage error (exit 2) naming it when it is not a directory,
+    before anything loads."""
+    from pathlib import Path
+
+    if not Path(source).is_dir():
+        raise click.UsageError(f"RUN '{source}' is not a directory")
+    return source
+
+
 def load(config_file: str, overrides: tuple[str, ...]) -> Any:
     from llmbricks.core.config import load_config
 

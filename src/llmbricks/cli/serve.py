@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
+
+from llmbricks.cli.options import check_run_dir
 
 API_KEY_ENV = "LLMBRICKS_API_KEY"
 
@@ -43,8 +43,7 @@ def serve(source: str, host: str, port: int, api_key: str | None, model_name: st
     from llmbricks.server.run import is_loopback
     from llmbricks.server.run import serve as run
 
-    if not Path(source).is_dir():
-        raise click.UsageError(f"RUN '{source}' is not a directory")
+    check_run_dir(source)
     if not 0 <= port <= 65535:
         raise click.BadParameter(f"{port} is not a port (0 to 65535)", param_hint="--port")
     if api_key is not None and not api_key.strip():
