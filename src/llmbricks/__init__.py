@@ -53,6 +53,8 @@ _LAZY: dict[str, str] = {
     "evaluate_classifier": "llmbricks.core.tasks.classifier",
     "instruction_prompt": "llmbricks.core.tasks.instruction",
     "merge_adapters": "llmbricks.core.tasks.merge",
+    **{name: "llmbricks.core.tasks.inspection" for name in (
+        "attention_weights", "inspect_attention", "inspect_positional", "inspect_embeddings")},
     "make_plan": "llmbricks.core.ablation",
     "run_ablation": "llmbricks.core.ablation",
     "build_report": "llmbricks.core.ablation.report",

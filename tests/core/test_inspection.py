@@ -33,8 +33,7 @@ from llmbricks.core.tasks.inspection import (
     positional_views,
 )
 from llmbricks.core.tasks.inspection.figure import token_label
-from tests.e2e.bad_inputs import invoke
-from tests.e2e.train_fixtures import tiny_config
+from tests.e2e.bad_run_fixtures import make_finished_run
 
 REGISTRY = Registry()
 SHAPE = {"vocab_size": 50, "context_length": 12, "emb_dim": 24, "n_layers": 2, "n_heads": 4,
@@ -289,12 +288,7 @@ def test_pca_finds_the_direction_of_most_variance():
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("inspect")
-    config = tiny_config(tmp, max_steps=2, eval_every=2, checkpoint_every=2, sample_prompt=None)
-    result = invoke("train", str(config), "--out", str(tmp / "run"),
-                    env={"LLMBRICKS_CACHE_DIR": str(tmp / "cache"), "OMP_NUM_THREADS": "1"})
-    assert result.code == 0, result.stderr
-    return tmp / "run"
+    return make_finished_run(tmp_path_factory.mktemp("inspect")) / "run"
 
 
 def assert_png(path: Path) -> np.ndarray:
@@ -347,3 +341,11 @@ def test_embeddings_without_token_counts_say_so(run, tmp_path):
     text.write_text("sea sea sea", encoding="utf-8")
     picture = inspect_embeddings(run, tmp_path / "e.png", top=2, text=text)
     assert picture.summary.endswith("2 labelled (counted in words.txt)")
+
+
+def test_the_public_api_exports_the_inspection():
+    from llmbricks.core.tasks import inspection
+
+    for name in ("attention_weights", "inspect_attention", "inspect_positional",
+                 "inspect_embeddings"):
+        assert getattr(llmbricks, name) is getattr(inspection, name)

@@ -1,18 +1,19 @@
 """``llmbricks inspect attention|positional|embeddings`` as a user runs them: real PNGs with the
 expected panels, and every bad input one line that changes nothing.
 
-One tiny run is trained per module (char tokenizer, context 16, 2 layers x 2 heads, 2 steps).
+One tiny run is trained per module (``bad_run_fixtures.make_finished_run``: char tokenizer,
+context 16, 2 layers x 2 heads, 8 steps).
 """
 
 from __future__ import annotations
 
-import types
 from pathlib import Path
 
 import pytest
 
-import llmbricks
+from tests.core.test_inspection import OPAQUE_PLUGIN
 from tests.e2e.bad_inputs import assert_clean_failure, invoke, snapshot
+from tests.e2e.bad_run_fixtures import make_finished_run
 from tests.e2e.train_fixtures import tiny_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -20,12 +21,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> tuple[Path, dict[str, str]]:
-    tmp = tmp_path_factory.mktemp("inspect-cli")
-    config = tiny_config(tmp, max_steps=2, eval_every=2, checkpoint_every=2, sample_prompt=None)
-    env = {"LLMBRICKS_CACHE_DIR": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
-    result = invoke("train", str(config), "--out", str(tmp / "run"), env=env)
-    assert result.code == 0, result.stderr
-    return tmp / "run", env
+    root = make_finished_run(tmp_path_factory.mktemp("inspect-cli"))
+    return root / "run", {"OMP_NUM_THREADS": "1"}
 
 
 def assert_png(path: Path) -> None:
@@ -130,33 +127,8 @@ def test_a_bad_inspect_argument_is_one_line_and_changes_nothing(trained, tmp_pat
     assert snapshot(run, tmp_path) == before
 
 
-class Opaque(llmbricks.Attention):
-    """Attention that mixes tokens (running means) but does not give its weights."""
-
-    name = "opaque"
-
-    def __init__(self, params, dims) -> None:
-        super().__init__(params, dims)
-        import torch
-
-        self.proj = torch.nn.Linear(dims.emb_dim, dims.emb_dim)
-
-    def residual_projections(self):
-        return [self.proj]
-
-    def forward(self, x, pos, cache=None):
-        import torch
-
-        return self.proj(x.cumsum(1) / torch.arange(1, x.shape[1] + 1).view(1, -1, 1))
-
-
-@llmbricks.hookimpl
-def _components():
-    return [Opaque]
-
-
 def test_a_run_without_attention_weights_names_its_attention(registry_with, tmp_path):
-    registry_with({"opaque": types.SimpleNamespace(llmbricks_components=_components)})
+    registry_with({"opaque": OPAQUE_PLUGIN})
     config = tiny_config(tmp_path, max_steps=1, eval_every=1, checkpoint_every=1,
                          sample_prompt=None)
     env = {"LLMBRICKS_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
