@@ -22,7 +22,7 @@ def inspect() -> None:
     """Look inside a model: attention weights, positional encodings, token embeddings (PNGs)."""
 
 
-@inspect.command("attention")
+@inspect.command("attention", short_help="Attention weights per layer and head on a prompt.")
 @click.argument("run", metavar="RUN")
 @click.option("--prompt", "-p", required=True, help="The text whose attention is drawn (at most "
               "the model's context, in tokens).")
@@ -47,7 +47,7 @@ def attention(run: str, prompt: str, layers: tuple[str, ...], heads: tuple[str, 
                              heads=parse_indices(heads, "head")))
 
 
-@inspect.command("positional")
+@inspect.command("positional", short_help="What each positional encoding does, side by side.")
 @click.argument("source", metavar="CONFIG")
 @click.option("--kind", "kinds", multiple=True, metavar="NAME",
               help="Draw only this positional kind (repeatable). Default: every registered kind.")
@@ -66,7 +66,7 @@ def positional(source: str, kinds: tuple[str, ...], positions: int | None, out: 
     _wrote(inspect_positional(source, out, kinds=kinds or None, positions=positions))
 
 
-@inspect.command("embeddings")
+@inspect.command("embeddings", short_help="Token embeddings in 2-D (PCA), frequent tokens labelled.")
 @click.argument("run", metavar="RUN")
 @click.option("--top", type=click.IntRange(min=1), default=40, show_default=True,
               help="How many of the most frequent tokens to label.")

@@ -159,7 +159,7 @@ def positional_views(config: Any, *, kinds: Sequence[str] | None = None,
 
 def plot_positional(views: Sequence[PositionalView], title: str) -> Any:
     """A figure with one panel per view (three to a row), each with its own colour bar."""
-    fig, axes = new_figure(len(views), 3, 3.6)
+    fig, axes = new_figure(len(views), 3, 3.3)
     for ax, view in zip(axes, views, strict=True):
         ax.set_title(view.title, fontsize=8)
         if view.matrix is None:
