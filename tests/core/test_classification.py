@@ -53,6 +53,34 @@ def test_the_books_balanced_split_is_1045_149_300(spam):
     assert {s: data.size(s) for s in data.splits} == {"train": 1045, "val": 149, "test": 300}
 
 
+def test_book_row_order_draws_what_pandas_draws_in_the_books_functions():
+    """create_balanced_dataset + random_split, written with pandas as the book writes them."""
+    pd = pytest.importorskip("pandas")
+    rows = [(f"t{i}", "spam" if i % 4 == 1 else "ham") for i in range(41)]
+    df = pd.DataFrame(rows, columns=["Text", "Label"])
+    spam_rows = df[df["Label"] == "spam"]
+    ham_subset = df[df["Label"] == "ham"].sample(len(spam_rows), random_state=123)
+    balanced = pd.concat([ham_subset, spam_rows]).sample(frac=1, random_state=123)
+    train_end = int(len(balanced) * 0.7)
+    val_end = train_end + int(len(balanced) * 0.1)
+    book = {"train": balanced[:train_end], "val": balanced[train_end:val_end],
+            "test": balanced[val_end:]}
+    kept = balance_rows(rows, seed=123, order="book")
+    assert kept == [tuple(r) for r in pd.concat([ham_subset, spam_rows]).itertuples(index=False)]
+    ours = split_rows(kept, (0.7, 0.1, 0.2), seed=123, row_order="book")
+    for name, part in book.items():
+        assert ours[name] == [tuple(r) for r in part.itertuples(index=False)], name
+
+
+def test_the_books_very_rows_pad_to_its_120_tokens(spam):
+    """The seeded order keeps the book's sizes; the book's order also its rows (longest: 120)."""
+    _, tokenizer = spam
+    book = prepare_labeled(build("datasource", "sms_spam"), tokenizer, context=1024, **BOOK,
+                           row_order="book")
+    assert {s: book.size(s) for s in book.splits} == {"train": 1045, "val": 149, "test": 300}
+    assert padded_length("longest", book.splits["train"][0], None, 1024) == 120
+
+
 def test_the_books_batch_counts_are_130_19_38(spam):
     data, tokenizer = spam
     length = padded_length("longest", data.splits["train"][0], None, 1024)

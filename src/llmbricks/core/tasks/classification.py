@@ -9,6 +9,9 @@ share it:
    seeded.
 3. ``split_rows``: shuffle (seeded), then cut: ``train_end = int(n * f_train)``,
    ``val_end = train_end + int(n * f_val)``, the rest is test (1494 rows -> 1045/149/300).
+   ``row_order`` picks the random numbers of steps 2 and 3: ``seeded`` (Python's ``random``) or
+   ``book`` (numpy's ``RandomState(seed)``, what pandas' ``DataFrame.sample`` draws in the
+   book's ``create_balanced_dataset`` and ``random_split``: the book's very rows).
 4. ``encode_split``: token ids, truncated to the model's context.
 5. ``padded_length``: ``longest`` (the longest training text), ``fixed`` N, or ``none``.
 6. ``LabeledBatches``: ``(ids [B, L], lengths [B], labels [B])`` batches, right-padded with the
@@ -27,8 +30,9 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, DataError, InputError
@@ -81,12 +85,34 @@ def check_num_classes(labels: Sequence[str], num_classes: int | None) -> None:
                           f"--set model.head.num_classes={len(labels)}")
 
 
-def balance_rows(rows: Sequence[tuple[str, str]], seed: int) -> list[tuple[str, str]]:
-    """Undersample every class to the smallest class's count; kept rows stay in file order."""
+RowOrder = Literal["seeded", "book"]
+
+
+def book_sample(count: int, size: int, seed: int) -> list[int]:
+    """``size`` of ``range(count)`` as pandas' ``DataFrame.sample(size, random_state=seed)`` picks.
+
+    pandas draws ``RandomState(seed).choice(count, size, replace=False)``, which is the first
+    ``size`` of ``RandomState(seed).permutation(count)``; each call starts a fresh RandomState.
+    """
+    return np.random.RandomState(seed).permutation(count)[:size].tolist()
+
+
+def balance_rows(rows: Sequence[tuple[str, str]], seed: int,
+                 order: RowOrder = "seeded") -> list[tuple[str, str]]:
+    """Undersample every class to the smallest class's count.
+
+    ``seeded``: the kept rows stay in file order. ``book``: as the book's
+    ``create_balanced_dataset``, the classes in order of first appearance, a larger class
+    sampled (its rows in the sampled order), a class of the smallest size kept whole.
+    """
     by_label: dict[str, list[int]] = {}
     for index, (_, label) in enumerate(rows):
         by_label.setdefault(label, []).append(index)
     smallest = min(len(indices) for indices in by_label.values())
+    if order == "book":
+        picked = [[indices[i] for i in book_sample(len(indices), smallest, seed)]
+                  if len(indices) > smallest else indices for indices in by_label.values()]
+        return [rows[i] for indices in picked for i in indices]
     rng = random.Random(seed)
     kept: list[int] = []
     for label in sorted(by_label):
@@ -94,15 +120,19 @@ def balance_rows(rows: Sequence[tuple[str, str]], seed: int) -> list[tuple[str, 
     return [rows[i] for i in sorted(kept)]
 
 
-def split_rows(rows: Sequence[tuple[str, str]], fractions: Sequence[float],
-               seed: int) -> dict[str, list[tuple[str, str]]]:
+def split_rows(rows: Sequence[tuple[str, str]], fractions: Sequence[float], seed: int,
+               row_order: RowOrder = "seeded") -> dict[str, list[tuple[str, str]]]:
     """Shuffle (seeded), then cut into train/val/test as the book does.
 
     ``train_end = int(n * f0)``, ``val_end = train_end + int(n * f1)``; test is the rest when the
-    fractions sum to 1, else the next ``int(n * f2)`` rows.
+    fractions sum to 1, else the next ``int(n * f2)`` rows. ``book`` shuffles as the book's
+    ``df.sample(frac=1, random_state=seed)``.
     """
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
+    if row_order == "book":
+        order = book_sample(len(rows), len(rows), seed)
+    else:
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
     train, val, test = split_sizes(len(order), fractions)
     cuts = {"train": (0, train), "val": (train, train + val),
             "test": (train + val, train + val + test)}
@@ -194,7 +224,8 @@ class LabeledData:
 
 
 def prepare_labeled(source: DataSource, tokenizer: Tokenizer, *, context: int, balance: bool,
-                    fractions: Sequence[float], seed: int) -> LabeledData:
+                    fractions: Sequence[float], seed: int,
+                    row_order: RowOrder = "seeded") -> LabeledData:
     """Rows -> labels -> (balance) -> split -> checks -> token ids, all seeded by ``seed``."""
     rows = labeled_rows(source)
     if not rows:
@@ -204,9 +235,9 @@ def prepare_labeled(source: DataSource, tokenizer: Tokenizer, *, context: int, b
     if len(counts) < 2:
         raise InputError(f"{source.describe()}: every row has the label {next(iter(counts))!r}; "
                         "a classifier needs at least two classes")
-    kept = balance_rows(rows, seed) if balance else list(rows)
+    kept = balance_rows(rows, seed, row_order) if balance else list(rows)
     kept_counts = dict(Counter(label for _, label in kept))
-    splits = split_rows(kept, fractions, seed)
+    splits = split_rows(kept, fractions, seed, row_order)
     check_splits(splits, labels, fractions, kept_counts)
     index = {label: i for i, label in enumerate(labels)}
     encoded = {name: (encode_texts(tokenizer, [t for t, _ in part], context),
@@ -272,6 +303,7 @@ class ClassifierInfo:
     split: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2])
     seed: int = 123
     splits: dict[str, int] = field(default_factory=dict)  # examples per split
+    row_order: str = "seeded"    # RowOrder; how the rows were balanced and split
 
     def save(self, directory: str | Path) -> None:
         write_atomic(Path(directory) / CLASSIFIER_FILE, json.dumps(asdict(self), indent=2) + "\n")

@@ -200,7 +200,8 @@ def evaluate_classifier(path: str | Path, *, data: dict[str, Any] | None = None,
     else:
         source = registry.build("datasource", run_config.data.source)
         prepared = prepare_labeled(source, classifier.tokenizer, context=context,
-                                   balance=info.balance, fractions=info.split, seed=info.seed)
+                                   balance=info.balance, fractions=info.split, seed=info.seed,
+                                   row_order=info.row_order)
         if prepared.labels != info.labels:
             raise InputError(f"{source.describe()} now has labels {prepared.labels}, not the "
                             f"run's {info.labels}")

@@ -17,6 +17,7 @@ from llmbricks.core.tasks.classification import (
     ClassifierInfo,
     LabeledBatches,
     LabeledData,
+    RowOrder,
     check_num_classes,
     pad_id,
     padded_length,
@@ -34,6 +35,10 @@ class ClassifyParams(ParamsModel):
     split: SplitFractions = Field(
         (0.7, 0.1, 0.2), description="train/val/test fractions of the (balanced) rows, after a "
         "seeded shuffle; the test split is the rest when they sum to 1")
+    row_order: RowOrder = Field(
+        "seeded", description="the random draws of balancing and splitting: seeded = Python's "
+        "random with the seed; book = numpy's RandomState(seed), as pandas' DataFrame.sample in "
+        "the book's create_balanced_dataset and random_split: the book's very rows")
     padding: Literal["longest", "fixed", "none"] = Field(
         "longest", description="longest = pad every text to the longest training text (the "
         "book); fixed = pad or cut to max_length; none = no padding (train.batch_size 1)")
@@ -75,7 +80,8 @@ class ClassifyTrainer(Trainer):
         tokenizer = self.check(session)
         source = session.registry.build("datasource", config.data.source)
         data = prepare_labeled(source, tokenizer, context=config.model.context_length,
-                               balance=p.balance, fractions=p.split, seed=config.data_seed)
+                               balance=p.balance, fractions=p.split, seed=config.data_seed,
+                               row_order=p.row_order)
         check_num_classes(data.labels, config.model.head.params.get("num_classes"))
         train_ids, train_labels = data.splits["train"]
         length = padded_length(p.padding, train_ids, p.max_length, config.model.context_length)
@@ -83,6 +89,7 @@ class ClassifyTrainer(Trainer):
         if dist.is_main:
             ClassifierInfo(labels=data.labels, pad_id=pad, padding=p.padding, length=length,
                            balance=p.balance, split=list(p.split), seed=config.data_seed,
+                           row_order=p.row_order,
                            splits={s: data.size(s) for s in data.splits}).save(session.run.directory)
         batches = LabeledBatches(train_ids, train_labels, train_cfg.batch_size, length, pad,
                                  shuffle=config.data.shuffle, drop_last=config.data.drop_last,
