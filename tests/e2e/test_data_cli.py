@@ -81,3 +81,22 @@ def test_data_and_tokenizer_errors():
                           "unknown tokenizer 'tiktokn' - did you mean 'tiktoken'?")
     assert_one_line_error(run_cli("data", "prepare", QUICKSTART, "--set", "data.source={name: text, path: /nonexistent}"),
                           "/nonexistent does not exist")  # a path in the config: exit 2
+
+
+def test_data_stats_prints_the_first_batches_in_order(tmp_path):
+    """The book prints its dataloader's first batch: inputs, and targets shifted by one."""
+    env = {"LLMBRICKS_CACHE_DIR": str(tmp_path)}
+    args = ("data", "stats", QUICKSTART, "--set", "data.source=python_docs", "--set",
+            "model.context_length=8", "--set", "train.batch_size=3", "--batches", "2")
+    report = json.loads(run_cli(*args, "--json", env=env).stdout)
+    first, second = report["first_batches"]
+    assert [len(first["inputs"]), len(first["inputs"][0])] == [3, 8]
+    for batch in (first, second):
+        for x, y in zip(batch["inputs"], batch["targets"], strict=True):
+            assert x[1:] == y[:-1]
+    assert first["inputs"][1][0] == first["targets"][0][-1]  # stride = context: windows abut
+    assert second["inputs"][0][0] == first["targets"][2][-1]
+    text = run_cli(*args, env=env).stdout
+    assert text.count("inputs -> targets") == 2 and f"{first['inputs'][0]} -> " in text
+    bad = run_cli(*args[:-1], "-1", env=env)
+    assert bad.returncode == 2 and "--batches" in bad.stderr

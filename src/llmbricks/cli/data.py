@@ -44,11 +44,14 @@ def prepare(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None
 
 @data.command("stats")
 @command_with_config
+@click.option("--batches", "show_batches", type=click.IntRange(0, 100), default=0, show_default=True,
+              help="Also print the first N training batches (inputs and targets, windows in "
+                   "order), as the book prints its dataloader's first batch.")
 @json_option
-def stats(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
+def stats(config_file: str, overrides: tuple[str, ...], show_batches: int, as_json: bool) -> None:
     """Tokens, split sizes and windows per epoch for CONFIG (prepares the cache if needed)."""
     from llmbricks.core.store.token_cache import prepare_data
-    from llmbricks.core.train.windows import SlidingWindowDataset
+    from llmbricks.core.train.windows import SlidingWindowDataset, first_batches
 
     cfg = load(config_file, overrides)
     prepared = prepare_data(cfg)
@@ -63,6 +66,10 @@ def stats(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
               "batches": batches, "batch_size": cfg.train.batch_size,
               "vocab_used": prepared.cache.info.distinct_ids,
               "vocab_size": prepared.tokenizer.vocab_size}
+    shown = first_batches(train, max_length=length, batch_size=cfg.train.batch_size,
+                          stride=stride, count=show_batches) if show_batches else []
+    if show_batches:
+        report["first_batches"] = [{"inputs": x.tolist(), "targets": y.tolist()} for x, y in shown]
     if as_json:
         echo_json(report)
         return
@@ -73,3 +80,13 @@ def stats(config_file: str, overrides: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"batches: batch size {cfg.train.batch_size}: train {batches['train']:,}, "
                f"val {batches['val']:,} per epoch")
     click.echo(f"vocab:   {prepared.cache.info.distinct_ids:,} of {prepared.tokenizer.vocab_size:,} ids used")
+    for number, (inputs, targets) in enumerate(shown, 1):
+        click.echo(f"batch {number}: inputs -> targets")
+        for x, y in zip(inputs.tolist(), targets.tolist(), strict=True):
+            click.echo(f"  {_ids(x)} -> {_ids(y)}")
+
+
+def _ids(ids: list[int], shown: int = 8) -> str:
+    """A window's ids; of a long one the first ``shown``, then how many there are."""
+    head = ", ".join(map(str, ids[:shown]))
+    return f"[{head}]" if len(ids) <= shown else f"[{head}, ... ({len(ids)} ids)]"

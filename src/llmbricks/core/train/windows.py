@@ -96,3 +96,14 @@ def make_loader(tokens: np.ndarray, *, max_length: int, batch_size: int,
             raise too_short(len(tokens), max_length, "the token array", "use more data or a shorter context")
         order = RandomSampler(dataset, generator=generator) if shuffle else SequentialSampler(dataset)
     return DataLoader(dataset, batch_size=batch_size, sampler=order, drop_last=drop_last)
+
+
+def first_batches(tokens: np.ndarray, *, max_length: int, batch_size: int, stride: int | None,
+                  count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``count`` batches of the windows in order (the book prints its loader's first).
+
+    The last batch may be short; fewer than ``count`` come back when the tokens run out.
+    """
+    loader = make_loader(tokens, max_length=max_length, batch_size=batch_size, stride=stride,
+                         shuffle=False, drop_last=False)
+    return [batch for batch, _ in zip(loader, range(count), strict=False)]
