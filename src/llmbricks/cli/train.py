@@ -51,6 +51,8 @@ def train(config_file: str, overrides: tuple[str, ...], out: str | None, resume:
         click.echo(f"interrupted at step {exc.step}; checkpoint written. Resume with:\n  "
                    + shlex.join(again), err=True)
         sys.exit(exc.exit_code)
+    if not result.main_process:
+        return  # under torchrun, rank 0 alone reports (its metrics are the run's)
     if result.status == "finished":
         click.echo(f"run {result.run_dir} already finished at step {result.step}; nothing to do "
                    "(to train further, --resume with a larger train.max_steps)")

@@ -113,6 +113,8 @@ class TrainResult:
     status: str
     step: int
     metrics: dict[str, Any]
+    #: False on the other ranks of a torchrun job: rank 0 alone reports, as it alone logs.
+    main_process: bool = True
 
 
 def default_run_dir(config: Config, *, resume: bool = False, root: Path = RUNS_ROOT) -> Path:
@@ -195,7 +197,8 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
             state = session.resume.state
             return TrainResult(run_dir=directory, status="finished", step=session.resume.step,
                                metrics={k: state.get(k) for k in ("step", "tokens", "train_loss",
-                                                                  "val_loss", "best_val_loss")})
+                                                                  "val_loss", "best_val_loss")},
+                               main_process=dist.is_main)
         try:
             session.loggers = [registry.build("logger", s) for s in session.config.train.loggers] \
                 if dist.is_main else []
@@ -210,7 +213,8 @@ def train(config: Config, *, out: str | Path | None = None, resume: bool = False
                 raise write_error(exc.filename or directory, exc) from None
             raise
         return TrainResult(run_dir=directory, status=session.status,
-                           step=int(metrics.get("step", 0)), metrics=dict(metrics))
+                           step=int(metrics.get("step", 0)), metrics=dict(metrics),
+                           main_process=dist.is_main)
     finally:
         shutdown(dist)
 
