@@ -211,7 +211,7 @@ def test_every_registered_kind_gets_a_panel_grouped_by_how_it_acts():
     assert [v.kind for v in views] == ["absolute", "sinusoidal", "rope", "alibi", "t5", "none"]
     assert [v.family for v in views] == ["added", "added", "rotation", "bias", "bias", "nothing"]
     own = views[2]
-    assert own.title.startswith("\u2605 rope") and own.title.endswith("(this config's)")
+    assert own.title.startswith("rope") and own.title.endswith("(this config's)")
     # The config's own params: theta 100 -> pair j turns by p * 100^(-2j / 6) per position
     j = np.arange(3)
     expected = np.outer(np.arange(12), 100.0 ** (-2 * j / 6)) % (2 * math.pi)
@@ -321,7 +321,7 @@ def test_inspect_positional_and_embeddings_write_pngs(run, tmp_path):
     assert_png(picture.path)
     picture = inspect_embeddings(run, tmp_path / "e.png", top=5)
     assert picture.panels == 1
-    assert picture.summary.endswith("5 labelled (counted in the training data (text))")
+    assert picture.summary.endswith("5 labelled, counted in the training data, text")
     assert_png(picture.path)
 
 
@@ -340,7 +340,7 @@ def test_embeddings_without_token_counts_say_so(run, tmp_path):
     text = tmp_path / "words.txt"
     text.write_text("sea sea sea", encoding="utf-8")
     picture = inspect_embeddings(run, tmp_path / "e.png", top=2, text=text)
-    assert picture.summary.endswith("2 labelled (counted in words.txt)")
+    assert picture.summary.endswith("2 labelled, counted in words.txt")
 
 
 def test_the_public_api_exports_the_inspection():

@@ -68,7 +68,7 @@ def test_embeddings_labels_the_most_frequent_tokens(trained, tmp_path):
     result = invoke("inspect", "embeddings", str(run), "--top", "5", "-o",
                     str(tmp_path / "e.png"), env=env)
     assert result.code == 0, result.stderr
-    assert result.stdout.endswith("5 labelled (counted in the training data (text))\n")
+    assert result.stdout.endswith("5 labelled, counted in the training data, text\n")
     assert_png(tmp_path / "e.png")
 
 

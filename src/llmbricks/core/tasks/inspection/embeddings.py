@@ -81,7 +81,7 @@ def token_counts(config: Any, tokenizer: Tokenizer, text: str | Path | None = No
     except LlmbricksError as exc:
         return None, f"the training data is not readable here ({exc})"
     counts = np.bincount(np.asarray(tokens, dtype=np.int64), minlength=tokenizer.vocab_size)
-    return counts, f"counted in the training data ({config.data.source.name})"
+    return counts, f"counted in the training data, {config.data.source.name}"
 
 
 def plot_embeddings(table: np.ndarray, labels: dict[int, str], title: str,
@@ -137,4 +137,4 @@ def inspect_embeddings(run: str | Path, out: str | Path = "embeddings.png", *,
     title = (f"token embeddings of {Path(run).name}: {len(table)} tokens, PCA to 2-D\n"
              f"labelled ({len(labels)}): {what}")
     path = save_png(plot_embeddings(table, labels, title, seed=config.seed), out)
-    return Picture(path, 1, f"{len(table)} tokens, {len(labels)} labelled ({origin})")
+    return Picture(path, 1, f"{len(table)} tokens, {len(labels)} labelled, {origin}")

@@ -18,6 +18,7 @@ fresh initialization (seeded by the config's seed); each panel's title says whic
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,7 +148,7 @@ def positional_views(config: Any, *, kinds: Sequence[str] | None = None,
         except (LlmbricksError, ValueError) as exc:
             view = PositionalView(kind, kind, note=f"cannot be built at these dims:\n{exc}")
         if mine:
-            view.title = f"\u2605 {view.title} (this config's)"
+            view.title = f"{view.title} (this config's)"
         views.append(view)
     if not kinds:  # every kind: grouped by how each acts, as the module docstring lists them
         views.sort(key=lambda v: FAMILIES.index(v.family))
@@ -161,7 +162,7 @@ def plot_positional(views: Sequence[PositionalView], title: str) -> Any:
     """A figure with one panel per view (three to a row), each with its own colour bar."""
     fig, axes = new_figure(len(views), 3, 3.3)
     for ax, view in zip(axes, views, strict=True):
-        ax.set_title(view.title, fontsize=8)
+        ax.set_title("\n".join(textwrap.wrap(view.title, 44)), fontsize=8)  # fits the panel
         if view.matrix is None:
             ax.set_axis_off()
             ax.text(0.5, 0.5, view.note, ha="center", va="center", fontsize=8,
